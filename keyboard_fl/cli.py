@@ -1,0 +1,319 @@
+"""``keyboard-fl``: the command line of the project (typer + rich).
+
+User errors (bad config, bad corpus line, missing run) print one clear red
+line and exit with status 2; they never show a Python traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help="A private phone keyboard: federated, differentially private next-word prediction.")
+console = Console()
+err = Console(stderr=True)
+
+MAIN_DIR = Path("runs/main")
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError)
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _guard(fn):
+    """Turn user errors into one clear line (set KEYBOARD_FL_DEBUG=1 for tracebacks)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        try:
+            return fn(*a, **k)
+        except typer.Exit:
+            raise
+        except Exception as e:  # noqa: BLE001 - the CLI boundary
+            from keyboard_fl.checkpoint import CheckpointError
+
+            known = USER_ERRORS + (CheckpointError,)
+            try:
+                from keyboard_fl.data import CorpusError
+
+                known = known + (CorpusError,)
+            except ImportError:
+                pass
+            if os.environ.get("KEYBOARD_FL_DEBUG") or not isinstance(e, known):
+                raise
+            _fail(str(e))
+
+    return wrapper
+
+
+def _config(preset: str, mode: str, seed: int, **overrides):
+    from keyboard_fl.config import PRESETS, preset as make_preset
+
+    if preset not in PRESETS:
+        _fail(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    cfg = make_preset(preset, mode=mode, seed=seed)
+    fed = {k: v for k, v in overrides.items() if v is not None}
+    if fed:
+        cfg = dataclasses.replace(cfg, federated=dataclasses.replace(cfg.federated, **fed))
+    return cfg
+
+
+def _log(msg: str) -> None:
+    console.print(f"[dim]·[/] {msg}", highlight=False)
+
+
+def _pct(x) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _eps(m: dict) -> str:
+    e = m.get("epsilon")
+    if m.get("mode") != "dp-fedavg":
+        return "not private"
+    return f"ε={e:.2f}, δ={m['delta']:.0e}" if isinstance(e, (int, float)) else f"ε={e}"
+
+
+def results_table(rows: dict[str, dict]) -> Table:
+    t = Table(title="next-word prediction on held-out users (whole words)")
+    for col in ("model", "top-1", "top-3", "n-gram top-1", "n-gram top-3", "KSR", "ppl/piece", "privacy"):
+        t.add_column(col, justify="right" if col != "model" else "left")
+    for name, m in rows.items():
+        t.add_row(
+            name, _pct(m["top1"]), _pct(m["top3"]), _pct(m["ngram_top1"]), _pct(m["ngram_top3"]),
+            _pct(m.get("ksr")), f"{m['perplexity']:.1f}", _eps(m),
+        )
+    return t
+
+
+@app.command()
+@_guard
+def train(
+    out: Path = typer.Option(..., "--out", help="run directory"),
+    mode: str = typer.Option("dp-fedavg", help="central, fedavg or dp-fedavg"),
+    preset: str = typer.Option("default", help="tiny, default or large"),
+    seed: int = typer.Option(0, help="the one seed (population, init, sampling, noise)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    rounds: Optional[int] = typer.Option(None, help="override the preset's federated rounds"),
+    target_epsilon: Optional[float] = typer.Option(None, "--target-epsilon", help="calibrate the noise for this ε (dp-fedavg)"),
+    noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", help="fixed z instead of a target ε"),
+    clients_per_round: Optional[float] = typer.Option(None, "--clients-per-round", help="expected cohort q·N"),
+    clip_norm: Optional[float] = typer.Option(None, "--clip-norm", help="per-user L2 clip C (dp-fedavg)"),
+):
+    """Train one model (central baseline, FedAvg or DP-FedAvg) and evaluate it."""
+    from keyboard_fl.config import MODES
+    from keyboard_fl.train.run import run
+
+    if mode not in MODES:
+        _fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if noise_multiplier is not None and target_epsilon is not None:
+        _fail("give either --noise-multiplier or --target-epsilon, not both")
+    over = dict(rounds=rounds, target_epsilon=target_epsilon, noise_multiplier=noise_multiplier,
+                clients_per_round=clients_per_round, clip_norm=clip_norm)
+    if noise_multiplier is not None:
+        over["target_epsilon"] = None
+    cfg = _config(preset, mode, seed, **over)
+    m = run(cfg, out, resume=resume, log=_log)
+    console.print(results_table({mode: m}))
+    console.print(f"wrote {out / 'metrics.json'}")
+
+
+@app.command()
+@_guard
+def main(
+    out: Path = typer.Option(MAIN_DIR, "--out", help="directory for the three runs"),
+    preset: str = typer.Option("default", help="tiny, default or large"),
+    seed: int = typer.Option(0),
+):
+    """The README main job: central baseline, FedAvg and DP-FedAvg on one population, side by side."""
+    from keyboard_fl.train.run import run
+
+    results = {}
+    for mode in ("central", "fedavg", "dp-fedavg"):
+        console.rule(f"[bold]{mode}")
+        d = out / mode
+        results[mode] = run(_config(preset, mode, seed), d, resume=(d / "config.json").exists() and not (d / "metrics.json").exists(), log=_log) \
+            if not (d / "metrics.json").exists() else json.loads((d / "metrics.json").read_text())
+    console.print(results_table(results))
+    from keyboard_fl.train.run import write_json
+
+    write_json(out / "summary.json", {k: {f: v.get(f) for f in ("top1", "top3", "ngram_top1", "ngram_top3", "ksr", "perplexity", "epsilon", "delta", "params")} for k, v in results.items()})
+    console.print(f"runs in {out}/; try: keyboard-fl suggest --run {out}/dp-fedavg \"see you\"")
+
+
+@app.command()
+@_guard
+def evaluate(run_dir: Path = typer.Argument(..., help="a run directory")):
+    """Show a run's metrics: quality, baselines and privacy."""
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        _fail(f"{path} not found: is {run_dir} a finished run?")
+    m = json.loads(path.read_text())
+    console.print(results_table({m.get("mode", run_dir.name): m}))
+    h = m["heldout_users"]["per_user_top1"]
+    console.print(f"per-user top-1 over {h['users']} held-out users: p10 {_pct(h['p10'])}, median {_pct(h['median'])}, p90 {_pct(h['p90'])}")
+    o = m["train_users_heldout_messages"]
+    console.print(f"held-out messages of training users: top-1 {_pct(o['top1'])}, top-3 {_pct(o['top3'])}; OOV rate {_pct(m['heldout_users']['oov_rate'])}")
+    if m.get("mode") == "dp-fedavg":
+        console.print(
+            f"privacy: ({m['epsilon']:.3f}, {m['delta']:.0e})-DP per {m['privacy_unit']}, {m['accountant']} accountant; "
+            f"z={m['noise_multiplier']:.4f}, q={m['sampling_prob']:.4g} (Poisson), {m['rounds']} rounds, C={m['clip_norm']}, N={m['population']}"
+        )
+
+
+def _load_suggester(run_dir: Path):
+    from keyboard_fl import checkpoint
+    from keyboard_fl.config import RunConfig
+    from keyboard_fl.models import init_params
+    from keyboard_fl.suggest import Suggester
+    from keyboard_fl.tokenizer import Tokenizer
+
+    if not (run_dir / "metrics.json").exists():
+        _fail(f"{run_dir} holds no finished run (no metrics.json); train one with keyboard-fl train --out {run_dir}")
+    cfg = RunConfig.load(run_dir / "config.json")
+    tok = Tokenizer.load(run_dir / "tokenizer.model")
+    import jax
+
+    model_cfg = dataclasses.replace(cfg.model, vocab_size=tok.vocab_size)
+    graphdef, template = init_params(model_cfg, jax.random.key(0))
+    found = checkpoint.load_latest(run_dir / "model", template)
+    if found is None:
+        _fail(f"{run_dir / 'model'}: no usable model checkpoint")
+    return Suggester(graphdef, found[1], tok), json.loads((run_dir / "metrics.json").read_text())
+
+
+@app.command()
+@_guard
+def suggest(
+    text: str = typer.Argument(..., help="text typed so far; a trailing partial word gets completions"),
+    run: Optional[Path] = typer.Option(None, "--run", help="run directory (default: the main job's DP-FedAvg run)"),
+    k: int = typer.Option(3, help="number of suggestions"),
+):
+    """Print the suggestion strip for a text."""
+    run = run or MAIN_DIR / "dp-fedavg"
+    s, m = _load_suggester(run)
+    words = s.suggest(text, k)
+    console.print("  |  ".join(f"[bold]{w}[/]" for w in words) if words else "[dim](no suggestion)[/]")
+    console.print(f"[dim]{run} · {_eps(m)}[/]", highlight=False)
+
+
+predict = app.command("predict", help="Alias of suggest.")(suggest)
+
+
+@app.command()
+@_guard
+def privacy(
+    sampling_prob: Optional[float] = typer.Option(None, "--q", help="Poisson sampling probability per round"),
+    clients_per_round: Optional[float] = typer.Option(None, "--clients-per-round", help="expected cohort (with --population)"),
+    population: Optional[int] = typer.Option(None, "--population", help="number of users N"),
+    rounds: int = typer.Option(..., help="training rounds"),
+    noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", "-z", help="z: what ε does it give?"),
+    target_epsilon: Optional[float] = typer.Option(None, "--target-epsilon", help="what z does this ε need?"),
+    delta: Optional[float] = typer.Option(None, help="δ (default: below 1/N)"),
+):
+    """Privacy without training: ε for a noise level, or the noise for a target ε (user-level, Poisson sampling)."""
+    from keyboard_fl.privacy import calibrate_noise_multiplier, default_delta, describe, PrivacySpec
+
+    if (noise_multiplier is None) == (target_epsilon is None):
+        _fail("give exactly one of --noise-multiplier or --target-epsilon")
+    if sampling_prob is None:
+        if clients_per_round is None or population is None:
+            _fail("give --q, or --clients-per-round with --population")
+        sampling_prob = clients_per_round / population
+    if delta is None:
+        if population is None:
+            _fail("give --delta, or --population to use the default δ below 1/N")
+        delta = default_delta(population)
+    if target_epsilon is not None:
+        noise_multiplier = calibrate_noise_multiplier(target_epsilon, sampling_prob, rounds, delta)
+    rep = describe(PrivacySpec(noise_multiplier, sampling_prob, rounds, delta, population=population))
+    t = Table(title="user-level DP-FedAvg privacy")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    for key in ("epsilon", "epsilon_rdp", "delta", "noise_multiplier", "sampling_prob", "rounds", "population", "privacy_unit", "accountant", "sampling", "neighbouring"):
+        if key in rep:
+            v = rep[key]
+            t.add_row(key, f"{v:.4g}" if isinstance(v, float) else str(v))
+    console.print(t)
+
+
+@app.command()
+@_guard
+def generate(
+    out: Path = typer.Option(..., "--out", help="directory for the JSONL files and manifest.json"),
+    preset: str = typer.Option("default"),
+    seed: int = typer.Option(0),
+    split: list[str] = typer.Option(["train", "heldout", "public"], help="splits to write"),
+):
+    """Materialise a simulated population to JSONL with a manifest (seed, counts, sha256)."""
+    from keyboard_fl.data import Population
+    from keyboard_fl.data.materialize import materialize
+
+    cfg = _config(preset, "central", seed)
+    manifest = materialize(Population(cfg.population), out, splits=tuple(split))
+    console.print_json(json.dumps(manifest, default=str))
+
+
+@app.command()
+@_guard
+def stats(
+    preset: str = typer.Option("default"),
+    seed: int = typer.Option(0),
+    split: str = typer.Option("train"),
+    max_users: int = typer.Option(2000, help="users to summarise"),
+    plot: Optional[Path] = typer.Option(None, help="write a rank–frequency plot (PNG) beside wordfreq's English"),
+):
+    """Show that the simulated data looks like typing: users, messages, words, overlap, samples."""
+    from keyboard_fl.data import Population
+    from keyboard_fl.data.stats import population_stats, rank_frequency_plot
+
+    cfg = _config(preset, "central", seed)
+    pop = Population(cfg.population)
+    s = population_stats(pop, split=split, max_users=max_users)
+    samples = s.pop("sample_messages", [])
+    t = Table(title=f"population stats ({split}, first {max_users} users)")
+    t.add_column("statistic")
+    t.add_column("value", justify="right")
+    for k, v in s.items():
+        t.add_row(k, json.dumps(v) if isinstance(v, (dict, list)) else (f"{v:.4g}" if isinstance(v, float) else str(v)))
+    console.print(t)
+    for m in samples[:12]:
+        console.print(f"  [cyan]›[/] {m}", highlight=False)
+    if plot:
+        rank_frequency_plot(pop, plot)
+        console.print(f"wrote {plot}")
+
+
+@app.command()
+@_guard
+def tokenizer(
+    out: Path = typer.Option(..., "--out", help="path of the .model file"),
+    preset: str = typer.Option("default"),
+    seed: int = typer.Option(0),
+    vocab_size: Optional[int] = typer.Option(None, "--vocab-size"),
+):
+    """Train the SentencePiece tokenizer on the public split only."""
+    from keyboard_fl.data import Population
+    from keyboard_fl.tokenizer import train_tokenizer
+
+    cfg = _config(preset, "central", seed)
+    tcfg = cfg.tokenizer if vocab_size is None else dataclasses.replace(cfg.tokenizer, vocab_size=vocab_size)
+    tok = train_tokenizer((m for u in Population(cfg.population).users("public") for m in u.train), tcfg)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(out)
+    console.print(f"wrote {out}: {tok.vocab_size} pieces (public split only)")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,174 @@
+"""Run configuration: one frozen dataclass per concern, and the named presets.
+
+Every run is described by a :class:`RunConfig`; its JSON form is saved in the
+run directory, so a run can be resumed, audited and reproduced from it alone.
+One seed controls everything (DESIGN.md §3): population, sampling, init, noise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from keyboard_fl.data import PopulationConfig
+from keyboard_fl.models.config import ModelConfig
+from keyboard_fl.tokenizer import TokenizerConfig
+from keyboard_fl.train.central import CentralConfig
+
+Mode = Literal["central", "fedavg", "dp-fedavg"]
+MODES: tuple[str, ...] = ("central", "fedavg", "dp-fedavg")
+
+
+def _positive(obj, *names: str, real: bool = False) -> None:
+    for name in names:
+        v = getattr(obj, name)
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {v!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class FederatedConfig:
+    rounds: int = 200  # server rounds (Gboard ran ~3,000; the CPU default is short)
+    clients_per_round: float = 64.0  # expected cohort q·N; q is derived from the population size
+    max_examples: int = 64  # rows (≤ seq_len pieces each) a client trains on per round; caps heavy typists
+    batch_size: int = 16  # local mini-batch (Stack Overflow benchmark: 16)
+    local_epochs: int = 1  # passes over the client's rows per round
+    client_lr: float = 0.5  # plain local SGD, as in FedAvg
+    server_optimizer: Literal["sgd", "nesterov", "adam"] = "nesterov"  # Gboard: SGD, Nesterov momentum 0.9
+    server_lr: float = 1.0  # Gboard: 1.0 with momentum 0.9
+    clip_norm: float = 0.5  # C: L2 bound on each user's model delta (DP mode only)
+    noise_multiplier: float | None = None  # z; None → calibrated from target_epsilon
+    target_epsilon: float | None = 10.0  # ε to calibrate z for, over `rounds` rounds (DP mode only)
+    delta: float | None = None  # None → default_delta(N), below 1/N
+    eval_every: int = 25  # rounds between quick evaluations logged to metrics.jsonl
+    checkpoint_every: int = 25  # rounds between atomic checkpoints
+    eval_messages: int = 400  # held-out messages in each quick evaluation
+
+    def __post_init__(self):
+        _positive(self, "rounds", "max_examples", "batch_size", "local_epochs", "eval_every", "checkpoint_every")
+        _positive(self, "clients_per_round", "client_lr", "server_lr", "clip_norm", real=True)
+        if self.noise_multiplier is not None and self.noise_multiplier < 0:
+            raise ValueError(f"noise_multiplier must be ≥ 0, got {self.noise_multiplier}")
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
+        if self.delta is not None and not 0 < self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta}")
+        if self.server_optimizer not in ("sgd", "nesterov", "adam"):
+            raise ValueError(f"server_optimizer must be sgd, nesterov or adam, got {self.server_optimizer!r}")
+
+    def sampling_prob(self, population: int) -> float:
+        q = self.clients_per_round / population
+        if not 0 < q <= 1:
+            raise ValueError(
+                f"clients_per_round={self.clients_per_round} needs q = {q:.4g} in (0, 1] for a population of {population}"
+            )
+        return q
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    max_users: int = 400  # held-out users evaluated (all their messages)
+    max_train_user_messages: int = 2000  # held-out (last) messages of training users evaluated
+    ksr_messages: int = 150  # messages typed character by character for keystroke savings
+    min_targets: int = 5  # users with fewer targets are left out of the per-user distribution
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0  # the one seed: population, init, sampling, noise
+    mode: Mode = "dp-fedavg"  # central (pooled, non-private), fedavg, or dp-fedavg
+    population: PopulationConfig = PopulationConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig = ModelConfig()
+    seq_len: int = 24  # pieces per training row (Stack Overflow NWP: 20 words)
+    central: CentralConfig = CentralConfig()
+    federated: FederatedConfig = FederatedConfig()
+    eval: EvalConfig = EvalConfig()
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        _positive(self, "seq_len")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, where: str = "config") -> "RunConfig":
+        return _from_dict(cls, d, where)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+        return cls.from_dict(d, where=str(path))
+
+
+def _from_dict(cls, d: Any, where: str):
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected an object for {cls.__name__}, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; known: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in d.items():
+        default = getattr(cls(), name) if _has_defaults(cls) else None
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _from_dict(type(default), value, f"{where}.{name}")
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: {e}") from None
+
+
+def _has_defaults(cls) -> bool:
+    return all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING for f in dataclasses.fields(cls))
+
+
+def _replace(cfg, **changes):
+    return dataclasses.replace(cfg, **changes)
+
+
+def preset(name: str, mode: Mode = "dp-fedavg", seed: int = 0) -> RunConfig:
+    """Named configurations: ``tiny`` (tests, seconds), ``default`` (README main job), ``large`` (long runs)."""
+    if name == "tiny":
+        return RunConfig(
+            seed=seed,
+            mode=mode,
+            population=PopulationConfig(seed=seed, num_train_users=300, num_heldout_users=40, num_public_users=300),
+            tokenizer=TokenizerConfig(vocab_size=512),
+            model=ModelConfig(vocab_size=512, embed_dim=32, hidden_dim=64),
+            seq_len=16,
+            central=CentralConfig(steps=60, batch_size=32),
+            federated=FederatedConfig(
+                rounds=6, clients_per_round=12, max_examples=16, batch_size=8, eval_every=3, checkpoint_every=2,
+                eval_messages=40, target_epsilon=50.0,
+            ),
+            eval=EvalConfig(max_users=30, max_train_user_messages=60, ksr_messages=5, min_targets=1),
+        )
+    if name == "default":
+        return RunConfig(seed=seed, mode=mode, population=PopulationConfig(seed=seed))
+    if name == "large":
+        return RunConfig(
+            seed=seed,
+            mode=mode,
+            population=PopulationConfig(seed=seed, num_train_users=100_000),
+            central=CentralConfig(steps=8000),
+            federated=FederatedConfig(rounds=1500, clients_per_round=1000, eval_every=50, checkpoint_every=50),
+        )
+    raise ValueError(f"unknown preset {name!r}: choose tiny, default or large")
+
+
+PRESETS = ("tiny", "default", "large")

@@ -1,0 +1,30 @@
+"""Federated training: cohort sampling, client update, one jitted round."""
+
+from keyboard_fl.fl.client import ClientMetrics, as_client_optimizer, client_update
+from keyboard_fl.fl.round import (
+    AggregatorConfig,
+    CohortBatch,
+    RoundMetrics,
+    ServerState,
+    build_round,
+    make_server_optimizer,
+    server_init,
+)
+from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort, sample_cohort_exact, sample_fixed_cohort
+
+__all__ = [
+    "AggregatorConfig",
+    "ClientMetrics",
+    "CohortBatch",
+    "RoundMetrics",
+    "ServerState",
+    "as_client_optimizer",
+    "build_round",
+    "client_update",
+    "cohort_capacity",
+    "make_server_optimizer",
+    "sample_cohort",
+    "sample_cohort_exact",
+    "sample_fixed_cohort",
+    "server_init",
+]

@@ -1,0 +1,235 @@
+"""One federated round as a single jitted function: FedAvg and DP-FedAvg.
+
+* FedAvg (McMahan et al. 2017, arXiv:1602.05629): the server update is the
+  example-weighted mean of the client deltas (weights = tokens trained on).
+* DP-FedAvg (McMahan et al. 2018, arXiv:1710.06963), user-level DP: each
+  client's delta is clipped to L2 norm ``C``; the server adds
+  ``N(0, (zC)^2 I)`` to the *unweighted* sum of clipped deltas and divides by
+  the *fixed* expected cohort size ``qN`` (not the realized count), so adding
+  or removing one user changes the pre-noise aggregate by at most ``C/(qN)``
+  whatever the size of the user's data.
+* Server optimizers (Reddi et al. 2021, "Adaptive Federated Optimization",
+  arXiv:2003.00295): the averaged delta, negated, is fed to an optax
+  optimizer as a pseudo-gradient. SGD(lr=1) is plain FedAvg; SGD with
+  Nesterov momentum 0.9 and lr 1 is Gboard's server (Hard et al. 2018,
+  arXiv:1811.03604); Adam is FedAdam.
+
+The round is ``vmap(client_update)`` over a padded, masked cohort →
+``vmap(clip_update)`` → masked sum → noise → divide → server optimizer, with
+no Python loop over clients. A client whose delta contains NaN/Inf is masked
+out of the aggregate and counted in ``RoundMetrics.nonfinite_clients``;
+dropping it cannot raise the sensitivity (it is the same as that user not
+contributing).
+
+Privacy note: ``RoundMetrics`` diagnostics (losses, update norms, clipped
+fraction) are computed from *un-noised* per-client values. They are for
+simulation and tuning only; a deployment must not release them without its
+own privacy accounting. Only ``ServerState.params`` is the DP output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from keyboard_fl.fl.client import LossFn, as_client_optimizer, client_update
+from keyboard_fl.privacy.clipping import add_gaussian_noise, clip_update
+
+PyTree = Any
+
+__all__ = [
+    "AggregatorConfig",
+    "CohortBatch",
+    "RoundMetrics",
+    "ServerState",
+    "build_round",
+    "make_server_optimizer",
+    "server_init",
+]
+
+
+@dataclass(frozen=True)
+class AggregatorConfig:
+    """How client deltas are combined into one server update."""
+
+    # "fedavg": example-weighted mean, no clipping, no noise (not private).
+    # "dp-fedavg": clip, unweighted sum, Gaussian noise, fixed denominator.
+    mode: Literal["fedavg", "dp-fedavg"] = "fedavg"
+    # C: L2 bound on each user's whole delta; the per-user sensitivity of the sum.
+    clip_norm: float = 1.0
+    # z: noise std on the sum is z*C; with q and the number of rounds it sets epsilon.
+    noise_multiplier: float = 0.0
+    # q*N: the fixed denominator for DP (never the realized count, which
+    # would make the sensitivity depend on who else was sampled).
+    expected_cohort: float = 1.0
+
+    def __post_init__(self):
+        if self.mode not in ("fedavg", "dp-fedavg"):
+            raise ValueError(f"unknown aggregator mode {self.mode!r}")
+        if self.mode == "dp-fedavg":
+            if not self.clip_norm > 0:
+                raise ValueError(f"clip_norm must be > 0, got {self.clip_norm}")
+            if not self.noise_multiplier >= 0:
+                raise ValueError(f"noise_multiplier must be >= 0, got {self.noise_multiplier}")
+            if not self.expected_cohort > 0:
+                raise ValueError(f"expected_cohort must be > 0, got {self.expected_cohort}")
+
+    @property
+    def noise_std(self) -> float:
+        """Std of the noise added to the *sum* of clipped deltas (0 for fedavg)."""
+        return self.noise_multiplier * self.clip_norm if self.mode == "dp-fedavg" else 0.0
+
+
+class ServerState(NamedTuple):
+    params: PyTree  # global model parameters (the only DP output)
+    opt_state: PyTree  # server optimizer state (momentum / Adam moments)
+    round: jax.Array  # int32: rounds completed
+
+
+class CohortBatch(NamedTuple):
+    """A padded cohort of ``K`` clients (``K`` = static capacity)."""
+
+    inputs: jax.Array  # int32[K, S, B, T]
+    targets: jax.Array  # int32[K, S, B, T]
+    weights: jax.Array  # float32[K, S, B, T]; 0 marks padding tokens/steps
+    mask: jax.Array  # bool or float[K]; False/0 marks padding clients
+
+
+class RoundMetrics(NamedTuple):
+    cohort_size: jax.Array  # int32: realized number of sampled clients (mask.sum())
+    included_clients: jax.Array  # int32: sampled clients whose delta entered the aggregate
+    nonfinite_clients: jax.Array  # int32: sampled clients dropped for NaN/Inf deltas
+    num_tokens: jax.Array  # float32: tokens trained on by included clients
+    mean_client_loss: jax.Array  # float32: unweighted mean over included clients of their train loss
+    train_loss: jax.Array  # float32: token-weighted mean train loss over included clients
+    clipped_fraction: jax.Array  # float32: fraction of included deltas with norm > C (0 in fedavg)
+    update_norm_mean: jax.Array  # float32: pre-clip delta norms over included clients
+    update_norm_median: jax.Array  # float32
+    update_norm_max: jax.Array  # float32
+    noise_std: jax.Array  # float32: std of noise added to the sum (z*C; 0 in fedavg)
+    noise_std_average: jax.Array  # float32: std of noise on the averaged delta, z*C/(qN)
+    server_update_norm: jax.Array  # float32: L2 norm of the averaged (noised) delta
+
+
+def make_server_optimizer(
+    name: Literal["sgd", "nesterov", "adam"], lr: float, *, momentum: float = 0.9, eps: float = 1e-3
+) -> optax.GradientTransformation:
+    """Server optimizers over the pseudo-gradient ``-mean_delta``.
+
+    ``"sgd"``: ``lr=1`` is plain FedAvg. ``"nesterov"``: SGD with Nesterov
+    momentum (Gboard: lr 1.0, momentum 0.9). ``"adam"``: FedAdam (Reddi et al.
+    2021), whose adaptivity ``eps`` (their tau) defaults to 1e-3.
+    """
+    if name == "sgd":
+        return optax.sgd(lr)
+    if name == "nesterov":
+        return optax.sgd(lr, momentum=momentum, nesterov=True)
+    if name == "adam":
+        return optax.adam(lr, b1=0.9, b2=0.99, eps=eps)
+    raise ValueError(f"unknown server optimizer {name!r}; expected 'sgd', 'nesterov' or 'adam'")
+
+
+def server_init(params: PyTree, server_opt: optax.GradientTransformation) -> ServerState:
+    """Initial server state. Copies ``params``, so a round that donates the
+    state never invalidates the caller's arrays."""
+    params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
+    return ServerState(params=params, opt_state=server_opt.init(params), round=jnp.zeros((), jnp.int32))
+
+
+def _bcast(v: jax.Array, x: jax.Array) -> jax.Array:
+    """Reshapes a per-client vector ``[K]`` to broadcast against ``x [K, ...]``."""
+    return v.reshape(v.shape + (1,) * (x.ndim - 1))
+
+
+def _masked_median(x: jax.Array, valid: jax.Array) -> jax.Array:
+    n = jnp.sum(valid, dtype=jnp.int32)
+    s = jnp.sort(jnp.where(valid, x, jnp.inf))
+    lo = s[jnp.maximum((n - 1) // 2, 0)]
+    hi = s[jnp.maximum(n // 2, 0)]
+    hi = jnp.where(n % 2 == 1, lo, hi)
+    return jnp.where(n > 0, 0.5 * (lo + hi), 0.0)
+
+
+def build_round(
+    loss_fn: LossFn,
+    client_opt: optax.GradientTransformation | float,
+    server_opt: optax.GradientTransformation,
+    agg: AggregatorConfig,
+    *,
+    jit: bool = True,
+    donate: bool = True,
+) -> Callable[[ServerState, CohortBatch, jax.Array], tuple[ServerState, RoundMetrics]]:
+    """Builds ``round_fn(state, cohort, key) -> (new_state, metrics)``.
+
+    The key is split once into a client key (further split per cohort slot)
+    and a noise key, so the noise never reuses client randomness. With
+    ``jit=True`` the function is ``jax.jit``-ed, donating the server state
+    when ``donate=True`` (do not reuse a state after passing it in).
+    """
+    client_opt = as_client_optimizer(client_opt)
+    dp = agg.mode == "dp-fedavg"
+
+    def one_client(params, inputs, targets, weights, key):
+        batches = {"inputs": inputs, "targets": targets, "weights": weights}
+        return client_update(params, batches, key, loss_fn=loss_fn, client_opt=client_opt)
+
+    def round_fn(state: ServerState, cohort: CohortBatch, key: jax.Array):
+        client_key, noise_key = jax.random.split(key)
+        k = cohort.mask.shape[0]
+        client_keys = jax.random.split(client_key, k)
+        deltas, cm = jax.vmap(one_client, in_axes=(None, 0, 0, 0, 0))(
+            state.params, cohort.inputs, cohort.targets, cohort.weights, client_keys
+        )
+        sampled = cohort.mask.astype(bool)
+        clipped, norms = jax.vmap(clip_update, in_axes=(0, None))(deltas, agg.clip_norm)
+        # A NaN/Inf anywhere in a delta (or a norm overflowing float32) makes
+        # its global norm non-finite: such clients are excluded and counted.
+        finite = jnp.isfinite(norms)
+        valid = sampled & finite
+        norms = jnp.where(valid, norms, 0.0)
+        # Zero excluded deltas with `where` (NaN * 0 is NaN) before summing.
+        keep = lambda t: jax.tree.map(lambda x: jnp.where(_bcast(valid, x), x, 0.0), t)
+        deltas, clipped = keep(deltas), keep(clipped)
+
+        if dp:
+            total = jax.tree.map(lambda x: jnp.sum(x, axis=0), clipped)
+            noised = add_gaussian_noise(total, agg.noise_std, noise_key)
+            mean_delta = jax.tree.map(lambda x: x / agg.expected_cohort, noised)
+        else:
+            w = jnp.where(valid, cm.num_tokens, 0.0)
+            denom = jnp.maximum(jnp.sum(w), 1e-12)
+            mean_delta = jax.tree.map(lambda x: jnp.sum(_bcast(w, x) * x, axis=0) / denom, deltas)
+
+        pseudo_grad = jax.tree.map(jnp.negative, mean_delta)
+        updates, opt_state = server_opt.update(pseudo_grad, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+
+        n_valid = jnp.sum(valid, dtype=jnp.int32)
+        n_safe = jnp.maximum(n_valid, 1).astype(jnp.float32)
+        tokens = jnp.sum(jnp.where(valid, cm.num_tokens, 0.0))
+        clipped_frac = jnp.sum(valid & (norms > agg.clip_norm)) / n_safe if dp else jnp.zeros((), jnp.float32)
+        metrics = RoundMetrics(
+            cohort_size=jnp.sum(sampled, dtype=jnp.int32),
+            included_clients=n_valid,
+            nonfinite_clients=jnp.sum(sampled & ~finite, dtype=jnp.int32),
+            num_tokens=tokens,
+            mean_client_loss=jnp.sum(jnp.where(valid, cm.train_loss, 0.0)) / n_safe,
+            train_loss=jnp.sum(jnp.where(valid, cm.train_loss * cm.num_tokens, 0.0)) / jnp.maximum(tokens, 1.0),
+            clipped_fraction=jnp.asarray(clipped_frac, jnp.float32),
+            update_norm_mean=jnp.sum(norms) / n_safe,
+            update_norm_median=_masked_median(norms, valid),
+            update_norm_max=jnp.max(norms),
+            noise_std=jnp.asarray(agg.noise_std, jnp.float32),
+            noise_std_average=jnp.asarray(agg.noise_std / agg.expected_cohort if dp else 0.0, jnp.float32),
+            server_update_norm=optax.tree.norm(mean_delta).astype(jnp.float32),
+        )
+        new_state = ServerState(params=params, opt_state=opt_state, round=state.round + 1)
+        return new_state, metrics
+
+    if jit:
+        return jax.jit(round_fn, donate_argnums=(0,) if donate else ())
+    return round_fn

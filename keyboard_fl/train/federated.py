@@ -1,0 +1,133 @@
+"""The federated training loop: sample, gather, run the jitted round, account, checkpoint.
+
+The round itself (:func:`keyboard_fl.fl.build_round`) is one jitted function;
+this host loop only feeds it. Each round's randomness is derived from the
+run's seed and the round number (``fold_in``), so a run resumed from any
+checkpoint replays exactly the rounds an uninterrupted run would have.
+
+Privacy bookkeeping (DESIGN.md §3): users are Poisson-sampled with
+probability q; the ledger composes one sampled Gaussian mechanism per round
+and is stored in every checkpoint. Only clipped, noised aggregates reach the
+server state; the host loop never looks at a user's text, only at the rows
+the client function trains on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from keyboard_fl import checkpoint
+from keyboard_fl.config import FederatedConfig
+from keyboard_fl.fl.round import AggregatorConfig, CohortBatch, ServerState, build_round, make_server_optimizer, server_init
+from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
+from keyboard_fl.models import Params
+from keyboard_fl.privacy import PrivacyLedger, calibrate_noise_multiplier, default_delta
+from keyboard_fl.train.examples import UserRows, as_batch, client_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class DpSetup:
+    """The resolved privacy parameters of a run."""
+
+    noise_multiplier: float
+    sampling_prob: float
+    delta: float
+    population: int
+    clip_norm: float
+
+
+def resolve_dp(cfg: FederatedConfig, population: int, private: bool) -> DpSetup:
+    """q from the expected cohort, δ default below 1/N, z given or calibrated to the target ε."""
+    q = cfg.sampling_prob(population)
+    delta = cfg.delta if cfg.delta is not None else default_delta(population)
+    if not private:
+        return DpSetup(0.0, q, delta, population, float("inf"))
+    if cfg.noise_multiplier is not None:
+        z = float(cfg.noise_multiplier)
+    elif cfg.target_epsilon is not None:
+        z = calibrate_noise_multiplier(cfg.target_epsilon, q, cfg.rounds, delta)
+    else:
+        raise ValueError("dp-fedavg needs a noise_multiplier or a target_epsilon")
+    return DpSetup(z, q, delta, population, cfg.clip_norm)
+
+
+def gather_cohort(rows: UserRows, indices: np.ndarray, mask: np.ndarray, cfg: FederatedConfig, seed: int, round_: int) -> CohortBatch:
+    """Padded local steps [K, S, B, T] of the sampled users (zeros for padding slots)."""
+    width = rows.rows.shape[-1]
+    steps = cfg.local_epochs * -(-cfg.max_examples // cfg.batch_size)
+    out = np.zeros((len(indices), steps, cfg.batch_size, width), np.int32)
+    for slot, (u, m) in enumerate(zip(indices, mask)):
+        if m:
+            rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF1, round_, int(u)]))
+            out[slot] = client_steps(rows.user(int(u)), batch_size=cfg.batch_size, max_examples=cfg.max_examples, epochs=cfg.local_epochs, rng=rng)
+    b = as_batch(out)
+    return CohortBatch(jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]), jnp.asarray(b["weights"]), jnp.asarray(mask))
+
+
+def round_metrics_dict(m) -> dict[str, float]:
+    return {k: float(v) for k, v in m._asdict().items()}
+
+
+def train_federated(
+    loss_fn,
+    params: Params,
+    rows: UserRows,
+    cfg: FederatedConfig,
+    dp: DpSetup,
+    *,
+    private: bool,
+    seed: int,
+    ckpt_dir,
+    resume: bool,
+    on_round: Callable[[int, dict, Params, PrivacyLedger], None] | None = None,
+) -> tuple[Params, PrivacyLedger, list[dict]]:
+    """Run ``cfg.rounds`` rounds; checkpoint every ``cfg.checkpoint_every``; return params, ledger, history."""
+    n = len(rows)
+    server_opt = make_server_optimizer(cfg.server_optimizer, cfg.server_lr)
+    agg = AggregatorConfig(
+        mode="dp-fedavg" if private else "fedavg",
+        clip_norm=dp.clip_norm if private else 1.0,
+        noise_multiplier=dp.noise_multiplier,
+        expected_cohort=dp.sampling_prob * n,
+    )
+    round_fn = build_round(loss_fn, cfg.client_lr, server_opt, agg)
+    state = server_init(params, server_opt)
+    ledger = PrivacyLedger(dp.noise_multiplier, dp.sampling_prob, dp.delta, n) if private else None
+    history: list[dict] = []
+    start = 0
+    if resume:
+        found = checkpoint.load_latest(ckpt_dir, (state.params, state.opt_state))
+        if found is not None:
+            start, (p, o), meta = found
+            state = ServerState(p, o, jnp.asarray(start, jnp.int32))
+            history = meta.get("history", [])
+            if private:
+                ledger = PrivacyLedger.from_dict(meta["ledger"])
+                if ledger.rounds != start:
+                    raise checkpoint.CheckpointError(f"{ckpt_dir}: ledger has {ledger.rounds} rounds, checkpoint {start}")
+    root = jax.random.key(seed)
+    fl_key = jax.random.fold_in(root, 0xFED)
+    capacity = cohort_capacity(n, dp.sampling_prob)
+    for r in range(start, cfg.rounds):
+        k_sample, k_round = jax.random.split(jax.random.fold_in(fl_key, r))
+        indices, mask, count = sample_cohort_exact(k_sample, n, dp.sampling_prob, capacity)
+        t0 = time.perf_counter()
+        cohort = gather_cohort(rows, np.asarray(indices), np.asarray(mask), cfg, seed, r)
+        state, m = round_fn(state, cohort, k_round)
+        record = {"round": r + 1, **round_metrics_dict(m), "seconds": time.perf_counter() - t0}
+        if private:
+            ledger = ledger.step()
+            record["epsilon"] = ledger.epsilon()
+        history.append(record)
+        if on_round is not None:
+            on_round(r + 1, record, state.params, ledger)
+        if (r + 1) % cfg.checkpoint_every == 0 or r + 1 == cfg.rounds:
+            meta = {"round": r + 1, "seed": seed, "history": history, "ledger": ledger.to_dict() if private else None}
+            checkpoint.save(ckpt_dir, r + 1, (state.params, state.opt_state), meta)
+    return state.params, ledger, history

@@ -1,0 +1,263 @@
+"""One training run, end to end: data → tokenizer → model → train → evaluate → files.
+
+A run directory holds everything needed to use, audit or resume the run::
+
+    config.json        the RunConfig (resuming checks it is unchanged)
+    tokenizer.model    SentencePiece, trained on the public split only
+    checkpoints/       atomic checkpoints (federated modes)
+    model/             final parameters (a verified checkpoint)
+    metrics.jsonl      quick evaluations during training (one JSON per line)
+    metrics.json       final metrics: quality, baselines, privacy
+    learning_curve.png
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from keyboard_fl import checkpoint
+from keyboard_fl import text as text_lib
+from keyboard_fl.config import RunConfig
+from keyboard_fl.data import Population, UserSource
+from keyboard_fl.eval.metrics import TopKCounter, perplexity
+from keyboard_fl.eval.neural import predict_messages
+from keyboard_fl.models import init_params, make_loss_fn, param_count
+from keyboard_fl.tokenizer import Tokenizer, train_tokenizer
+from keyboard_fl.train.central import train_central
+from keyboard_fl.train.examples import UserRows, user_rows
+
+Log = Callable[[str], None]
+WORD_VOCAB_SIZE = 10_000  # evaluation word vocabulary (from the public split), as the 10k of Gboard / Stack Overflow
+
+
+class RunData:
+    """Tokenized training rows and evaluation sets of a run (no text leaves here except to eval)."""
+
+    def __init__(self, cfg: RunConfig, source: UserSource, tokenizer: Tokenizer):
+        e = cfg.eval
+        public = [m for u in source.users("public") for m in u.train]
+        counts = collections.Counter(w for m in public for w in text_lib.words(m))
+        self.word_vocab = frozenset(w for w, _ in counts.most_common(WORD_VOCAB_SIZE))
+        self.public_rows = np.concatenate([user_rows(tokenizer, [m], cfg.seq_len) for m in public]) if public else None
+        train_users = list(source.users("train"))
+        self.rows = UserRows([user_rows(tokenizer, u.train, cfg.seq_len) for u in train_users])
+        self.train_messages = [m for u in train_users for m in u.train]
+        self.train_user_test: dict[str, list[str]] = {}
+        budget = e.max_train_user_messages
+        for u in train_users:
+            if budget <= 0:
+                break
+            if u.test:
+                self.train_user_test[u.user_id] = list(u.test[:budget])
+                budget -= len(u.test[:budget])
+        self.heldout: dict[str, list[str]] = {}
+        for u in source.users("heldout"):
+            if len(self.heldout) >= e.max_users:
+                break
+            self.heldout[u.user_id] = list(u.test)
+        self.num_train_users = len(train_users)
+
+
+def evaluate_model(graphdef, params, tokenizer: Tokenizer, users: dict[str, list[str]], word_vocab, min_targets: int) -> dict:
+    """Whole-word top-1/top-3 (OOV excluded, reported apart), per-user spread, piece perplexity."""
+    counter = TopKCounter(vocab=word_vocab)
+    ids, msgs = [], []
+    for uid, ms in users.items():
+        ids += [uid] * len(ms)
+        msgs += ms
+    preds, nll, n = predict_messages(graphdef, params, tokenizer, msgs)
+    for uid, per in zip(ids, preds):
+        counter.add(uid, [p for _, p in per], [w for w, _ in per])
+    out = counter.summary(min_targets=min_targets)
+    out["perplexity"] = perplexity(nll, n) if n else float("nan")
+    return out
+
+
+def _ksr(graphdef, params, tokenizer, messages) -> dict:
+    from keyboard_fl.eval.ksr import keystroke_savings
+    from keyboard_fl.suggest import Suggester
+
+    s = Suggester(graphdef, params, tokenizer)
+    res = keystroke_savings(messages, s.suggest)
+    return {k: res[k] for k in ("ksr", "keystrokes", "characters", "accepted_words")}
+
+
+def _ksr_messages(data: RunData, n: int) -> list[str]:
+    return [m for ms in data.heldout.values() for m in ms][:n]
+
+
+def _jsonable(d):
+    if isinstance(d, dict):
+        return {k: _jsonable(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_jsonable(v) for v in d]
+    if isinstance(d, float) and not math.isfinite(d):
+        return None if math.isnan(d) else ("inf" if d > 0 else "-inf")
+    if isinstance(d, (np.floating, np.integer)):
+        return _jsonable(d.item())
+    return d
+
+
+def write_json(path: Path, obj: Any) -> None:
+    checkpoint.atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def prepare(cfg: RunConfig, out: Path, log: Log, source: UserSource | None = None) -> tuple[Tokenizer, RunData]:
+    source = source or Population(cfg.population)
+    tok_path = out / "tokenizer.model"
+    if tok_path.exists():
+        tokenizer = Tokenizer.load(tok_path)
+    else:
+        t = time.perf_counter()
+        tokenizer = train_tokenizer((m for u in source.users("public") for m in u.train), cfg.tokenizer)
+        tokenizer.save(tok_path)
+        log(f"tokenizer: {tokenizer.vocab_size} pieces from the public split ({time.perf_counter() - t:.1f}s)")
+    t = time.perf_counter()
+    data = RunData(cfg, source, tokenizer)
+    log(
+        f"data: {data.num_train_users} training users, {len(data.rows.rows)} rows; "
+        f"eval: {len(data.heldout)} held-out users, {sum(map(len, data.train_user_test.values()))} held-out messages "
+        f"of training users ({time.perf_counter() - t:.1f}s)"
+    )
+    return tokenizer, data
+
+
+def run(cfg: RunConfig, out: str | Path, *, resume: bool = False, log: Log = print, source: UserSource | None = None) -> dict:
+    """Train and evaluate one run into ``out``; return its final metrics."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if resume and cfg_path.exists():
+        saved = RunConfig.load(cfg_path)
+        if saved != cfg:
+            log(f"resuming with the run's saved configuration from {cfg_path}")
+        cfg = saved
+    elif not resume and (out / "metrics.json").exists():
+        raise FileExistsError(f"{out} already holds a finished run; pass --resume or choose another --out")
+    checkpoint.atomic_write_text(cfg_path, cfg.to_json() + "\n")
+    t_start = time.perf_counter()
+    tokenizer, data = prepare(cfg, out, log, source)
+    model_cfg = type(cfg.model)(**{**cfg.model.__dict__, "vocab_size": tokenizer.vocab_size})
+    root = jax.random.key(cfg.seed)
+    graphdef, params = init_params(model_cfg, jax.random.fold_in(root, 1))
+    loss_fn = make_loss_fn(graphdef)
+    log(f"model: {model_cfg.kind}, {param_count(params):,} parameters")
+
+    jsonl = out / "metrics.jsonl"
+    quick_msgs = {k: v for k, v in list(data.heldout.items())}
+    quick = {}
+    budget = cfg.federated.eval_messages
+    for uid, ms in quick_msgs.items():
+        if budget <= 0:
+            break
+        quick[uid] = ms[:budget]
+        budget -= len(quick[uid])
+
+    privacy: dict[str, Any] = {}
+    history: list[dict] = []
+    if cfg.mode == "central":
+        t = time.perf_counter()
+        params, losses = train_central(loss_fn, params, data.rows.rows, cfg.central, cfg.seed)
+        history = [{"step": i + 1, "loss": l} for i, l in enumerate(losses)]
+        log(f"central: {cfg.central.steps} steps, final loss {np.mean(losses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)")
+    else:
+        from keyboard_fl.train.federated import resolve_dp, train_federated
+
+        private = cfg.mode == "dp-fedavg"
+        dp = resolve_dp(cfg.federated, len(data.rows), private)
+        if private:
+            log(f"dp: q={dp.sampling_prob:.4g} z={dp.noise_multiplier:.4f} C={dp.clip_norm} δ={dp.delta:.0e} N={dp.population}")
+        if resume and jsonl.exists():
+            last = max((c for c in _checkpoint_rounds(out)), default=0)
+            kept = [l for l in jsonl.read_text().splitlines() if l.strip() and json.loads(l)["round"] <= last]
+            checkpoint.atomic_write_text(jsonl, "".join(l + "\n" for l in kept))
+        elif jsonl.exists():
+            jsonl.unlink()
+
+        def on_round(r, record, params_r, ledger):
+            if r % cfg.federated.eval_every == 0 or r == cfg.federated.rounds:
+                q = evaluate_model(graphdef, params_r, tokenizer, quick, data.word_vocab, 1)
+                rec = {**record, "eval_top1": q["top1"], "eval_top3": q["top3"], "eval_perplexity": q["perplexity"]}
+                with open(jsonl, "a") as f:
+                    f.write(json.dumps(_jsonable(rec)) + "\n")
+                eps = f" ε={record['epsilon']:.2f}" if "epsilon" in record else ""
+                log(f"round {r}: loss {record['train_loss']:.3f} top1 {q['top1']:.3f} top3 {q['top3']:.3f}{eps} ({record['seconds']:.2f}s/round)")
+
+        params, ledger, history = train_federated(
+            loss_fn, params, data.rows, cfg.federated, dp, private=private, seed=cfg.seed,
+            ckpt_dir=out / "checkpoints", resume=resume, on_round=on_round,
+        )
+        if private:
+            privacy = {**ledger.report(), "clip_norm": dp.clip_norm, "target_epsilon": cfg.federated.target_epsilon}
+    checkpoint.save(out / "model", 0, params, {"config": cfg.to_dict(), "vocab_size": tokenizer.vocab_size}, keep=1)
+
+    log("evaluating …")
+    t = time.perf_counter()
+    e = cfg.eval
+    held = evaluate_model(graphdef, params, tokenizer, data.heldout, data.word_vocab, e.min_targets)
+    own = evaluate_model(graphdef, params, tokenizer, data.train_user_test, data.word_vocab, e.min_targets)
+    from keyboard_fl.eval.ngram import evaluate_ngram
+
+    ngram = evaluate_ngram(data.train_messages, data.heldout, set(data.word_vocab), min_targets=e.min_targets)
+    ksr_msgs = _ksr_messages(data, e.ksr_messages)
+    ksr = _ksr(graphdef, params, tokenizer, ksr_msgs) if ksr_msgs else {}
+    log(f"evaluation ({time.perf_counter() - t:.1f}s)")
+    metrics = {
+        "mode": cfg.mode,
+        "top1": held["top1"],
+        "top3": held["top3"],
+        "perplexity": held["perplexity"],
+        "ngram_top1": ngram["top1"],
+        "ngram_top3": ngram["top3"],
+        "ksr": ksr.get("ksr"),
+        "params": param_count(params),
+        "heldout_users": held,
+        "train_users_heldout_messages": own,
+        "ngram": ngram,
+        "keystrokes": ksr,
+        "privacy_unit": "user",
+        "epsilon": privacy.get("epsilon", float("inf")) if cfg.mode == "dp-fedavg" else float("inf"),
+        "seconds": time.perf_counter() - t_start,
+        "seed": cfg.seed,
+    }
+    if privacy:
+        metrics.update(privacy)
+        metrics["population"] = privacy["population"]
+    else:
+        metrics["private"] = False
+    write_json(out / "metrics.json", metrics)
+    _plot(out, history, cfg.mode)
+    return metrics
+
+
+def _checkpoint_rounds(out: Path) -> list[int]:
+    return checkpoint.list_steps(out / "checkpoints")
+
+
+def _plot(out: Path, history: list[dict], mode: str) -> None:
+    if not history:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    key = "step" if mode == "central" else "round"
+    lk = "loss" if mode == "central" else "train_loss"
+    ax.plot([h[key] for h in history], [h[lk] for h in history], lw=1)
+    ax.set_xlabel(key)
+    ax.set_ylabel("training loss (nats / piece)")
+    ax.set_title(f"{mode} learning curve")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curve.png", dpi=110)
+    plt.close(fig)
