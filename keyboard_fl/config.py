@@ -84,6 +84,7 @@ class RunConfig:
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig()
     seq_len: int = 24  # pieces per training row (Stack Overflow NWP: 20 words)
+    pretrain: CentralConfig = CentralConfig(steps=0)  # public pretraining on the public split before any mode (0 steps: off)
     central: CentralConfig = CentralConfig()
     federated: FederatedConfig = FederatedConfig()
     eval: EvalConfig = EvalConfig()

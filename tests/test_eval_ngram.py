@@ -96,6 +96,22 @@ def test_top_k_is_exact(seed, k, vocab):
         assert not {"<s>", "</s>", "<unk>"} & set(got)
 
 
+@pytest.mark.parametrize("k", [1, 3, 10])
+def test_top_k_exact_on_larger_vocab(k):
+    # Large candidate sets exercise the partition step; ties are common in sparse contexts.
+    corpus = _random_corpus(7, n_msgs=800, vocab=300)
+    model = KneserNeyTrigram.fit(corpus, vocab={f"w{i:02d}" for i in range(250)})
+    rng = random.Random(k)
+    words = sorted(model.vocab)
+    for _ in range(60):
+        ctx = rng.sample(words, rng.randint(0, 2))
+        assert model.top_k(ctx, k) == _brute_top_k(model, ctx, k)
+        prefix = rng.choice(words)[: rng.randint(1, 3)]
+        d = model.distribution(ctx)
+        best = sorted((w for w in words if w.startswith(prefix)), key=lambda w: (-d[model.tokens.index(w)], w))[:k]
+        assert model.complete(ctx, prefix, k) == best
+
+
 def test_complete(tiny):
     model = KneserNeyTrigram.fit(["the cat sat", "the car is red", "the cat is here", "they came", "a cart"])
     assert model.complete(["the"], "ca", k=3)[0] == "cat"

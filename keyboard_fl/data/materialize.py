@@ -131,3 +131,18 @@ class MaterializedSource:
     def describe(self) -> dict:
         return {"kind": "materialized", "path": str(self.directory), "source": self.manifest["source"],
                 "seed": self.manifest["source"].get("seed")}
+
+
+def open_source(path: str | Path, config: ReaderConfig = ReaderConfig()) -> UserSource:
+    """A ``UserSource`` for ``path``: a materialised directory (has ``manifest.json``),
+    a directory of per-user text files, or a JSONL file."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "manifest.json").is_file():
+            return MaterializedSource(p)
+        from .corpus import DirectoryCorpus
+
+        return DirectoryCorpus(p, config)
+    if p.is_file():
+        return JsonlCorpus(p, config)
+    raise FileNotFoundError(f"{p}: no such corpus file or directory")

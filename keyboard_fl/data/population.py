@@ -25,9 +25,8 @@ from typing import Iterator
 
 import numpy as np
 
-from .resources import ALT, OPT, SLOT, Resources, WordList, load_resources, zipf_cum
-from .splits import SPLITS, Split, User, split_train_test
-
+from .resources import ALT, SLOT, Resources, WordList, load_resources, zipf_cum
+from .splits import SPLITS, Split, User, make_user
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +42,14 @@ class PopulationConfig:
     messages_sigma: float = 1.1  # lognormal sigma of messages per user: the heavy tail
     max_messages: int = 1_000  # cap on messages per user (keeps the heaviest typists bounded)
     lang_dir: str | None = None  # data/lang directory; None = the one shipped in the repo
+
+    def __post_init__(self) -> None:
+        if min(self.num_train_users, self.num_heldout_users, self.num_public_users) < 0:
+            raise ValueError("user counts must be >= 0")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+        if self.mean_messages <= 0 or self.messages_sigma < 0 or self.max_messages < 1:
+            raise ValueError("need mean_messages > 0, messages_sigma >= 0, max_messages >= 1")
 
 
 def user_seed(seed: int, user_id: str) -> np.random.SeedSequence:
@@ -140,7 +147,10 @@ class Population:
             yield self.user(self.user_id(i), split)
 
     def split_of(self, user_id: str) -> Split:
-        idx = int(user_id[1:])
+        try:
+            idx = int(user_id[1:]) if user_id[:1] == "u" else -1
+        except ValueError:
+            idx = -1
         for s in SPLITS:
             if idx in self.user_ids(s):
                 return s
@@ -149,18 +159,12 @@ class Population:
     def user(self, user_id: str, split: Split | None = None) -> User:
         """The user with its messages split as ``split`` (default: its own split)."""
         split = split or self.split_of(user_id)
-        msgs = self.messages(user_id)
-        if split == "train":
-            tr, te = split_train_test(msgs, self.config.test_fraction)
-            return User(user_id, tr, te)
-        if split == "heldout":
-            return User(user_id, (), tuple(msgs))
-        return User(user_id, tuple(msgs), ())
+        return make_user(user_id, self.messages(user_id), split, self.config.test_fraction)
 
     def describe(self) -> dict:
         c = dataclasses.asdict(self.config)
         return {"kind": "simulated_population", "seed": self.config.seed, "config": c,
-                "users": dict(self._counts)}
+                "users": dict(self._counts), "resources_sha256": self.res.fingerprint}
 
     # ----- generation -----------------------------------------------------
     def _name(self, s: _Stream) -> str:
@@ -230,7 +234,7 @@ class Population:
             signoff_p=0.25 * s.u(), signoff=sign, abbrevs=abbrevs, abbrev_p=0.5 + 0.5 * s.u(),
             filler_p=0.25 * s.u() ** 2, fillers=fillers, emoji_p=0.35 * s.u() ** 2, emoji=emoji,
             case=case, end_punct_p=s.u(), clause_sep=sep, mean_extra_clauses=0.1 + 1.0 * s.u() ** 2,
-            stay_on_topic_p=0.2 + 0.5 * s.u(), chatter_p=float(rng.beta(3.0, 4.0)),
+            stay_on_topic_p=0.2 + 0.5 * s.u(), chatter_p=float(rng.beta(3.5, 3.5)),
             mention_p=0.1 + 0.4 * s.u(), num_messages=n_msgs,
         )
         return persona, s
@@ -278,17 +282,18 @@ class Population:
             out: list[str] = []
             state = "START"
             while len(out) < max_words:
-                nxt, c = chain[state]
+                nxt, c, _ = chain[state]
                 state = nxt[bisect_right(c, u() * c[-1])]
                 if state == "END":
                     break
-                if state == "pron" and u() < mention_p:
+                slot = chain[state][2]
+                if slot == "rare":
+                    out.append(pw[int(u() * len(pw))] if u() < pwp else cw.values[bisect_right(cw.cum, u() * cw.cum[-1])])
+                elif state == "subj" and u() < mention_p:
                     e = people[int(u() * 3)]
                     out.append(e.values[bisect_right(e.cum, u() * e.cum[-1])])
-                elif state == "rare":
-                    out.append(pw[int(u() * len(pw))] if u() < pwp else cw.values[bisect_right(cw.cum, u() * cw.cum[-1])])
                 else:
-                    wl = slots[state]
+                    wl = slots[slot]
                     out.append(wl.values[bisect_right(wl.cum, u() * wl.cum[-1])])
             return " ".join(out)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -120,8 +121,9 @@ class Resources:
     templates: dict[str, tuple[Seq, ...]]  # topic -> compiled clause templates
     persona: dict[str, Any]  # persona.json as parsed
     common_words: WordList  # long tail of English, weighted by frequency
-    chatter: dict[str, tuple[tuple[str, ...], tuple[float, ...]]]  # class -> (next classes, cum weights); "START" included
+    chatter: dict[str, tuple[tuple[str, ...], tuple[float, ...], str]]  # state -> (next states, cum weights, slot emitted); "START" included
     chatter_max_words: int  # cap on a chatter clause's length
+    fingerprint: str  # sha256 over every file of lang_dir: a changed resource changes the data
 
     @property
     def topics(self) -> list[str]:
@@ -176,9 +178,23 @@ def load_resources(lang_dir: str | Path | None = None, slot_exponent: float = 0.
         for w in nxt.values():
             tot += float(w)
             c.append(tot)
-        chain[state] = (tuple(nxt), tuple(c))
-    for state, (nxt, _) in chain.items():
+        chain[state] = (tuple(nxt), tuple(c), ch.get("emit", {}).get(state, state))
+    for state, (nxt, _, _) in chain.items():
         for n in nxt:
-            if n != "END" and n != "rare" and (n not in slots or n not in chain):
-                raise TemplateError(f"{root / 'chatter.json'}: class {n!r} (after {state!r}) needs slots/{n}.txt and transitions")
-    return Resources(root, slots, templates, persona, WordList(tuple(words), tuple(cum)), chain, int(ch["max_words"]))
+            if n == "END":
+                continue
+            if n not in chain:
+                raise TemplateError(f"{root / 'chatter.json'}: state {n!r} (after {state!r}) has no transitions")
+            if chain[n][2] not in slots and chain[n][2] != "rare":
+                raise TemplateError(f"{root / 'chatter.json'}: state {n!r} emits unknown slot {chain[n][2]!r}")
+    return Resources(root, slots, templates, persona, WordList(tuple(words), tuple(cum)), chain, int(ch["max_words"]),
+                     fingerprint(root))
+
+
+def fingerprint(root: Path) -> str:
+    """sha256 over the relative paths and bytes of all files under ``root``."""
+    h = hashlib.sha256()
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(p.relative_to(root).as_posix().encode("utf-8") + b"\0")
+        h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()

@@ -31,7 +31,7 @@ def _messages(user, part: str) -> tuple[str, ...]:
 
 
 def compute_stats(source: UserSource, split: Split = "train", *, part: str = "all", max_users: int | None = None,
-                  overlap_pairs: int = 500, num_samples: int = 5, seed: int = 0) -> dict:
+                  overlap_pairs: int = 500, num_samples: int = 12, seed: int = 0) -> dict:
     """Counts, per-user distributions, vocabulary, overlap and samples of one split.
 
     ``part``: ``"train"``, ``"test"`` or ``"all"`` (both) messages of each user.
@@ -61,8 +61,8 @@ def compute_stats(source: UserSource, split: Split = "train", *, part: str = "al
         n_words += count
         wpu.append(count)
         mpu.append(len(msgs))
-        if len(samples) < num_samples and msgs:
-            samples.append({"user_id": user.user_id, "text": msgs[0]})
+        if len(samples) < num_samples and msgs:  # one message from each of the first users
+            samples.append(msgs[len(msgs) // 2])
     rng = np.random.default_rng(seed)
     jac = []
     if len(user_vocabs) >= 2:
@@ -79,8 +79,11 @@ def compute_stats(source: UserSource, split: Split = "train", *, part: str = "al
         "mean_pairwise_jaccard": float(np.mean(jac)) if jac else 0.0,
         "personal_word_fraction": len(personal_types) / max(len(vocab), 1),  # share of word types used by <= 1 user
         "personal_token_fraction": sum(vocab[w] for w in personal_types) / max(n_words, 1),  # share of running words
-        "samples": samples,
+        "sample_messages": samples,
     }
+
+
+population_stats = compute_stats  # the name the CLI uses
 
 
 def rank_frequency(source: UserSource, split: Split = "train", part: str = "all", max_users: int | None = None) -> list[int]:

@@ -83,7 +83,7 @@ def _gammas(counts: np.ndarray, starts: np.ndarray, totals: np.ndarray, d: Disco
 
 
 class _Level:
-    """One order's counts, grouped by context: ``seg[ctx] = (ids, counts, total, γ)``."""
+    """One order, grouped by context: ``seg[ctx] = (sorted ids, max(c − D, 0) / total, γ)``."""
 
     def __init__(self, ctx_keys: list, ids: np.ndarray, counts: np.ndarray, starts: np.ndarray, d: Discounts):
         totals = np.add.reduceat(counts.astype(np.float64), starts)
@@ -92,7 +92,7 @@ class _Level:
         disc = _discounted(counts, d)
         self.d = d
         self.seg = {
-            key: (ids[s:e], counts[s:e], disc[s:e] / t, g)
+            key: (ids[s:e], disc[s:e] / t, float(g))
             for key, s, e, t, g in zip(ctx_keys, starts, ends, totals, gammas)
         }
 
@@ -101,7 +101,7 @@ class _Level:
         seg = self.seg.get(key)
         if seg is None:
             return lower
-        ids, _, alpha, g = seg
+        ids, alpha, g = seg
         if cand is None:
             out = g * lower
             out[ids] += alpha
@@ -169,7 +169,10 @@ class KneserNeyTrigram:
         tri = cls._level(grams[:, :2], grams[:, 2], counts3, modified_kn_discounts(counts3), pair=True)
 
         # Bigram level: continuation counts N1+(• v w) = distinct u per (v, w).
-        vw, kn2 = np.unique(grams[:, 1:], axis=0, return_counts=True) if len(grams) else (np.zeros((0, 2), np.int64), np.zeros(0, np.int64))
+        if len(grams):
+            vw, kn2 = np.unique(grams[:, 1:], axis=0, return_counts=True)
+        else:
+            vw, kn2 = np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
         bi = cls._level(vw[:, :1], vw[:, 1], kn2, modified_kn_discounts(kn2), pair=False)
 
         # Unigram level: N1+(• w) = distinct v per w, interpolated with uniform over V'.
@@ -245,9 +248,14 @@ class KneserNeyTrigram:
         return nll, n
 
     def _rank(self, ctx: tuple[int, int], cand: np.ndarray, k: int) -> list[str]:
-        if len(cand) == 0:
+        """The ``k`` best of ``cand`` (distinct ids) by (−P, id)."""
+        if len(cand) == 0 or k <= 0:
             return []
         p = self._probs(ctx, cand)
+        if len(cand) > 4 * k:  # keep everything tied with the k-th best, then sort exactly
+            kth = np.partition(p, len(p) - k)[len(p) - k]
+            keep = p >= kth
+            cand, p = cand[keep], p[keep]
         best = cand[np.lexsort((cand, -p))[:k]]  # ties broken by id, i.e. alphabetically
         return [self.tokens[i] for i in best]
 
@@ -262,18 +270,25 @@ class KneserNeyTrigram:
         each u ∈ U_k, P(w|uv) = γ3γ2·P1(w) ≤ γ3γ2·P1(u) ≤ P(u|uv) (the
         discounted terms are ≥ 0), with the id tie-break favouring u when
         equal; so k candidates in C rank at least as high as w, and the top k
-        of C is the top k of the vocabulary.
+        of C is the top k of the vocabulary. (S3 ⊆ S2, see below, so C is
+        S2 ∪ U_k.) Results are cached per (last two context ids, k).
         """
         ctx = self._ctx(context)
         key = (ctx, k)
         hit = self._topk_cache.get(key)
         if hit is not None:
             return list(hit)
-        parts = [self._uni_order[:k]]
-        for seg in (self._tri.seg.get(ctx), self._bi.seg.get(ctx[1])):
-            if seg is not None:
-                parts.append(seg[0][seg[0] >= _FIRST_WORD])
-        cand = np.unique(np.concatenate(parts))
+        # Every trigram type (u v w) also makes (v w) a bigram type, so S3 ⊆ S2
+        # and the candidates are S2 ∪ U_k.
+        uk = self._uni_order[:k]
+        seg = self._bi.seg.get(ctx[1])
+        if seg is None:
+            cand = uk
+        else:
+            s2 = seg[0][np.searchsorted(seg[0], _FIRST_WORD):]  # ids sorted; specials first
+            pos = np.minimum(np.searchsorted(s2, uk), max(len(s2) - 1, 0))
+            fresh = uk if len(s2) == 0 else uk[s2[pos] != uk]
+            cand = np.concatenate([s2, fresh])
         result = self._rank(ctx, cand, k)
         if len(self._topk_cache) >= _CACHE_LIMIT:
             self._topk_cache.clear()

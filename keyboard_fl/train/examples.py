@@ -1,10 +1,12 @@
 """From messages to fixed-shape training examples.
 
-A message becomes ``<s> pieces </s>``; long ones are cut into rows of
-``seq_len + 1`` ids that overlap by one id, so every piece is a target exactly
-once. A row yields ``inputs = row[:-1]``, ``targets = row[1:]`` and ``weights``
-(1 on real targets, 0 on padding). Rows stay grouped per user, because the
-federated trainer must only ever train a user's model on that user's rows.
+A message becomes ``<s> pieces </s>``. A user's messages are packed, in time
+order, into one stream that is cut into rows of ``seq_len + 1`` ids
+overlapping by one id, so every piece is a target exactly once and rows carry
+little padding (per-message rows were ~40% padding on the simulated typists).
+A row yields ``inputs = row[:-1]``, ``targets = row[1:]`` and ``weights`` (1 on
+real targets, 0 on padding). Rows stay grouped per user, because the federated
+trainer must only ever train a user's model on that user's rows.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ def message_rows(ids: Sequence[int], seq_len: int) -> list[np.ndarray]:
 
 
 def user_rows(tokenizer: Tokenizer, messages: Iterable[str], seq_len: int) -> np.ndarray:
-    """All rows of one user's messages, in time order: int32 [n, seq_len + 1]."""
-    rows = [r for m in messages for r in message_rows(tokenizer.encode(m), seq_len)]
+    """One user's messages packed in time order into rows: int32 [n, seq_len + 1]."""
+    stream = [i for m in messages for i in tokenizer.encode(m)]
+    rows = message_rows(stream, seq_len) if stream else []
     return np.stack(rows) if rows else np.zeros((0, seq_len + 1), np.int32)
 
 

@@ -46,7 +46,9 @@ class RunData:
         public = [m for u in source.users("public") for m in u.train]
         counts = collections.Counter(w for m in public for w in text_lib.words(m))
         self.word_vocab = frozenset(w for w, _ in counts.most_common(WORD_VOCAB_SIZE))
-        self.public_rows = np.concatenate([user_rows(tokenizer, [m], cfg.seq_len) for m in public]) if public else None
+        self.public_rows = np.concatenate(
+            [user_rows(tokenizer, u.train, cfg.seq_len) for u in source.users("public")] or [np.zeros((0, cfg.seq_len + 1), np.int32)]
+        ) if cfg.pretrain.steps > 0 else None
         train_users = list(source.users("train"))
         self.rows = UserRows([user_rows(tokenizer, u.train, cfg.seq_len) for u in train_users])
         self.train_messages = [m for u in train_users for m in u.train]
@@ -163,6 +165,11 @@ def run(cfg: RunConfig, out: str | Path, *, resume: bool = False, log: Log = pri
 
     privacy: dict[str, Any] = {}
     history: list[dict] = []
+    if cfg.pretrain.steps > 0:
+        # Public data only (DESIGN.md §3): the public split never overlaps the private users.
+        t = time.perf_counter()
+        params, plosses = train_central(loss_fn, params, data.public_rows, cfg.pretrain, cfg.seed + 7919)
+        log(f"public pretraining: {cfg.pretrain.steps} steps on {len(data.public_rows)} public rows, loss {np.mean(plosses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)")
     if cfg.mode == "central":
         t = time.perf_counter()
         params, losses = train_central(loss_fn, params, data.rows.rows, cfg.central, cfg.seed)
