@@ -27,7 +27,7 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError
 
 
 def _fail(msg: str) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)  # one line, never wrapped at 80 columns
     raise typer.Exit(2)
 
 
@@ -74,6 +74,29 @@ def _log(msg: str) -> None:
     console.print(f"[dim]·[/] {msg}", highlight=False)
 
 
+class _Bars:
+    """A rich progress bar per training phase, fed by ``run(progress=...)``."""
+
+    def __init__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          TimeRemainingColumn(), console=console, transient=False)
+        self.tasks: dict[str, int] = {}
+
+    def __enter__(self):
+        self.p.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.p.__exit__(*exc)
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase not in self.tasks:
+            self.tasks[phase] = self.p.add_task(phase, total=total)
+        self.p.update(self.tasks[phase], completed=done)
+
+
 def _pct(x) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
@@ -110,6 +133,8 @@ def train(
     noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", help="fixed z instead of a target ε"),
     clients_per_round: Optional[float] = typer.Option(None, "--clients-per-round", help="expected cohort q·N"),
     clip_norm: Optional[float] = typer.Option(None, "--clip-norm", help="per-user L2 clip C (dp-fedavg)"),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="your own corpus: a JSONL file ({user_id, text} per line) or a directory of per-user text files"),
+    skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="skip and count malformed corpus lines instead of stopping"),
 ):
     """Train one model (central baseline, FedAvg or DP-FedAvg) and evaluate it."""
     from keyboard_fl.config import MODES
@@ -124,7 +149,12 @@ def train(
     if noise_multiplier is not None:
         over["target_epsilon"] = None
     cfg = _config(preset, mode, seed, **over)
-    m = run(cfg, out, resume=resume, log=_log)
+    if corpus is not None:
+        if not corpus.exists():
+            _fail(f"--corpus {corpus}: no such file or directory")
+        cfg = dataclasses.replace(cfg, corpus=str(corpus.resolve()), skip_bad_lines=skip_bad_lines)
+    with _Bars() as bars:
+        m = run(cfg, out, resume=resume, log=_log, progress=bars)
     console.print(results_table({mode: m}))
     console.print(f"wrote {out / 'metrics.json'}")
 
@@ -143,8 +173,12 @@ def main(
     for mode in ("central", "fedavg", "dp-fedavg"):
         console.rule(f"[bold]{mode}")
         d = out / mode
-        results[mode] = run(_config(preset, mode, seed), d, resume=(d / "config.json").exists() and not (d / "metrics.json").exists(), log=_log) \
-            if not (d / "metrics.json").exists() else json.loads((d / "metrics.json").read_text())
+        if (d / "metrics.json").exists():
+            _log(f"{d} is already trained; delete it to retrain")
+            results[mode] = json.loads((d / "metrics.json").read_text())
+            continue
+        with _Bars() as bars:
+            results[mode] = run(_config(preset, mode, seed), d, resume=(d / "config.json").exists(), log=_log, progress=bars)
     console.print(results_table(results))
     from keyboard_fl.train.run import write_json
 

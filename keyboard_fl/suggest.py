@@ -188,8 +188,8 @@ class Suggester:
             return norm, ""
         cut = len(norm.rstrip()) - len(norm.split()[-1])
         head, last = norm[:cut], norm[cut:]
-        if text_lib.WORD_RE.fullmatch(last):
-            return head, last
+        if text_lib.WORD_RE.fullmatch(last) or (last.endswith("'") and text_lib.WORD_RE.fullmatch(last[:-1])):
+            return head, last  # a trailing apostrophe is inside a word being typed ("don'")
         return norm + " ", ""
 
     def suggest(self, text: str, k: int = 3) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 from scipy import stats
 
 from keyboard_fl.fl.client import client_update
-from keyboard_fl.fl.round import AggregatorConfig, CohortBatch, build_round, make_server_optimizer, server_init
+from keyboard_fl.fl.round import AggregatorConfig, build_round, make_server_optimizer, server_init
 from keyboard_fl.fl.toy import toy_cohort, toy_init, toy_loss
 
 K, S, B, T = 8, 4, 4, 8  # every test cohort: 8 slots, 4 local steps of 4 x 8 tokens
@@ -31,7 +31,8 @@ SERVERS = {
 
 @functools.lru_cache(maxsize=None)
 def _round(agg=FEDAVG, client_lr=0.5, server="sgd"):
-    return build_round(toy_loss, client_lr, SERVERS[server], agg, donate=False)
+    # Donating is safe here: every run starts from server_init, which copies params.
+    return build_round(toy_loss, client_lr, SERVERS[server], agg)
 
 
 def _cohort(seed, num_real=K, **kw):
@@ -202,11 +203,26 @@ def test_server_optimizers():
 
 def test_donated_state_leaves_caller_params_valid():
     params = toy_init(jax.random.key(0))
-    donating = build_round(toy_loss, 0.5, SERVERS["sgd"], FEDAVG)  # donate=True by default
     state = server_init(params, SERVERS["sgd"])  # copies params: ours stay valid
     for r in range(2):
-        state, _ = donating(state, _cohort(8), jax.random.key(r))
+        state, _ = _round()(state, _cohort(8), jax.random.key(r))  # donates `state`
     assert np.all(np.isfinite(_flat(params))) and int(state.round) == 2
+
+
+def test_client_chunks_match_one_vmap():
+    agg = DP
+    params = toy_init(jax.random.key(0))
+    cohort = _cohort(9, num_real=7)
+    cohort = cohort._replace(inputs=cohort.inputs.at[1, 0, 0, 0].set(10**6))  # one NaN client
+    ref, m_ref = _run(_round(agg), params, cohort, key=4)
+    chunked = build_round(toy_loss, 0.5, SERVERS["sgd"], agg, client_chunk=2)
+    got, m = _run(chunked, params, cohort, key=4)
+    np.testing.assert_allclose(_flat(got.params), _flat(ref.params), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.array(m, np.float64), np.array(m_ref, np.float64), rtol=1e-5, atol=1e-6)
+    assert int(m.nonfinite_clients) == 1
+    with pytest.raises(ValueError):
+        build_round(toy_loss, 0.5, SERVERS["sgd"], agg, client_chunk=3)(
+            server_init(params, SERVERS["sgd"]), cohort, jax.random.key(0))
 
 
 def test_config_validation():
@@ -216,3 +232,5 @@ def test_config_validation():
         AggregatorConfig(mode="dp-fedavg", clip_norm=1.0, noise_multiplier=1.0, expected_cohort=0.0)
     with pytest.raises(ValueError):
         AggregatorConfig(mode="fedsgd")
+    with pytest.raises(ValueError):  # noise silently ignored would be a privacy bug
+        AggregatorConfig(mode="fedavg", noise_multiplier=1.0)

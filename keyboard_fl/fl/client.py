@@ -68,16 +68,16 @@ def client_update(
     """Runs local training over ``S`` padded steps with ``lax.scan``.
 
     Args:
-      params: initial (server) parameters, any pytree of float arrays.
-      batches: dict with ``inputs``/``targets``/``weights`` of shape ``[S, B, T]``.
-      rng: PRNG key of this client. The deterministic ``loss_fn`` interface
-        does not consume randomness yet; the key is accepted so that the
-        round's key schedule stays fixed when stochastic losses arrive.
-      loss_fn: ``loss_fn(params, batch) -> (loss, num_tokens)``.
-      client_opt: optax transformation, or a float learning rate for SGD.
+        params: initial (server) parameters, any pytree of float arrays.
+        batches: dict with ``inputs``/``targets``/``weights`` of shape ``[S, B, T]``.
+        rng: PRNG key of this client. The deterministic ``loss_fn`` interface
+          does not consume randomness yet; the key is accepted so that the
+          round's key schedule stays fixed when stochastic losses arrive.
+        loss_fn: ``loss_fn(params, batch) -> (loss, num_tokens)``.
+        client_opt: optax transformation, or a float learning rate for SGD.
 
     Returns:
-      ``(delta, metrics)`` with ``delta = local params − params`` (same tree).
+        ``(delta, metrics)`` with ``delta = local params − params`` (same tree).
     """
     del rng  # See docstring: reserved, not used by the deterministic loss.
     opt = as_client_optimizer(client_opt)

@@ -70,6 +70,8 @@ class AggregatorConfig:
     def __post_init__(self):
         if self.mode not in ("fedavg", "dp-fedavg"):
             raise ValueError(f"unknown aggregator mode {self.mode!r}")
+        if self.mode == "fedavg" and self.noise_multiplier != 0:
+            raise ValueError("fedavg mode adds no noise: set mode='dp-fedavg' or noise_multiplier=0")
         if self.mode == "dp-fedavg":
             if not self.clip_norm > 0:
                 raise ValueError(f"clip_norm must be > 0, got {self.clip_norm}")
@@ -160,15 +162,28 @@ def build_round(
     server_opt: optax.GradientTransformation,
     agg: AggregatorConfig,
     *,
+    client_chunk: int | None = None,
     jit: bool = True,
     donate: bool = True,
 ) -> Callable[[ServerState, CohortBatch, jax.Array], tuple[ServerState, RoundMetrics]]:
     """Builds ``round_fn(state, cohort, key) -> (new_state, metrics)``.
 
     The key is split once into a client key (further split per cohort slot)
-    and a noise key, so the noise never reuses client randomness. With
-    ``jit=True`` the function is ``jax.jit``-ed, donating the server state
-    when ``donate=True`` (do not reuse a state after passing it in).
+    and a noise key, so the noise never reuses client randomness.
+
+    Args:
+        loss_fn: ``loss_fn(params, batch) -> (loss, num_tokens)``.
+        client_opt: client optax optimizer, or a float learning rate for SGD.
+        server_opt: server optax optimizer (see :func:`make_server_optimizer`).
+        agg: aggregation mode and DP parameters.
+        client_chunk: if set, clients are trained ``client_chunk`` at a time
+          (``vmap`` inside a loop over chunks, summing as it goes), so memory
+          holds ``client_chunk`` deltas instead of ``K`` and chunks holding no
+          sampled client are skipped. Must divide the cohort capacity ``K``.
+          Same result as unchunked up to float rounding.
+        jit: return the ``jax.jit``-ed function.
+        donate: donate the server state buffers to the jitted call (do not
+          reuse a state after passing it in; :func:`server_init` copies params).
     """
     client_opt = as_client_optimizer(client_opt)
     dp = agg.mode == "dp-fedavg"
@@ -177,32 +192,81 @@ def build_round(
         batches = {"inputs": inputs, "targets": targets, "weights": weights}
         return client_update(params, batches, key, loss_fn=loss_fn, client_opt=client_opt)
 
-    def round_fn(state: ServerState, cohort: CohortBatch, key: jax.Array):
-        client_key, noise_key = jax.random.split(key)
-        k = cohort.mask.shape[0]
-        client_keys = jax.random.split(client_key, k)
-        deltas, cm = jax.vmap(one_client, in_axes=(None, 0, 0, 0, 0))(
-            state.params, cohort.inputs, cohort.targets, cohort.weights, client_keys
-        )
-        sampled = cohort.mask.astype(bool)
+    def clients(params, inputs, targets, weights, keys, sampled):
+        """Trains a group of clients; returns their contribution to the sum and per-client stats."""
+        deltas, cm = jax.vmap(one_client, in_axes=(None, 0, 0, 0, 0))(params, inputs, targets, weights, keys)
         clipped, norms = jax.vmap(clip_update, in_axes=(0, None))(deltas, agg.clip_norm)
         # A NaN/Inf anywhere in a delta (or a norm overflowing float32) makes
         # its global norm non-finite: such clients are excluded and counted.
         finite = jnp.isfinite(norms)
         valid = sampled & finite
-        norms = jnp.where(valid, norms, 0.0)
-        # Zero excluded deltas with `where` (NaN * 0 is NaN) before summing.
-        keep = lambda t: jax.tree.map(lambda x: jnp.where(_bcast(valid, x), x, 0.0), t)
-        deltas, clipped = keep(deltas), keep(clipped)
+        if dp:  # unweighted sum of clipped deltas
+            w = valid.astype(jnp.float32)
+            contrib = clipped
+        else:  # token-weighted sum of raw deltas
+            w = jnp.where(valid, cm.num_tokens, 0.0)
+            contrib = deltas
+        # `where`, not a product alone: NaN * 0 is NaN.
+        total = jax.tree.map(
+            lambda x: jnp.sum(jnp.where(_bcast(valid, x), _bcast(w, x) * x, 0.0), axis=0), contrib
+        )
+        stats = {
+            "finite": finite,
+            "valid": valid,
+            "norm": jnp.where(valid, norms, 0.0),
+            "num_tokens": jnp.where(valid, cm.num_tokens, 0.0),
+            "train_loss": jnp.where(valid, cm.train_loss, 0.0),
+        }
+        return total, stats
 
+    def round_fn(state: ServerState, cohort: CohortBatch, key: jax.Array):
+        client_key, noise_key = jax.random.split(key)
+        k = cohort.mask.shape[0]
+        client_keys = jax.random.split(client_key, k)
+        sampled = cohort.mask.astype(bool)
+        args = (cohort.inputs, cohort.targets, cohort.weights, client_keys, sampled)
+        if client_chunk is None or client_chunk >= k:
+            total, st = clients(state.params, *args)
+        else:
+            if k % client_chunk:
+                raise ValueError(f"client_chunk={client_chunk} must divide the cohort capacity {k}")
+            n = k // client_chunk
+            chunked = jax.tree.map(lambda x: x.reshape((n, client_chunk) + x.shape[1:]), args)
+
+            # A chunk with no sampled client is skipped at run time (lax.cond
+            # inside a loop, not under vmap), so a padded capacity costs no
+            # compute: the round's time follows the realized cohort.
+            stats_shape = jax.eval_shape(lambda c: clients(state.params, *c)[1], jax.tree.map(lambda x: x[0], chunked))
+
+            def body(i, carry):
+                acc, stats = carry
+                chunk = jax.tree.map(lambda x: x[i], chunked)
+
+                def run(_):
+                    return clients(state.params, *chunk)
+
+                def skip(_):
+                    zeros = jax.tree.map(jnp.zeros_like, acc)
+                    return zeros, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats_shape)
+
+                part, chunk_stats = jax.lax.cond(jnp.any(chunk[-1]), run, skip, None)
+                acc = jax.tree.map(jnp.add, acc, part)
+                stats = jax.tree.map(lambda a, b: a.at[i].set(b), stats, chunk_stats)
+                return acc, stats
+
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            stats0 = jax.tree.map(lambda s: jnp.zeros((n,) + s.shape, s.dtype), stats_shape)
+            total, st = jax.lax.fori_loop(0, n, body, (zeros, stats0))
+            st = jax.tree.map(lambda x: x.reshape((k,) + x.shape[2:]), st)
+
+        valid, norms = st["valid"], st["norm"]
+        tokens = jnp.sum(st["num_tokens"])
         if dp:
-            total = jax.tree.map(lambda x: jnp.sum(x, axis=0), clipped)
             noised = add_gaussian_noise(total, agg.noise_std, noise_key)
             mean_delta = jax.tree.map(lambda x: x / agg.expected_cohort, noised)
         else:
-            w = jnp.where(valid, cm.num_tokens, 0.0)
-            denom = jnp.maximum(jnp.sum(w), 1e-12)
-            mean_delta = jax.tree.map(lambda x: jnp.sum(_bcast(w, x) * x, axis=0) / denom, deltas)
+            denom = jnp.maximum(tokens, 1e-12)
+            mean_delta = jax.tree.map(lambda x: x / denom, total)
 
         pseudo_grad = jax.tree.map(jnp.negative, mean_delta)
         updates, opt_state = server_opt.update(pseudo_grad, state.opt_state, state.params)
@@ -210,15 +274,14 @@ def build_round(
 
         n_valid = jnp.sum(valid, dtype=jnp.int32)
         n_safe = jnp.maximum(n_valid, 1).astype(jnp.float32)
-        tokens = jnp.sum(jnp.where(valid, cm.num_tokens, 0.0))
         clipped_frac = jnp.sum(valid & (norms > agg.clip_norm)) / n_safe if dp else jnp.zeros((), jnp.float32)
         metrics = RoundMetrics(
             cohort_size=jnp.sum(sampled, dtype=jnp.int32),
             included_clients=n_valid,
-            nonfinite_clients=jnp.sum(sampled & ~finite, dtype=jnp.int32),
+            nonfinite_clients=jnp.sum(sampled & ~st["finite"], dtype=jnp.int32),
             num_tokens=tokens,
-            mean_client_loss=jnp.sum(jnp.where(valid, cm.train_loss, 0.0)) / n_safe,
-            train_loss=jnp.sum(jnp.where(valid, cm.train_loss * cm.num_tokens, 0.0)) / jnp.maximum(tokens, 1.0),
+            mean_client_loss=jnp.sum(st["train_loss"]) / n_safe,
+            train_loss=jnp.sum(st["train_loss"] * st["num_tokens"]) / jnp.maximum(tokens, 1.0),
             clipped_fraction=jnp.asarray(clipped_frac, jnp.float32),
             update_norm_mean=jnp.sum(norms) / n_safe,
             update_norm_median=_masked_median(norms, valid),

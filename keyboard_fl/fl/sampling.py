@@ -65,18 +65,18 @@ def sample_cohort(
     """Poisson-samples a cohort: each user included independently with prob. ``q``.
 
     Args:
-      key: PRNG key; the only source of randomness.
-      num_users: population size ``N`` (static).
-      q: sampling probability.
-      capacity: static padded size ``K`` (see :func:`cohort_capacity`).
+        key: PRNG key; the only source of randomness.
+        num_users: population size ``N`` (static).
+        q: sampling probability.
+        capacity: static padded size ``K`` (see :func:`cohort_capacity`).
 
     Returns:
-      ``(indices, mask, count)``: ``indices`` int32[K] are the sampled user ids
-      in increasing order, padded with 0; ``mask`` bool[K] marks the real
-      entries; ``count`` (int32 scalar) is the *true* number of sampled users.
-      If ``count > capacity`` the arrays hold only the first ``capacity``
-      users: the draw is **not** usable as a cohort; call again with the same
-      key and ``capacity >= count`` (or use :func:`sample_cohort_exact`).
+        ``(indices, mask, count)``: ``indices`` int32[K] are the sampled user ids
+        in increasing order, padded with 0; ``mask`` bool[K] marks the real
+        entries; ``count`` (int32 scalar) is the *true* number of sampled users.
+        If ``count > capacity`` the arrays hold only the first ``capacity``
+        users: the draw is **not** usable as a cohort; call again with the same
+        key and ``capacity >= count`` (or use :func:`sample_cohort_exact`).
     """
     included = jax.random.bernoulli(key, q, (num_users,))
     count = jnp.sum(included, dtype=jnp.int32)

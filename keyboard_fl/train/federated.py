@@ -96,7 +96,7 @@ def train_federated(
         noise_multiplier=dp.noise_multiplier,
         expected_cohort=dp.sampling_prob * n,
     )
-    round_fn = build_round(loss_fn, cfg.client_lr, server_opt, agg)
+    round_fn = build_round(loss_fn, cfg.client_lr, server_opt, agg, client_chunk=cfg.client_chunk)
     state = server_init(params, server_opt)
     ledger = PrivacyLedger(dp.noise_multiplier, dp.sampling_prob, dp.delta, n) if private else None
     history: list[dict] = []
@@ -113,10 +113,10 @@ def train_federated(
                     raise checkpoint.CheckpointError(f"{ckpt_dir}: ledger has {ledger.rounds} rounds, checkpoint {start}")
     root = jax.random.key(seed)
     fl_key = jax.random.fold_in(root, 0xFED)
-    capacity = cohort_capacity(n, dp.sampling_prob)
+    capacity = cohort_capacity(n, dp.sampling_prob, multiple=cfg.client_chunk)
     for r in range(start, cfg.rounds):
         k_sample, k_round = jax.random.split(jax.random.fold_in(fl_key, r))
-        indices, mask, count = sample_cohort_exact(k_sample, n, dp.sampling_prob, capacity)
+        indices, mask, count = sample_cohort_exact(k_sample, n, dp.sampling_prob, capacity, multiple=cfg.client_chunk)
         t0 = time.perf_counter()
         cohort = gather_cohort(rows, np.asarray(indices), np.asarray(mask), cfg, seed, r)
         state, m = round_fn(state, cohort, k_round)

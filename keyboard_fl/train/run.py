@@ -35,6 +35,11 @@ from keyboard_fl.train.central import train_central
 from keyboard_fl.train.examples import UserRows, user_rows
 
 Log = Callable[[str], None]
+Progress = Callable[[str, int, int], None]  # (phase, done, total): drives the CLI's progress bar
+
+
+def _no_progress(phase: str, done: int, total: int) -> None:
+    pass
 WORD_VOCAB_SIZE = 10_000  # evaluation word vocabulary (from the public split), as the 10k of Gboard / Stack Overflow
 
 
@@ -64,7 +69,8 @@ class RunData:
         for u in source.users("heldout"):
             if len(self.heldout) >= e.max_users:
                 break
-            self.heldout[u.user_id] = list(u.test)
+            if u.test:
+                self.heldout[u.user_id] = list(u.test[: e.max_messages_per_user])
         self.num_train_users = len(train_users)
 
 
@@ -113,6 +119,11 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def prepare(cfg: RunConfig, out: Path, log: Log, source: UserSource | None = None) -> tuple[Tokenizer, RunData]:
+    if source is None and cfg.corpus:
+        from keyboard_fl.data import ReaderConfig, SplitConfig
+        from keyboard_fl.data.materialize import open_source
+
+        source = open_source(cfg.corpus, ReaderConfig(split=SplitConfig(seed=cfg.seed), skip_bad_lines=cfg.skip_bad_lines))
     source = source or Population(cfg.population)
     tok_path = out / "tokenizer.model"
     if tok_path.exists():
@@ -129,10 +140,22 @@ def prepare(cfg: RunConfig, out: Path, log: Log, source: UserSource | None = Non
         f"eval: {len(data.heldout)} held-out users, {sum(map(len, data.train_user_test.values()))} held-out messages "
         f"of training users ({time.perf_counter() - t:.1f}s)"
     )
+    report = getattr(source, "report", None)
+    if report is not None and report.total:
+        log(f"corpus: skipped {report.total} bad lines: {report.as_dict()}")
+        data.bad_lines = report.as_dict()
     return tokenizer, data
 
 
-def run(cfg: RunConfig, out: str | Path, *, resume: bool = False, log: Log = print, source: UserSource | None = None) -> dict:
+def run(
+    cfg: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    log: Log = print,
+    source: UserSource | None = None,
+    progress: Progress = _no_progress,
+) -> dict:
     """Train and evaluate one run into ``out``; return its final metrics."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,11 +191,17 @@ def run(cfg: RunConfig, out: str | Path, *, resume: bool = False, log: Log = pri
     if cfg.pretrain.steps > 0:
         # Public data only (DESIGN.md §3): the public split never overlaps the private users.
         t = time.perf_counter()
-        params, plosses = train_central(loss_fn, params, data.public_rows, cfg.pretrain, cfg.seed + 7919)
+        params, plosses = train_central(
+            loss_fn, params, data.public_rows, cfg.pretrain, cfg.seed + 7919,
+            callback=lambda i, _: progress("public pretraining", i + 1, cfg.pretrain.steps),
+        )
         log(f"public pretraining: {cfg.pretrain.steps} steps on {len(data.public_rows)} public rows, loss {np.mean(plosses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)")
     if cfg.mode == "central":
         t = time.perf_counter()
-        params, losses = train_central(loss_fn, params, data.rows.rows, cfg.central, cfg.seed)
+        params, losses = train_central(
+            loss_fn, params, data.rows.rows, cfg.central, cfg.seed,
+            callback=lambda i, _: progress("central training", i + 1, cfg.central.steps),
+        )
         history = [{"step": i + 1, "loss": l} for i, l in enumerate(losses)]
         log(f"central: {cfg.central.steps} steps, final loss {np.mean(losses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)")
     else:
@@ -190,6 +219,7 @@ def run(cfg: RunConfig, out: str | Path, *, resume: bool = False, log: Log = pri
             jsonl.unlink()
 
         def on_round(r, record, params_r, ledger):
+            progress(f"{cfg.mode} rounds", r, cfg.federated.rounds)
             if r % cfg.federated.eval_every == 0 or r == cfg.federated.rounds:
                 q = evaluate_model(graphdef, params_r, tokenizer, quick, data.word_vocab, 1)
                 rec = {**record, "eval_top1": q["top1"], "eval_top3": q["top3"], "eval_perplexity": q["perplexity"]}
@@ -234,6 +264,7 @@ def run(cfg: RunConfig, out: str | Path, *, resume: bool = False, log: Log = pri
         "epsilon": privacy.get("epsilon", float("inf")) if cfg.mode == "dp-fedavg" else float("inf"),
         "seconds": time.perf_counter() - t_start,
         "seed": cfg.seed,
+        "data": {"source": "corpus" if cfg.corpus else "simulated", "bad_lines": getattr(data, "bad_lines", None)},
     }
     if privacy:
         metrics.update(privacy)

@@ -1,0 +1,252 @@
+"""The suggestion-strip demo: a FastAPI app serving a phone-keyboard page.
+
+``GET /``             the page (static HTML/CSS/JS, no external resources)
+``GET /api/models``   the loaded models: mode, privacy (ε, δ) and quality
+``POST /api/suggest`` ``{"model": name, "text": str}`` →
+                      ``{"suggestions": [3 words], "ms": latency, ...}``
+
+Privacy (DESIGN.md §3): typed text is used to compute one answer and then
+dropped. Nothing here logs, stores or echoes it — errors describe the request's
+*shape* (sizes, types), never its content — and responses are ``no-store``.
+Requests are bounded (body ≤ 8 KB, text ≤ 1,000 characters) so a client cannot
+make the server do unbounded work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import unicodedata
+from pathlib import Path
+from typing import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from keyboard_fl.demo.incremental import IncrementalSuggester
+from keyboard_fl.models_registry import LoadedRun, RunNotFound, discover_runs, load_run
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 8192  # 1,000 characters of JSON-escaped text (≤ 6 bytes each) fit; more is refused
+MAX_TEXT_CHARS = 1000
+NUM_SUGGESTIONS = 3
+DEFAULT_RUNS_ROOT = Path("runs/main")
+
+_SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    # Everything the page needs comes from this server: no CDN, no network.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def clean_text(text: str) -> str:
+    """Drop characters a model cannot read: control/format characters become spaces or vanish.
+
+    Newlines and tabs become spaces (word boundaries); other C0/C1 controls are
+    removed. Lone surrogates (invalid Unicode that JSON can still carry) raise.
+    """
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat == "Cs":
+            raise ApiError(400, "'text' is not valid Unicode (it contains a lone surrogate)")
+        if cat == "Cc":
+            out.append(" " if ch in "\n\r\t\v\f\x1c\x1d\x1e\x1f\x85" else "")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def split_for_client(suggester, text: str) -> tuple[str, str]:
+    """(``"completion"`` | ``"next"``, partial word) as the suggester sees ``text``."""
+    _, prefix = suggester.split_context(text)
+    return ("completion" if prefix else "next"), prefix
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            if int(declared) > MAX_BODY_BYTES:
+                raise ApiError(413, f"request body is {int(declared)} bytes; the limit is {MAX_BODY_BYTES}")
+        except ValueError:
+            raise ApiError(400, "invalid Content-Length header") from None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+def _parse_suggest_request(body: bytes) -> tuple[str, str]:
+    if not body.strip():
+        raise ApiError(400, 'empty body: send JSON {"model": "<name>", "text": "<typed text>"}')
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "request body is not UTF-8") from None
+    except (json.JSONDecodeError, RecursionError):
+        raise ApiError(400, 'request body is not valid JSON: send {"model": "<name>", "text": "<typed text>"}') from None
+    if not isinstance(payload, dict):
+        raise ApiError(422, f"request body must be a JSON object, got {type(payload).__name__}")
+    unknown = sorted(set(payload) - {"model", "text"})
+    if unknown:
+        raise ApiError(422, f"unknown field(s): {', '.join(repr(str(k)[:40]) for k in unknown[:5])}; expected 'model' and 'text'")
+    model, text = payload.get("model"), payload.get("text")
+    if not isinstance(model, str) or not model:
+        raise ApiError(422, "'model' must be a non-empty string (see GET /api/models)")
+    if text is None:
+        raise ApiError(422, "'text' is required (a string, may be empty)")
+    if not isinstance(text, str):
+        raise ApiError(422, f"'text' must be a string, got {type(text).__name__}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ApiError(413, f"'text' is {len(text)} characters; the limit is {MAX_TEXT_CHARS} (send the text before the cursor, trimmed)")
+    return model, text
+
+
+class _Model:
+    """A loaded run plus a lock: a Suggester keeps caches and is not made for concurrent calls."""
+
+    def __init__(self, run: LoadedRun):
+        self.run = run
+        self.info = run.info
+        self.suggester = IncrementalSuggester(run.suggester)  # same answers, reuses the context's state
+        self.lock = threading.Lock()
+
+
+def _load_all(runs: Mapping[str, Path | LoadedRun]) -> dict[str, _Model]:
+    models = {}
+    for name, r in runs.items():
+        run = r if isinstance(r, LoadedRun) else load_run(Path(r), name)
+        models[name] = _Model(run)
+    return models
+
+
+def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> FastAPI:
+    """The demo app over ``runs`` (name → run directory, or an already loaded run).
+
+    Each model is loaded once, here; with ``warmup`` every model answers a few
+    requests before the app starts so the first key press is not a compile.
+    """
+    if not runs:
+        raise RunNotFound("no trained runs to serve: train some with `keyboard-fl main` (writes runs/main/)")
+    models = _load_all(runs)
+    if warmup:
+        for m in models.values():
+            for probe in ("", "a", "a "):
+                m.suggester.suggest(probe, NUM_SUGGESTIONS)
+
+    app = FastAPI(title="keyboard_fl demo", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.models = models
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next):
+        response = await call_next(request)
+        for k, v in _SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        return response
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError):
+        return _error(exc.status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError):
+        # Report where the problem is, never the input values.
+        where = "; ".join(".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg", "")) for e in exc.errors())
+        return _error(422, f"invalid request: {where}")
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/models")
+    def list_models():
+        return {
+            "models": [m.info for m in models.values()],
+            "default": _default_model(models),
+            "limits": {"max_text_chars": MAX_TEXT_CHARS, "max_body_bytes": MAX_BODY_BYTES},
+        }
+
+    @app.post("/api/suggest")
+    async def suggest(request: Request):
+        name, raw = _parse_suggest_request(await _read_body(request))
+        model = models.get(name)
+        if model is None:
+            raise ApiError(404, f"unknown model {name[:64]!r}; available: {', '.join(models)}")
+        text = clean_text(raw)
+        # The JAX call blocks; run it off the event loop, one call per model at a time.
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(_answer, model, text)
+
+    return app
+
+
+def _answer(model: _Model, text: str) -> JSONResponse:
+    s = model.suggester
+    try:
+        with model.lock:
+            t = time.perf_counter()
+            words = s.suggest(text, NUM_SUGGESTIONS)
+            ms = (time.perf_counter() - t) * 1e3
+            kind = split_for_client(s, text)[0]
+    except Exception as e:  # noqa: BLE001 - never let the message (it may quote the text) reach a log
+        log.error("suggestion failed in model %s: %s", model.info["name"], type(e).__name__)
+        return _error(500, "the model failed on this input")
+    return JSONResponse(
+        {"model": model.info["name"], "suggestions": words, "kind": kind, "ms": round(ms, 3)}
+    )
+
+
+def _default_model(models: Mapping[str, _Model]) -> str:
+    for m in models.values():
+        if m.info["mode"] == "dp-fedavg":
+            return m.info["name"]
+    return next(iter(models))
+
+
+def serve(runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = False) -> None:
+    """Discover the finished runs under ``runs_root`` and serve the demo until interrupted."""
+    import uvicorn
+
+    runs = discover_runs(runs_root)
+    if not runs:
+        raise RunNotFound(
+            f"no finished runs under {runs_root} (a run is a directory with metrics.json and model/); "
+            "train them with `keyboard-fl main`, or pass another directory"
+        )
+    app = create_app(runs)
+    # Access-log lines carry no bodies, but they are off by default anyway: a
+    # keyboard demo has no reason to keep who asked when.
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning", server_header=False)
+
+
+__all__ = ["create_app", "serve", "clean_text", "MAX_BODY_BYTES", "MAX_TEXT_CHARS"]

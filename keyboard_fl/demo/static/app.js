@@ -1,0 +1,272 @@
+// keyboard_fl demo: a phone keyboard's suggestion strip driven by /api/suggest.
+// Every key press asks for suggestions (no debounce); only the answer to the
+// latest request is shown, older ones are dropped. Typed text stays in this
+// page and in the one request that needs it.
+"use strict";
+
+(() => {
+  const CONTEXT_CHARS = 400; // the model only needs the recent past; keeps requests small
+  const WORD = /^[\p{L}\p{N}\p{M}]+(?:'[\p{L}\p{N}\p{M}]+)*$/u; // keyboard_fl.text.WORD_RE
+  const $ = (id) => document.getElementById(id);
+  const box = $("message");
+  const strip = $("strip");
+  const slots = Array.from(strip.querySelectorAll(".suggestion"));
+  const modelsBox = $("models");
+
+  let models = [];
+  let current = null;
+  let seq = 0; // id of the latest request; answers to older ones are stale
+  let shown = []; // suggestions in rank order (0 = most likely)
+  let shift = false;
+
+  // ---------- text helpers (mirror keyboard_fl.suggest.Suggester.split_context) ----------
+  const beforeCaret = () => box.value.slice(0, box.selectionStart);
+
+  function lastCodePoints(text, n) {
+    const cps = Array.from(text); // never cut a surrogate pair in half
+    return cps.length > n ? cps.slice(-n).join("") : text;
+  }
+
+  function partialWord(before) {
+    if (before === "" || /\s$/u.test(before)) return null;
+    const m = before.match(/\S+$/u);
+    return m && WORD.test(m[0]) ? m[0] : null;
+  }
+
+  function sentenceStart(before) {
+    return before.trim() === "" || /[.!?]\s*$/u.test(before);
+  }
+
+  function matchCase(typed, word) {
+    if (typed.length > 1 && typed === typed.toUpperCase() && typed !== typed.toLowerCase()) return word.toUpperCase();
+    if (typed && typed[0] !== typed[0].toLowerCase()) return word[0].toUpperCase() + word.slice(1);
+    return word;
+  }
+
+  // ---------- accept a suggestion ----------
+  function accept(rank) {
+    const word = shown[rank];
+    if (!word) return false;
+    let before = beforeCaret();
+    const after = box.value.slice(box.selectionEnd);
+    const partial = partialWord(before);
+    let out = word;
+    if (partial !== null) {
+      before = before.slice(0, before.length - partial.length); // replace the word being typed
+      out = matchCase(partial, word); // "Hel" → "Hello", "HEL" → "HELLO"
+    } else {
+      if (before !== "" && !/\s$/u.test(before)) before += " "; // after punctuation: start a new word
+      if (sentenceStart(before)) out = word[0].toUpperCase() + word.slice(1);
+    }
+    const space = after.startsWith(" ") ? "" : " ";
+    box.value = before + out + space + after;
+    const caret = before.length + out.length + 1;
+    box.setSelectionRange(caret, caret);
+    box.focus();
+    refresh();
+    return true;
+  }
+
+  // ---------- strip ----------
+  function render(words) {
+    shown = words.slice(0, 3);
+    for (const el of slots) {
+      const w = shown[Number(el.dataset.rank)] || "";
+      el.textContent = w;
+      el.setAttribute("aria-label", w ? `accept ${w}` : "no suggestion");
+      el.disabled = !w;
+    }
+    strip.classList.remove("stale");
+  }
+
+  function showError(msg) {
+    const el = $("error");
+    el.textContent = msg || "";
+    el.hidden = !msg;
+  }
+
+  async function refresh() {
+    if (!current) return;
+    const my = ++seq;
+    const text = lastCodePoints(beforeCaret(), CONTEXT_CHARS);
+    const t0 = performance.now();
+    strip.classList.add("stale");
+    try {
+      const r = await fetch("/api/suggest", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ model: current, text }),
+        cache: "no-store",
+      });
+      const data = await r.json();
+      if (my !== seq) return; // a newer key press is in flight: drop this answer
+      if (!r.ok) {
+        showError(data.error || `error ${r.status}`);
+        render([]);
+        return;
+      }
+      showError("");
+      render(data.suggestions);
+      $("latency-server").textContent = `${data.ms.toFixed(1)} ms`;
+      $("latency-rtt").textContent = `${(performance.now() - t0).toFixed(1)} ms`;
+      $("kind").textContent = data.kind === "completion" ? "completing" : "next word";
+      strip.dataset.seq = String(my);
+    } catch (e) {
+      if (my === seq) showError("the demo server is unreachable");
+    }
+  }
+
+  // ---------- models ----------
+  const pct = (x) => (x === null || x === undefined ? "—" : `${(100 * x).toFixed(1)}%`);
+
+  function selectModel(name) {
+    current = name;
+    const m = models.find((x) => x.name === name);
+    const badge = $("model-badge");
+    badge.textContent = m ? `${m.label} · ${m.privacy}` : "";
+    badge.classList.toggle("private", !!(m && m.private));
+    document.body.dataset.model = name;
+    refresh();
+  }
+
+  function modelCard(m, checked) {
+    const label = document.createElement("label");
+    label.className = "model-card";
+    label.dataset.model = m.name;
+    const input = document.createElement("input");
+    input.type = "radio";
+    input.name = "model";
+    input.value = m.name;
+    input.checked = checked;
+    input.addEventListener("change", () => selectModel(m.name));
+    const title = document.createElement("span");
+    title.className = "model-title";
+    const name = document.createElement("span");
+    name.textContent = m.label + (m.label.toLowerCase() === m.name ? "" : ` (${m.name})`);
+    const badge = document.createElement("span");
+    badge.className = "badge" + (m.private ? " private" : "");
+    badge.textContent = m.privacy;
+    title.append(name, badge);
+    const metrics = document.createElement("span");
+    metrics.className = "model-metrics";
+    metrics.textContent = `top-1 ${pct(m.top1)} · top-3 ${pct(m.top3)} · KSR ${pct(m.ksr)}`;
+    label.append(input, title, metrics);
+    return label;
+  }
+
+  async function loadModels() {
+    try {
+      const r = await fetch("/api/models", { cache: "no-store" });
+      const data = await r.json();
+      models = data.models;
+      $("models-empty").remove();
+      for (const m of models) modelsBox.append(modelCard(m, m.name === data.default));
+      selectModel(data.default);
+    } catch (e) {
+      showError("could not load the models");
+    }
+  }
+
+  // ---------- sending ----------
+  function send() {
+    const msg = box.value.trim();
+    if (!msg) return;
+    const li = document.createElement("li");
+    li.className = "bubble me";
+    li.textContent = msg; // page memory only; never sent anywhere
+    $("thread").append(li);
+    li.scrollIntoView({ block: "end" });
+    box.value = "";
+    refresh();
+  }
+
+  // ---------- on-screen keyboard ----------
+  const ROWS = [
+    ["q", "w", "e", "r", "t", "y", "u", "i", "o", "p"],
+    ["a", "s", "d", "f", "g", "h", "j", "k", "l"],
+    ["⇧", "z", "x", "c", "v", "b", "n", "m", "⌫"],
+    [",", "space", ".", "⏎"],
+  ];
+
+  function typeText(s) {
+    const start = box.selectionStart;
+    box.setRangeText(s, start, box.selectionEnd, "end");
+    box.dispatchEvent(new Event("input"));
+  }
+
+  function press(k, btn) {
+    if (k === "⇧") {
+      shift = !shift;
+      btn.classList.toggle("on", shift);
+      for (const b of $("keys").querySelectorAll(".key.letter")) b.textContent = shift ? b.dataset.k.toUpperCase() : b.dataset.k;
+      return;
+    }
+    if (k === "⌫") {
+      const s = box.selectionStart;
+      if (s !== box.selectionEnd) box.setRangeText("", s, box.selectionEnd, "end");
+      else if (s > 0) {
+        const cut = Array.from(box.value.slice(0, s)).slice(-1)[0].length;
+        box.setRangeText("", s - cut, s, "end");
+      }
+      box.dispatchEvent(new Event("input"));
+      return;
+    }
+    if (k === "⏎") return send();
+    if (k === "space") return typeText(" ");
+    typeText(shift ? k.toUpperCase() : k);
+    if (shift) press("⇧", $("keys").querySelector('[data-k="⇧"]'));
+  }
+
+  function buildKeys() {
+    for (const row of ROWS) {
+      const div = document.createElement("div");
+      div.className = "krow";
+      for (const k of row) {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.className = "key" + (/^\p{L}$/u.test(k) ? " letter" : "") + (["⇧", "⌫", "⏎"].includes(k) ? " wide" : "") + (k === "space" ? " space" : "");
+        b.dataset.k = k;
+        b.textContent = k === "space" ? "space" : k;
+        b.tabIndex = -1;
+        b.addEventListener("mousedown", (e) => e.preventDefault()); // keep the caret in the message box
+        b.addEventListener("click", () => press(k, b));
+        div.append(b);
+      }
+      $("keys").append(div);
+    }
+  }
+
+  // ---------- wiring ----------
+  for (const el of slots) {
+    el.addEventListener("mousedown", (e) => e.preventDefault());
+    el.addEventListener("click", () => accept(Number(el.dataset.rank)));
+  }
+  box.addEventListener("input", refresh);
+  box.addEventListener("click", refresh); // caret moved
+  box.addEventListener("keyup", (e) => {
+    if (e.key.startsWith("Arrow") || e.key === "Home" || e.key === "End") refresh();
+  });
+  box.addEventListener("keydown", (e) => {
+    if (e.altKey && !e.ctrlKey && !e.metaKey && /^(Digit|Numpad)[123]$/.test(e.code)) {
+      const slot = Number(e.code.slice(-1)) - 1; // by position, left to right (e.key differs by layout)
+      accept(Number(slots[slot].dataset.rank));
+      e.preventDefault();
+      return;
+    }
+    if (e.key === "Tab" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey) {
+      if (accept(0)) e.preventDefault();
+      return;
+    }
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  });
+  $("send").addEventListener("mousedown", (e) => e.preventDefault());
+  $("send").addEventListener("click", send);
+
+  buildKeys();
+  render([]);
+  loadModels();
+  box.focus();
+})();

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv (Python ≥ 3.11) and install keyboard_fl with its test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.keyboard_fl-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[test,demo]'
+  touch "$stamp"
+fi

@@ -1,0 +1,40 @@
+"""Shared pytest fixtures.
+
+``tiny_runs``: the three tiny trained runs (central, FedAvg, DP-FedAvg), trained
+once per test session (~30 s each on 2 cores). Set ``KEYBOARD_FL_TINY_RUNS`` to a
+directory holding finished ``central/``, ``fedavg/`` and ``dp-fedavg/`` runs to
+reuse them instead (e.g. after ``keyboard-fl train --preset tiny --out DIR/<mode>``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TINY_MODES = ("central", "fedavg", "dp-fedavg")
+
+
+def _finished(path: Path) -> bool:
+    return (path / "metrics.json").is_file() and (path / "model").is_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory) -> dict[str, Path]:
+    """``{"central": dir, "fedavg": dir, "dp-fedavg": dir}`` of finished tiny runs."""
+    reuse = os.environ.get("KEYBOARD_FL_TINY_RUNS")
+    if reuse:
+        dirs = {m: Path(reuse) / m for m in TINY_MODES}
+        if all(_finished(d) for d in dirs.values()):
+            return dirs
+    from keyboard_fl.config import preset
+    from keyboard_fl.train.run import run
+
+    root = tmp_path_factory.mktemp("tiny_runs")
+    dirs = {}
+    for mode in TINY_MODES:
+        out = root / mode
+        run(preset("tiny", mode=mode), out, log=lambda s: None)
+        dirs[mode] = out
+    return dirs

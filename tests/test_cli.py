@@ -1,0 +1,122 @@
+"""Tests for keyboard_fl.cli: the keyboard-fl command line (typer)."""
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from keyboard_fl.cli import app
+from keyboard_fl.privacy import calibrate_noise_multiplier, default_delta, epsilon
+
+runner = CliRunner()
+
+
+def _invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def _stderr(res):
+    try:
+        return res.stderr
+    except ValueError:  # older click: stderr mixed into output
+        return res.output
+
+
+def _assert_user_error(res, *needles):
+    assert res.exit_code == 2, res.output
+    text = _stderr(res).strip()
+    assert "Traceback" not in res.output and "Traceback" not in text
+    assert text.startswith("error:") and len(text.splitlines()) == 1, text
+    for n in needles:
+        assert n in text, text
+
+
+def test_train_tiny_writes_metrics(tmp_path):
+    out = tmp_path / "run"
+    res = _invoke("train", "--preset", "tiny", "--mode", "dp-fedavg", "--rounds", "2", "--out", out)
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["mode"] == "dp-fedavg" and m["rounds"] == 2
+    assert m["epsilon"] == epsilon(m["noise_multiplier"], m["sampling_prob"], 2, m["delta"])
+    assert "metrics.json" in res.output and "ε=" in res.output
+    again = _invoke("train", "--preset", "tiny", "--mode", "dp-fedavg", "--rounds", "2", "--out", out)
+    _assert_user_error(again, "already holds a finished run")
+
+
+def test_evaluate_shows_quality_and_privacy(tiny_runs):
+    res = _invoke("evaluate", tiny_runs["dp-fedavg"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tiny_runs["dp-fedavg"] / "metrics.json").read_text())
+    assert "privacy:" in res.output and f"{m['epsilon']:.3f}" in res.output
+    assert "per-user top-1" in res.output
+    res = _invoke("evaluate", tiny_runs["central"])
+    assert res.exit_code == 0 and "not private" in res.output
+
+
+def test_suggest_prints_a_strip(tiny_runs):
+    res = _invoke("suggest", "--run", tiny_runs["dp-fedavg"], "see you to")
+    assert res.exit_code == 0, res.output
+    first = res.output.splitlines()[0]
+    words = [w.strip() for w in first.split("|")]
+    assert 1 <= len(words) <= 3 and all(w.startswith("to") for w in words)
+    assert "ε=" in res.output
+    res = _invoke("predict", "--run", tiny_runs["fedavg"], "--k", "2", "hello ")
+    assert res.exit_code == 0 and "not private" in res.output
+
+
+def _table_value(output, key):
+    m = re.search(rf"{key}\s*│\s*(\S+)", output)
+    assert m, output
+    return m.group(1)
+
+
+def test_privacy_epsilon_for_a_noise_level():
+    res = _invoke("privacy", "--q", "0.01", "--rounds", "100", "--noise-multiplier", "1.0", "--delta", "1e-5")
+    assert res.exit_code == 0, res.output
+    assert float(_table_value(res.output, "epsilon")) == pytest.approx(epsilon(1.0, 0.01, 100, 1e-5), rel=1e-3)
+
+
+def test_privacy_calibrates_the_noise():
+    res = _invoke("privacy", "--clients-per-round", "10", "--population", "1000", "--rounds", "50", "--target-epsilon", "3")
+    assert res.exit_code == 0, res.output
+    z = float(_table_value(res.output, "noise_multiplier"))
+    assert z == pytest.approx(calibrate_noise_multiplier(3.0, 0.01, 50, default_delta(1000)), rel=1e-3)
+    assert float(_table_value(res.output, "epsilon")) <= 3.0 + 1e-3
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "--out", "{tmp}/x", "--mode", "gossip", "--preset", "tiny"], "--mode"),
+        (["train", "--out", "{tmp}/x", "--preset", "huge"], "--preset"),
+        (["train", "--out", "{tmp}/x", "--preset", "tiny", "--noise-multiplier", "1", "--target-epsilon", "2"], "not both"),
+        (["train", "--out", "{tmp}/x", "--preset", "tiny", "--clip-norm", "-1"], "clip_norm"),
+        (["train", "--out", "{tmp}/x", "--preset", "tiny", "--target-epsilon", "0"], "target_epsilon"),
+        (["suggest", "--run", "{tmp}/missing", "hello"], "no finished run"),
+        (["evaluate", "{tmp}/missing"], "not found"),
+        (["privacy", "--rounds", "10", "--q", "0.1", "--delta", "1e-5"], "exactly one"),
+        (["privacy", "--rounds", "10", "--noise-multiplier", "1", "--delta", "1e-5"], "--q"),
+        (["privacy", "--rounds", "10", "--noise-multiplier", "1", "--q", "0.1"], "--delta"),
+        (["privacy", "--rounds", "10", "--noise-multiplier", "1", "--q", "1.5", "--delta", "1e-5"], "1.5"),
+    ],
+)
+def test_user_errors_exit_2_with_one_line(tmp_path, args, needle):
+    res = _invoke(*[a.format(tmp=tmp_path) for a in args])
+    _assert_user_error(res, needle)
+
+
+def test_clients_per_round_above_population_is_a_user_error(tmp_path):
+    res = _invoke("train", "--out", tmp_path / "x", "--preset", "tiny", "--clients-per-round", "100000")
+    _assert_user_error(res, "clients_per_round")
+
+
+def test_broken_run_config_is_a_user_error(tiny_runs, tmp_path):
+    import shutil
+
+    d = tmp_path / "broken"
+    shutil.copytree(tiny_runs["dp-fedavg"], d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["federated"]["bogus"] = 1
+    (d / "config.json").write_text(json.dumps(cfg))
+    _assert_user_error(_invoke("suggest", "--run", d, "hi"), "bogus")
