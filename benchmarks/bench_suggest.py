@@ -13,7 +13,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_suggest.py                      # runs/main/dp-fedavg, else a tiny run in /tmp
     .venv/bin/python benchmarks/bench_suggest.py RUN_DIR [RUN_DIR …]
-    .venv/bin/python benchmarks/bench_suggest.py --untrained-preset default   # default-size model, random weights
+    .venv/bin/python benchmarks/bench_suggest.py --untrained-preset default   # + a default-size model, random weights
     .venv/bin/python benchmarks/bench_suggest.py --compare-xla-threading …    # XLA's CPU thread pool on vs off
 
 Writes ``benchmarks/results/suggest_latency.json`` (machine info included).
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     models = []
     runs = list(args.runs)
-    if not runs and not args.untrained_preset:
+    if not runs:
         runs = [DEFAULT_RUN if (DEFAULT_RUN / "metrics.json").exists() else _tiny_run()]
     for r in runs:
         models.append(load_trained(r))

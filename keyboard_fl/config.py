@@ -33,8 +33,8 @@ def _positive(obj, *names: str, real: bool = False) -> None:
 class FederatedConfig:
     rounds: int = 200  # server rounds (Gboard ran ~3,000; the CPU default is short)
     clients_per_round: float = 64.0  # expected cohort q·N; q is derived from the population size
-    max_examples: int = 64  # rows (≤ seq_len pieces each) a client trains on per round; caps heavy typists
-    batch_size: int = 16  # local mini-batch (Stack Overflow benchmark: 16)
+    max_examples: int = 16  # rows (seq_len pieces each) a client trains on per round (its most recent); caps heavy typists
+    batch_size: int = 8  # local mini-batch (Stack Overflow benchmark: 16; our packed rows are denser)
     local_epochs: int = 1  # passes over the client's rows per round
     client_lr: float = 0.5  # plain local SGD, as in FedAvg
     server_optimizer: Literal["sgd", "nesterov", "adam"] = "nesterov"  # Gboard: SGD, Nesterov momentum 0.9
@@ -89,7 +89,7 @@ class RunConfig:
     model: ModelConfig = ModelConfig()
     seq_len: int = 24  # pieces per training row (Stack Overflow NWP: 20 words)
     pretrain: CentralConfig = CentralConfig(steps=0)  # public pretraining on the public split before any mode (0 steps: off)
-    central: CentralConfig = CentralConfig()
+    central: CentralConfig = CentralConfig(steps=4000)
     federated: FederatedConfig = FederatedConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -170,7 +170,9 @@ def preset(name: str, mode: Mode = "dp-fedavg", seed: int = 0) -> RunConfig:
             seed=seed,
             mode=mode,
             population=PopulationConfig(seed=seed, num_train_users=100_000),
-            central=CentralConfig(steps=8000),
+            tokenizer=TokenizerConfig(vocab_size=4096),
+            model=ModelConfig(vocab_size=4096, embed_dim=96, hidden_dim=670),
+            central=CentralConfig(steps=20000),
             federated=FederatedConfig(rounds=1500, clients_per_round=1000, eval_every=50, checkpoint_every=50),
         )
     raise ValueError(f"unknown preset {name!r}: choose tiny, default or large")

@@ -77,6 +77,7 @@ def run_interactive(suggester: SuggesterLike, *, k: int = 3, stdin: IO[str] | No
     """Show the suggestion strip live while typing (see the module docstring)."""
     stdin = stdin if stdin is not None else sys.stdin
     stdout = stdout if stdout is not None else sys.stdout
+    suggester = _incremental(suggester)
     if _isatty(stdin) and _isatty(stdout):
         _run_tty(suggester, k, stdin, stdout)
     else:
@@ -92,6 +93,16 @@ def run_lines(suggester: SuggesterLike, stdin: IO[str], stdout: IO[str], *, k: i
         stdout.write(format_strip(words, numbered=False) + "\n")
         stdout.flush()
     return n
+
+
+def _incremental(suggester):
+    """A plain Suggester gets the keystroke cache (same answers, less work inside a word)."""
+    mod = sys.modules.get("keyboard_fl.suggest")  # loaded whenever a real Suggester exists
+    if mod is not None and type(suggester) is mod.Suggester:
+        from keyboard_fl.demo.incremental import IncrementalSuggester
+
+        return IncrementalSuggester(suggester)
+    return suggester
 
 
 def _isatty(f) -> bool:

@@ -2,7 +2,7 @@
 
 The model scores SentencePiece pieces; the strip shows words. A word is a
 word-start piece (``▁…``) followed by zero or more continuation pieces and then
-any *boundary* piece (a new word, punctuation, ``</s>``). Its probability is
+any piece that is not a continuation (a new word, punctuation, ``</s>``). Its probability is
 
     P(word | ctx) = Π P(piece_i | ctx, piece_<i) · P(boundary | ctx, pieces)
 
@@ -99,7 +99,8 @@ def word_search(
       first_logits: [N, V] next-piece logits at each context.
       allowed: [N, P+2, V] tables from :func:`prefix_tables`; advance: [V].
       prefix_len: [N] length of each context's typed prefix (0: next word).
-      boundary: [V] pieces that end a word.
+      boundary: [V] pieces that end the word before them (``Tokenizer.ends_word``:
+        anything but a continuation).
 
     Returns:
       pieces [N, depth, beam, depth] (piece ids of the beam at each depth,
@@ -169,7 +170,7 @@ class Suggester:
 
     def __init__(self, graphdef: nnx.GraphDef, params: Params, tokenizer: Tokenizer, config: SearchConfig = SearchConfig()):
         self.graphdef, self.params, self.tokenizer, self.config = graphdef, params, tokenizer, config
-        self.boundary = jnp.asarray(tokenizer.piece_kinds == BOUNDARY)
+        self.boundary = jnp.asarray(tokenizer.ends_word)
         self._tables: dict[str, tuple[jax.Array, jax.Array]] = {}
 
     def _tables_for(self, prefix: str):

@@ -39,7 +39,7 @@ _WORD_CHARS = re.compile(r"[^\W_]*(?:'[^\W_]*)*")
 
 @dataclasses.dataclass(frozen=True)
 class TokenizerConfig:
-    vocab_size: int = 4096  # pieces incl. 4 specials; ~4k keeps the tied embedding of an on-device model small
+    vocab_size: int = 2048  # pieces incl. 4 specials; small, so the tied softmax of an on-device model stays cheap
     character_coverage: float = 0.9995  # rarer characters (odd emoji) map to <unk> rather than waste pieces
     max_sentences: int = 200_000  # public messages sampled for training; more adds time, not quality
     num_threads: int = 2  # this project's machines have 2 cores
@@ -55,6 +55,8 @@ class Tokenizer:
         self.piece_kinds = np.array([_piece_kind(i, p) for i, p in enumerate(self.pieces)], np.int8)
         # Surface text each piece adds to a word (word starts lose their ▁).
         self.piece_text: list[str] = [p.replace(_SPACE, "") if k != BOUNDARY else "" for p, k in zip(self.pieces, self.piece_kinds)]
+        # A word ends when the next piece is not a continuation: a new word, punctuation or </s>.
+        self.ends_word = self.piece_kinds != CONTINUATION
         by_first: dict[str, list[int]] = {}
         for i, t in enumerate(self.piece_text):
             if t:

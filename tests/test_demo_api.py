@@ -271,3 +271,18 @@ def test_privacy_label_and_info_handle_missing_values():
 def test_create_app_without_runs_fails_clearly():
     with pytest.raises(FileNotFoundError, match="no trained runs"):
         create_app({})
+
+
+def test_demo_command_fails_clearly(tmp_path):
+    import socket
+
+    from keyboard_fl.demo import demo_command
+    from keyboard_fl.demo.app import serve
+
+    with pytest.raises(FileNotFoundError, match="no finished runs under"):
+        demo_command(tmp_path, "127.0.0.1", 0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(OSError, match="Address already in use|cannot listen"):
+            serve(tmp_path, "127.0.0.1", s.getsockname()[1])

@@ -108,7 +108,7 @@ def _wait_fresh(page, previous_seq: int | None = None) -> int:
     page.wait_for_function(
         """(prev) => {
             const s = document.getElementById('strip');
-            return !s.classList.contains('stale') && s.dataset.seq && (prev === null || Number(s.dataset.seq) > prev);
+            return s.dataset.seq && s.dataset.seq === s.dataset.pending && (prev === null || Number(s.dataset.seq) > prev);
         }""",
         arg=previous_seq,
         timeout=15_000,
@@ -197,3 +197,42 @@ def test_type_accept_switch_model_screenshot(server, browser):
     assert "/api/suggest" in logs  # access logging really was on …
     for typed in ("how are yo", "are yo", "see you to", "you to"):
         assert typed not in logs  # … yet nothing typed was logged
+
+
+def test_a_late_answer_to_an_old_key_press_is_dropped(server, browser):
+    """The answer for "see you t" arrives after the one for "see you to": the strip keeps the latest."""
+    base, _ = server
+    page = browser.new_page()
+    # Delay only the answer for the older text, in the page's own fetch.
+    page.add_init_script(
+        """
+        const realFetch = window.fetch;
+        window.fetch = async (url, opts) => {
+            const r = await realFetch(url, opts);
+            if (opts && opts.body && JSON.parse(opts.body).text === "see you t") {
+                await new Promise((ok) => setTimeout(ok, 600));
+            }
+            return r;
+        };
+        """
+    )
+    page.goto(base + "/")
+    page.wait_for_selector(".model-card >> nth=2")
+    page.click("#message")
+    seq = _wait_fresh(page)
+    page.keyboard.type("see you t")
+    page.keyboard.type("o")
+    _wait_fresh(page, seq)
+    page.wait_for_timeout(900)  # the late answer has come back by now, and must have been ignored
+    expected = page.request.post(base + "/api/suggest", data={"model": "dp-fedavg", "text": "see you to"}).json()["suggestions"]
+    assert _strip(page) == expected
+    assert all(w.startswith("to") for w in expected)
+
+    # The on-screen keys type into the message box too.
+    page.fill("#message", "")
+    for k in ("h", "i", "space"):
+        page.click(f".key[data-k='{k}']")
+    assert page.input_value("#message") == "hi "
+    page.click(".key[data-k='⌫']")
+    assert page.input_value("#message") == "hi"
+    page.close()

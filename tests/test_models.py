@@ -19,6 +19,30 @@ def _tokens(seed, b=B, t=T, v=40):
     return jax.random.randint(jax.random.key(seed), (b, t), 0, v)
 
 
+class _Jitted:
+    """A model's methods, jitted over its params (eager flax ops are slow on a busy CPU)."""
+
+    def __init__(self, cfg, seed):
+        self.graphdef, self.params = init_params(cfg, jax.random.key(seed))
+        m = lambda p: merge(self.graphdef, p)
+        self.model = m(self.params)
+        self._call = jax.jit(lambda p, t: m(p)(t))
+        self._states = jax.jit(lambda p, t: m(p).states(t))
+        self._step = jax.jit(lambda p, s, t: m(p).step(s, t))
+
+    def __call__(self, t):
+        return self._call(self.params, t)
+
+    def states(self, t):
+        return self._states(self.params, t)
+
+    def step(self, s, t):
+        return self._step(self.params, s, t)
+
+    def initial_state(self, b):
+        return self.model.initial_state(b)
+
+
 def test_default_param_count_matches_formula():
     cfg = ModelConfig()
     v, e, h = cfg.vocab_size, cfg.embed_dim, cfg.hidden_dim
@@ -30,7 +54,7 @@ def test_default_param_count_matches_formula():
 
 @pytest.mark.parametrize("cfg", [SMALL, TSMALL], ids=["cifg", "transformer"])
 def test_output_shapes(cfg):
-    model = make_model(cfg, jax.random.key(0))
+    model = make_model(cfg, jax.random.key(0))  # eager, once
     tokens = _tokens(1)
     logits = model(tokens)
     assert logits.shape == (B, T, cfg.vocab_size)
@@ -46,14 +70,13 @@ def test_output_shapes(cfg):
 
 @pytest.mark.parametrize("cfg", [SMALL, TSMALL], ids=["cifg", "transformer"])
 def test_step_agrees_with_call(cfg):
-    model = make_model(cfg, jax.random.key(2))
+    model = _Jitted(cfg, 2)
     tokens = _tokens(3)
     full = np.asarray(model(tokens))
     states = model.states(tokens)
     state = model.initial_state(B)
-    step = jax.jit(model.step)
     for t in range(T):
-        logits, state = step(state, tokens[:, t])
+        logits, state = model.step(state, tokens[:, t])
         np.testing.assert_allclose(logits, full[:, t], rtol=1e-4, atol=1e-5)
         for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(jax.tree.map(lambda s: s[:, t], states))):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
@@ -129,7 +152,7 @@ def test_model_config_validation():
 
 
 def test_transformer_is_causal():
-    model = make_model(TSMALL, jax.random.key(10))
+    model = _Jitted(TSMALL, 10)
     tokens = _tokens(11, t=8)
     changed = tokens.at[:, 5].set((tokens[:, 5] + 1) % 40)
     a, b = np.asarray(model(tokens)), np.asarray(model(changed))
@@ -148,7 +171,7 @@ def test_transformer_param_count_and_tied_embedding():
 
 def test_transformer_sliding_window_beyond_context():
     """Longer than the context: ``states`` uses the same window as ``step``."""
-    model = make_model(TSMALL, jax.random.key(12))
+    model = _Jitted(TSMALL, 12)
     t = TSMALL.context + 5
     tokens = _tokens(13, t=t)
     full = np.asarray(model(tokens))
@@ -160,4 +183,4 @@ def test_transformer_sliding_window_beyond_context():
     tail = np.asarray(model(tokens[:, -TSMALL.context :]))
     np.testing.assert_allclose(full[:, -1], tail[:, -1], rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="context"):
-        model.hidden(tokens)
+        model.model.hidden(tokens)

@@ -189,3 +189,22 @@ def test_arbitrary_unicode_never_raises(real, text):
     assert isinstance(out, list) and len(out) <= 3
     _, typed = Suggester.split_context(text)
     assert all(w.startswith(typed) for w in out)
+
+
+def test_transformer_serves_suggestions_and_evaluation(real):
+    """The Transformer plugs into the same search and evaluation (state[1] is its hidden vector)."""
+    from keyboard_fl.eval.neural import predict_messages
+
+    tok = real.tokenizer
+    cfg = ModelConfig(kind="transformer", vocab_size=tok.vocab_size, embed_dim=16, hidden_dim=32, num_layers=1,
+                      num_heads=2, context=8)
+    graphdef, params = init_params(cfg, jax.random.key(5))
+    s = Suggester(graphdef, params, tok)
+    assert len(s.suggest("see you ", 3)) == 3
+    assert all(w.startswith("to") for w in s.suggest("see you to", 3))
+    assert s.suggest("one two three four five six seven eight nine ten ", 3)  # longer than the context
+    msgs = ["see you tomorrow at the station, ok?", "hi", "one two three four five six seven eight nine ten eleven"]
+    preds, nll, n = predict_messages(graphdef, params, tok, msgs)
+    assert [len(p) for p in preds] == [len(tok.encode_with_targets(m)[1]) for m in msgs]
+    assert all(len(words) == 3 for p in preds for _, words in p)
+    assert n == sum(len(tok.encode(m)) - 1 for m in msgs) and np.isfinite(nll)

@@ -233,10 +233,28 @@ def _default_model(models: Mapping[str, _Model]) -> str:
     return next(iter(models))
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail fast, with one clear line, when the address is taken (before loading any model)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise OSError(f"cannot listen on {host}:{port}: {e.strerror} (another demo running? pick another --port)") from None
+
+
 def serve(runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = False) -> None:
     """Discover the finished runs under ``runs_root`` and serve the demo until interrupted."""
     import uvicorn
 
+    _check_port(host, port)
     runs = discover_runs(runs_root)
     if not runs:
         raise RunNotFound(

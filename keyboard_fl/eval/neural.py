@@ -19,7 +19,7 @@ import optax
 
 from keyboard_fl.models import Params, merge
 from keyboard_fl.suggest import SearchConfig, collect_words, prefix_tables, word_search
-from keyboard_fl.tokenizer import BOUNDARY, PAD_ID, Tokenizer
+from keyboard_fl.tokenizer import PAD_ID, Tokenizer
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))
@@ -54,7 +54,7 @@ def predict_messages(
     pending_state, pending_logits, pending_meta = [], [], []
     results: list[list[tuple[str, list[str]]]] = [[] for _ in messages]
     allowed, advance = prefix_tables(tokenizer, "", 0)
-    boundary = jnp.asarray(tokenizer.piece_kinds == BOUNDARY)
+    boundary = jnp.asarray(tokenizer.ends_word)
 
     def flush():
         if not pending_meta:

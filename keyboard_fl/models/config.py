@@ -9,9 +9,9 @@ from typing import Literal
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     kind: Literal["cifg", "transformer"] = "cifg"  # Gboard's CIFG-LSTM, or a small causal Transformer
-    vocab_size: int = 4096  # SentencePiece pieces; set from the trained tokenizer
-    embed_dim: int = 96  # Gboard's width; tied input/output embedding dominates the size
-    hidden_dim: int = 512  # LSTM units (Gboard 670) or Transformer MLP width
+    vocab_size: int = 2048  # SentencePiece pieces; set from the trained tokenizer
+    embed_dim: int = 64  # tied input/output embedding width (Gboard: 96); the softmax dominates CPU time
+    hidden_dim: int = 256  # LSTM units (Gboard: 670) or Transformer MLP width
     num_layers: int = 2  # Transformer blocks (the CIFG-LSTM has one layer, as in Gboard)
     num_heads: int = 4  # Transformer attention heads; must divide embed_dim
     context: int = 32  # Transformer: pieces of left context it attends to

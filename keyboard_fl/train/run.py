@@ -211,14 +211,15 @@ def run(
         dp = resolve_dp(cfg.federated, len(data.rows), private)
         if private:
             log(f"dp: q={dp.sampling_prob:.4g} z={dp.noise_multiplier:.4f} C={dp.clip_norm} δ={dp.delta:.0e} N={dp.population}")
-        if resume and jsonl.exists():
-            last = max((c for c in _checkpoint_rounds(out)), default=0)
-            kept = [l for l in jsonl.read_text().splitlines() if l.strip() and json.loads(l)["round"] <= last]
-            checkpoint.atomic_write_text(jsonl, "".join(l + "\n" for l in kept))
-        elif jsonl.exists():
+        if not resume and jsonl.exists():
             jsonl.unlink()
+        replayed = [resume]  # a resumed run replays rounds after the checkpoint it actually loaded
 
         def on_round(r, record, params_r, ledger):
+            if replayed[0] and jsonl.exists():  # drop records of rounds about to be logged again
+                kept = [l for l in jsonl.read_text().splitlines() if l.strip() and json.loads(l)["round"] < r]
+                checkpoint.atomic_write_text(jsonl, "".join(l + "\n" for l in kept))
+            replayed[0] = False
             progress(f"{cfg.mode} rounds", r, cfg.federated.rounds)
             if r % cfg.federated.eval_every == 0 or r == cfg.federated.rounds:
                 q = evaluate_model(graphdef, params_r, tokenizer, quick, data.word_vocab, 1)

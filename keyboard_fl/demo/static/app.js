@@ -90,7 +90,9 @@
     const my = ++seq;
     const text = lastCodePoints(beforeCaret(), CONTEXT_CHARS);
     const t0 = performance.now();
-    strip.classList.add("stale");
+    strip.dataset.pending = String(my);
+    // Dim the strip only if an answer is slow to come (no flicker at normal speed).
+    setTimeout(() => { if (strip.dataset.seq !== String(my) && seq === my) strip.classList.add("stale"); }, 150);
     try {
       const r = await fetch("/api/suggest", {
         method: "POST",
@@ -103,6 +105,7 @@
       if (!r.ok) {
         showError(data.error || `error ${r.status}`);
         render([]);
+        strip.dataset.seq = String(my);
         return;
       }
       showError("");
