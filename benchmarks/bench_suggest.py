@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -115,7 +116,8 @@ def load_untrained(preset_name: str) -> dict:
     from keyboard_fl.tokenizer import Tokenizer, train_tokenizer
 
     cfg = preset(preset_name)
-    tok_path = SCRATCH / f"{preset_name}-tokenizer.model"
+    key = hashlib.sha256(repr((cfg.tokenizer, cfg.population)).encode()).hexdigest()[:12]
+    tok_path = SCRATCH / f"{preset_name}-{key}-tokenizer.model"  # a preset change gets a new tokenizer
     if tok_path.exists():
         tok = Tokenizer.load(tok_path)
     else:
@@ -225,7 +227,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--messages", type=int, default=40, help="held-out messages typed per model")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--xla-single-thread", action="store_true", help=f"XLA_FLAGS={SINGLE_THREAD_FLAG} (set before JAX loads)")
-    ap.add_argument("--compare-xla-threading", action="store_true", help="run twice (XLA thread pool on, then off) in subprocesses; one report")
+    ap.add_argument(
+        "--compare-xla-threading", action="store_true", help="run twice (XLA thread pool on, then off) in subprocesses; one report"
+    )
     args = ap.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
     if args.compare_xla_threading:

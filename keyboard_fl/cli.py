@@ -207,42 +207,47 @@ def evaluate(run_dir: Path = typer.Argument(..., help="a run directory")):
 
 
 def _load_suggester(run_dir: Path):
-    from keyboard_fl import checkpoint
-    from keyboard_fl.config import RunConfig
-    from keyboard_fl.models import init_params
-    from keyboard_fl.suggest import Suggester
-    from keyboard_fl.tokenizer import Tokenizer
+    from keyboard_fl.models_registry import load_suggester
 
-    if not (run_dir / "metrics.json").exists():
-        _fail(f"{run_dir} holds no finished run (no metrics.json); train one with keyboard-fl train --out {run_dir}")
-    cfg = RunConfig.load(run_dir / "config.json")
-    tok = Tokenizer.load(run_dir / "tokenizer.model")
-    import jax
-
-    model_cfg = dataclasses.replace(cfg.model, vocab_size=tok.vocab_size)
-    graphdef, template = init_params(model_cfg, jax.random.key(0))
-    found = checkpoint.load_latest(run_dir / "model", template)
-    if found is None:
-        _fail(f"{run_dir / 'model'}: no usable model checkpoint")
-    return Suggester(graphdef, found[1], tok), json.loads((run_dir / "metrics.json").read_text())
+    return load_suggester(run_dir)
 
 
 @app.command()
 @_guard
 def suggest(
-    text: str = typer.Argument(..., help="text typed so far; a trailing partial word gets completions"),
+    text: Optional[str] = typer.Argument(None, help="text typed so far; a trailing partial word gets completions"),
     run: Optional[Path] = typer.Option(None, "--run", help="run directory (default: the main job's DP-FedAvg run)"),
-    k: int = typer.Option(3, help="number of suggestions"),
+    k: int = typer.Option(3, min=1, max=10, help="number of suggestions"),
+    interactive: bool = typer.Option(False, "--interactive", "-i", help="type live and watch the strip (digits 1–3 accept)"),
 ):
-    """Print the suggestion strip for a text."""
+    """Print the suggestion strip for a text, or show it live while typing (-i)."""
     run = run or MAIN_DIR / "dp-fedavg"
     s, m = _load_suggester(run)
+    if interactive or text is None:
+        from keyboard_fl.interactive import run_interactive
+
+        console.print(f"[dim]{run} · {_eps(m)} · Ctrl-D to quit[/]", highlight=False)
+        run_interactive(s, k=k)
+        return
     words = s.suggest(text, k)
     console.print("  |  ".join(f"[bold]{w}[/]" for w in words) if words else "[dim](no suggestion)[/]")
     console.print(f"[dim]{run} · {_eps(m)}[/]", highlight=False)
 
 
 predict = app.command("predict", help="Alias of suggest.")(suggest)
+
+
+@app.command()
+@_guard
+def demo(
+    runs: Path = typer.Option(MAIN_DIR, "--runs", help="directory holding trained runs (the main job's by default)"),
+    host: str = typer.Option("127.0.0.1", help="interface to listen on (loopback by default)"),
+    port: int = typer.Option(8000, help="port"),
+):
+    """Serve the phone-keyboard suggestion-strip demo for the trained models."""
+    from keyboard_fl.demo import demo_command
+
+    demo_command(runs, host, port)
 
 
 @app.command()

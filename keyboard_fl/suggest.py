@@ -175,8 +175,8 @@ class Suggester:
 
     def _tables_for(self, prefix: str):
         if prefix not in self._tables:
-            if len(self._tables) > 4096:
-                self._tables.clear()
+            if len(self._tables) >= 256:  # bounded: typed prefixes are not kept around
+                self._tables.pop(next(iter(self._tables)))
             allowed, advance = prefix_tables(self.tokenizer, prefix, self.config.max_prefix)
             self._tables[prefix] = (jnp.asarray(allowed), jnp.asarray(advance))
         return self._tables[prefix]

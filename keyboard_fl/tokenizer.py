@@ -86,7 +86,7 @@ class Tokenizer:
     def encode_chunks(self, text: str) -> list[list[int]]:
         """Piece ids of each whitespace-delimited chunk of ``normalize(text)``."""
         chunks = text_lib.normalize(text).split()
-        return self.sp.encode(chunks) if chunks else []
+        return self.sp.encode(chunks, num_threads=1) if chunks else []  # a thread pool per call costs ms at p99
 
     def encode(self, text: str, *, bos: bool = True, eos: bool = True) -> list[int]:
         """Piece ids of a message, framed by ``<s>`` … ``</s>``."""
@@ -106,7 +106,7 @@ class Tokenizer:
         """
         norm = text_lib.normalize(text)
         chunks = norm.split()
-        encoded = self.sp.encode(chunks) if chunks else []
+        encoded = self.sp.encode(chunks, num_threads=1) if chunks else []
         ids, found = [BOS_ID], []
         for chunk, pieces in zip(chunks, encoded):
             m = text_lib.WORD_RE.match(chunk)

@@ -9,6 +9,6 @@ fi
 stamp=.venv/.keyboard_fl-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[test,demo]'
+  .venv/bin/python -m pip install --quiet -e '.[test]'
   touch "$stamp"
 fi

@@ -286,3 +286,22 @@ def test_demo_command_fails_clearly(tmp_path):
         s.listen()
         with pytest.raises(OSError, match="Address already in use|cannot listen"):
             serve(tmp_path, "127.0.0.1", s.getsockname()[1])
+
+
+def test_serve_skips_a_broken_run(tiny_runs, tmp_path, monkeypatch):
+    import shutil
+
+    import uvicorn
+
+    from keyboard_fl.demo.app import serve
+
+    good = tmp_path / "central"
+    shutil.copytree(tiny_runs["central"], good)
+    bad = tmp_path / "fedavg"
+    shutil.copytree(tiny_runs["fedavg"], bad)
+    (bad / "tokenizer.model").write_bytes(b"not a sentencepiece model")
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    serve(tmp_path, "127.0.0.1", 0)
+    assert list(served["app"].state.models) == ["central"]
+    assert served["host"] == "127.0.0.1" and served["access_log"] is False

@@ -11,7 +11,7 @@ from sentencepiece import sentencepiece_model_pb2 as spm_pb
 from keyboard_fl.data import Population, PopulationConfig
 from keyboard_fl.models import ModelConfig, init_params
 from keyboard_fl.suggest import SearchConfig, Suggester, collect_words, prefix_tables
-from keyboard_fl.tokenizer import BOUNDARY, CONTINUATION, WORD_START, Tokenizer, TokenizerConfig, train_tokenizer
+from keyboard_fl.tokenizer import CONTINUATION, WORD_START, Tokenizer, TokenizerConfig, train_tokenizer
 
 SPACE = "\u2581"
 HAND_PIECES = [SPACE, SPACE + "the", SPACE + "cat", SPACE + "car", SPACE + "ca", SPACE + "to", "c", "a", "t", "r", "h", "e",
@@ -100,7 +100,8 @@ def test_suggester_returns_the_likeliest_word(htok):
     assert all(a[1] >= b[1] for a, b in zip(scored, scored[1:]))
     # log P(cat) = log p(▁cat) + log P(boundary), as the output layer gives them
     lp = jax.nn.log_softmax(params["output_bias"])
-    boundary = htok.piece_kinds == BOUNDARY
+    boundary = htok.piece_kinds != CONTINUATION  # a new word, punctuation or </s> ends the word
+    np.testing.assert_array_equal(htok.ends_word, boundary)
     expect = lp[_id(htok, SPACE + "cat")] + jax.nn.logsumexp(jnp.where(boundary, lp, -jnp.inf))
     np.testing.assert_allclose(dict(scored)["cat"], expect, rtol=1e-5)
 

@@ -4,6 +4,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from keyboard_fl import text as text_lib
 from keyboard_fl.data import Population, PopulationConfig
@@ -143,3 +145,28 @@ def test_vocab_too_large_for_the_text(pop):
 def test_too_little_text():
     with pytest.raises(ValueError, match="needs public text"):
         train_tokenizer(["hi", "  ", ""], TokenizerConfig(vocab_size=64))
+
+
+_TYPED = st.text(alphabet=st.sampled_from(list("abcdefghijklmnopqrstuvwxyzABCÉé0123456789 '.,!?()-:\n\t") + ["😀", "ß", "ﬁ"]), max_size=60)
+_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@_SETTINGS
+@given(message=_TYPED)
+def test_targets_agree_with_text_targets(tok, message):
+    ids, targets = tok.encode_with_targets(message)
+    assert [w for _, w in targets] == [t.word for t in text_lib.targets(message)]
+    starts, pos = set(), 1
+    for chunk in tok.encode_chunks(message):
+        starts.add(pos)
+        pos += len(chunk)
+    assert pos == len(ids) - 1
+    assert all(p in starts for p, _ in targets)
+
+
+@_SETTINGS
+@given(message=_TYPED)
+def test_round_trip_property(tok, message):
+    ids = tok.encode(message)
+    if UNK_ID not in ids:
+        assert tok.decode(ids) == " ".join(text_lib.normalize(message).split())

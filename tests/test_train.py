@@ -260,3 +260,18 @@ def test_finished_run_is_not_overwritten(tiny_runs, tmp_path):
     shutil.copytree(tiny_runs["central"], d)
     with pytest.raises(FileExistsError, match="already holds a finished run"):
         run(preset("tiny", mode="central"), d, log=lambda s: None)
+
+
+def test_transformer_trains_federated_and_checkpoints(tmp_path):
+    cfg = ModelConfig(kind="transformer", vocab_size=V, embed_dim=8, hidden_dim=16, num_layers=1, num_heads=2, context=T)
+    graphdef, params = init_params(cfg, jax.random.key(0))
+    loss_fn = make_loss_fn(graphdef)
+    fed = dataclasses.replace(FED, rounds=3, server_optimizer="adam", server_lr=0.05)
+    p, ledger, history = train_federated(loss_fn, params, _user_rows(), fed, DP, private=True, seed=0, ckpt_dir=tmp_path, resume=False)
+    assert ledger.rounds == 3 and all(np.isfinite(h["train_loss"]) for h in history)
+    assert not _same_params(p, params)
+    from keyboard_fl.fl.round import make_server_optimizer, server_init
+
+    state = server_init(params, make_server_optimizer("adam", 0.05))
+    step, (restored, _), meta = checkpoint.load_latest(tmp_path, (state.params, state.opt_state))
+    assert step == 3 and meta["round"] == 3 and _same_params(restored, p)

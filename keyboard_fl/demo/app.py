@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 import unicodedata
@@ -261,7 +262,15 @@ def serve(runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: in
             f"no finished runs under {runs_root} (a run is a directory with metrics.json and model/); "
             "train them with `keyboard-fl main`, or pass another directory"
         )
-    app = create_app(runs)
+    loaded = {}
+    for name, path in runs.items():  # one broken run should not take the others down
+        try:
+            loaded[name] = load_run(path, name)
+        except Exception as e:  # noqa: BLE001 - reported, then skipped
+            sys.stderr.write(f"skipping run {path}: {type(e).__name__}: {e}\n")
+    if not loaded:
+        raise RunNotFound(f"none of the runs under {runs_root} could be loaded ({', '.join(map(str, runs.values()))})")
+    app = create_app(loaded)
     # Access-log lines carry no bodies, but they are off by default anyway: a
     # keyboard demo has no reason to keep who asked when.
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning", server_header=False)

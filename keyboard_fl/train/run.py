@@ -189,13 +189,7 @@ def run(
     privacy: dict[str, Any] = {}
     history: list[dict] = []
     if cfg.pretrain.steps > 0:
-        # Public data only (DESIGN.md §3): the public split never overlaps the private users.
-        t = time.perf_counter()
-        params, plosses = train_central(
-            loss_fn, params, data.public_rows, cfg.pretrain, cfg.seed + 7919,
-            callback=lambda i, _: progress("public pretraining", i + 1, cfg.pretrain.steps),
-        )
-        log(f"public pretraining: {cfg.pretrain.steps} steps on {len(data.public_rows)} public rows, loss {np.mean(plosses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)")
+        params = _public_pretraining(cfg, out, tokenizer, data, loss_fn, params, log, progress)
     if cfg.mode == "central":
         t = time.perf_counter()
         params, losses = train_central(
@@ -275,6 +269,36 @@ def run(
     write_json(out / "metrics.json", metrics)
     _plot(out, history, cfg.mode)
     return metrics
+
+
+def _public_pretraining(cfg: RunConfig, out: Path, tokenizer, data: RunData, loss_fn, params, log: Log, progress: Progress):
+    """Centralized pretraining on the public split only (DESIGN.md §3), shared between runs.
+
+    Its result is a pure function of the seed, the population, the tokenizer,
+    the model and the pretraining config, so it is cached under
+    ``<out>/../.pretrained/<hash>`` and reused by sibling runs (the main job's three).
+    """
+    import hashlib
+
+    key = hashlib.sha256(
+        json.dumps([cfg.seed, cfg.to_dict()["population"], cfg.corpus, cfg.to_dict()["model"], cfg.seq_len,
+                    cfg.to_dict()["pretrain"]], sort_keys=True).encode()
+        + tokenizer.model_proto
+    ).hexdigest()[:16]
+    cache = out.parent / ".pretrained" / key
+    found = checkpoint.load_latest(cache, params)
+    if found is not None:
+        log(f"public pretraining: reusing {cache}")
+        return found[1]
+    t = time.perf_counter()
+    params, losses = train_central(
+        loss_fn, params, data.public_rows, cfg.pretrain, cfg.seed + 7919,
+        callback=lambda i, _: progress("public pretraining", i + 1, cfg.pretrain.steps),
+    )
+    checkpoint.save(cache, cfg.pretrain.steps, params, {"key": key}, keep=1)
+    log(f"public pretraining: {cfg.pretrain.steps} steps on {len(data.public_rows)} public rows, "
+        f"loss {np.mean(losses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)")
+    return params
 
 
 def _checkpoint_rounds(out: Path) -> list[int]:

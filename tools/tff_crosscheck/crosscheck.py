@@ -39,6 +39,19 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_federated as tff  # noqa: E402
 
 
+def stop_tff_workers() -> None:
+    """Ends the ``worker_binary`` subprocesses that TFF's C++ execution context
+    started for *this* process (by pid, children only). TFF 0.87 leaves them
+    running after the interpreter exits, holding the caller's stdout open."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    for child in psutil.Process().children(recursive=True):
+        if "worker_binary" in " ".join(child.cmdline()):
+            child.terminate()
+
+
 def load(path: Path):
     z = np.load(path)
     meta = json.loads(str(z["meta_json"]))
@@ -199,4 +212,7 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        stop_tff_workers()

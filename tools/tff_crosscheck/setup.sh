@@ -47,6 +47,11 @@ fi
 import numpy as np, jax, jaxlib, tensorflow as tf, tensorflow_federated as tff
 print("python", __import__("sys").version.split()[0], "| tff", tff.__version__, "| tf", tf.__version__,
       "| numpy", np.__version__, "| jax", jax.__version__, "| jaxlib", jaxlib.__version__)
-print("federated_sum smoke:", tff.tensorflow.computation(lambda: tf.constant(1.0))())
+print("tff.tensorflow.computation smoke:", tff.tensorflow.computation(lambda: tf.constant(1.0))())
+# TFF's C++ context leaves its worker_binary children running: end ours.
+import psutil
+for child in psutil.Process().children(recursive=True):
+    if "worker_binary" in " ".join(child.cmdline()):
+        child.terminate()
 PY
 echo "TFF venv ready: $TFF_VENV"
