@@ -7,6 +7,9 @@ What is timed, for each cohort size K (all slots real, capacity = K):
 * ``vmap+jit padded``: the same K real clients in a capacity of 1.75·K
   (rounded up to a multiple of the chunk): the padding chunks are skipped,
   so the time should follow K, not the capacity;
+* ``vmap+jit chunk=c`` (K=64, c in ``--chunk-sweep``, default 1 and 4): the
+  same round with other chunk sizes; chunk 1 is a compiled loop over single
+  clients (no vmap), separating "one jitted round" from "vmap batching";
 * ``python loop`` (K=16, 64): one jitted ``client_update`` called per client
   from Python, each delta clipped and summed, then noise, divide and the server
   step, all jitted; shows what vmap + one jitted round buys.
@@ -34,6 +37,7 @@ Writes ``benchmarks/results/fl_round.json`` and ``fl_round.png``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -103,14 +107,19 @@ def _time_rounds(step, state, rounds: int):
     return first, times, state, m
 
 
-def bench_vmap(loss_fn, params, cohort: CohortBatch, *, num_real: int, fed, rounds: int) -> dict:
+def bench_vmap(loss_fn, params, cohort: CohortBatch, *, num_real: int, fed, rounds: int,
+               chunk: int | None = None) -> dict:
+    chunk = fed.client_chunk if chunk is None else chunk
     server_opt = make_server_optimizer(fed.server_optimizer, fed.server_lr)
     agg = AggregatorConfig(mode="dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER,
                            expected_cohort=float(num_real))
-    fn = build_round(loss_fn, fed.client_lr, server_opt, agg, client_chunk=fed.client_chunk)
+    fn = build_round(loss_fn, fed.client_lr, server_opt, agg, client_chunk=chunk)
     state = server_init(params, server_opt)
     first, times, _, m = _time_rounds(lambda s, r: fn(s, cohort, jax.random.key(r)), state, rounds)
-    return _row(first, times, num_real, cohort, float(m.num_tokens), float(m.train_loss))
+    row = _row(first, times, num_real, cohort, float(m.num_tokens), float(m.train_loss))
+    row["client_chunk"] = chunk
+    row["nonfinite_clients"] = int(m.nonfinite_clients)
+    return row
 
 
 def bench_loop(loss_fn, params, cohort: CohortBatch, *, num_real: int, fed, rounds: int) -> dict:
@@ -193,12 +202,14 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"vmap+jit": "o-", "vmap+jit padded (capacity≈1.75K)": "s--", "python loop": "^:"}
+    styles = {"vmap+jit": "o-", "vmap+jit padded (capacity≈1.75K)": "s--", "python loop": "^:",
+              "jit, client_chunk=1": "x", "jit, client_chunk=4": "+"}
     for name, rows in report["variants"].items():
         if not rows:
             continue
         ks = [r["cohort"] for r in rows]
-        axes[0].plot(ks, [r["sec_per_round"] for r in rows], styles.get(name, "o-"), label=name)
+        label = f"{name} (client_chunk={report['client_chunk']})" if name.startswith("vmap+jit") else name
+        axes[0].plot(ks, [r["sec_per_round"] for r in rows], styles.get(name, "o-"), label=label)
         axes[1].plot(ks, [r["client_updates_per_s"] for r in rows], styles.get(name, "o-"), label=name)
     for ax, ylabel in zip(axes, ["seconds per round (median)", "client updates / s"]):
         ax.set_xscale("log", base=2)
@@ -224,19 +235,26 @@ def main(argv=None) -> None:
     p.add_argument("--cohorts", type=int, nargs="+", default=None)
     p.add_argument("--loop-cohorts", type=int, nargs="+", default=None)
     p.add_argument("--padded-cohorts", type=int, nargs="+", default=None)
-    p.add_argument("--rounds", type=int, default=None, help="timed rounds after the first (default 3; 2 for K ≥ 256)")
+    p.add_argument("--chunk-sweep", type=int, nargs="*", default=None,
+                   help="extra client_chunk values timed at K=--sweep-cohort (default 1 4; none with --quick)")
+    p.add_argument("--sweep-cohort", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds after the first (default 5; 3 for K ≥ 256; 2 with --quick)")
+    p.add_argument("--batch", type=int, default=None, help="override preset federated.batch_size")
+    p.add_argument("--max-examples", type=int, default=None, help="override preset federated.max_examples")
     p.add_argument("--out", type=Path, default=RESULTS / "fl_round.json")
     p.add_argument("--plot", type=Path, default=None, help="default: the --out path with .png")
     a = p.parse_args(argv)
     cohorts = a.cohorts or ([16, 64] if a.quick else [16, 64, 256])
     loop_cohorts = a.loop_cohorts if a.loop_cohorts is not None else ([16] if a.quick else [16, 64])
     padded_cohorts = a.padded_cohorts if a.padded_cohorts is not None else cohorts
-    rounds_for = lambda k: a.rounds if a.rounds is not None else (2 if a.quick or k >= 256 else 3)  # noqa: E731
+    rounds_for = lambda k: a.rounds if a.rounds is not None else (2 if a.quick else 3 if k >= 256 else 5)  # noqa: E731
 
     load_start = list(os.getloadavg())
     t_start = time.perf_counter()
     cfg = preset("default")
     fed, mcfg = cfg.federated, cfg.model
+    overrides = {k: v for k, v in (("batch_size", a.batch), ("max_examples", a.max_examples)) if v is not None}
+    fed = dataclasses.replace(fed, **overrides)
     assert mcfg.vocab_size == cfg.tokenizer.vocab_size, "model vocab follows the tokenizer in the default preset"
     graphdef, params = init_params(mcfg, jax.random.key(cfg.seed))
     loss_fn = make_loss_fn(graphdef)
@@ -248,7 +266,10 @@ def main(argv=None) -> None:
     def capacity_padded(k):
         return int(chunk * math.ceil(1.75 * k / chunk))
 
+    chunk_sweep = a.chunk_sweep if a.chunk_sweep is not None else ([] if a.quick else [1, 4])
     variants: dict[str, list] = {"vmap+jit": [], "vmap+jit padded (capacity≈1.75K)": [], "python loop": []}
+    for c in chunk_sweep:
+        variants[f"jit, client_chunk={c}"] = []
     for k in cohorts:
         cohort = synthetic_cohort(k, k, k, **data)
         row = bench_vmap(loss_fn, params, cohort, num_real=k, fed=fed, rounds=rounds_for(k))
@@ -268,6 +289,12 @@ def main(argv=None) -> None:
             variants["python loop"].append(row)
             print(f"python loop     K={k:4d}: {row['sec_per_round']:8.3f} s/round "
                   f"{row['client_updates_per_s']:7.2f} clients/s (first round {row['first_round_s']:.2f} s)", flush=True)
+        if k == a.sweep_cohort:
+            for c in chunk_sweep:
+                row = bench_vmap(loss_fn, params, cohort, num_real=k, fed=fed, rounds=rounds_for(k), chunk=c)
+                variants[f"jit, client_chunk={c}"].append(row)
+                print(f"jit chunk={c:<3d}   K={k:4d}: {row['sec_per_round']:8.3f} s/round "
+                      f"{row['client_updates_per_s']:7.2f} clients/s (first round {row['first_round_s']:.2f} s)", flush=True)
 
     # Ratios that answer the two questions directly.
     by_k = lambda name: {r["cohort"]: r for r in variants[name]}  # noqa: E731
@@ -277,12 +304,16 @@ def main(argv=None) -> None:
                                                for k in pad if k in vm},
         "loop_over_vmap_sec_per_round": {k: round(loop[k]["sec_per_round"] / vm[k]["sec_per_round"], 3)
                                          for k in loop if k in vm},
+        "chunk_sweep_sec_per_round": {f"K={r['cohort']} chunk={r['client_chunk']}": r["sec_per_round"]
+                                      for name in variants if name.startswith("jit, ") or name == "vmap+jit"
+                                      for r in variants[name] if r["cohort"] == a.sweep_cohort},
     }
     report = {
         "what": "seconds per DP-FedAvg round, default CIFG-LSTM, real loss, synthetic client rows",
         "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name] + sys.argv),
         "quick": a.quick,
+        "preset_overrides": overrides,
         "model": {**{k: getattr(mcfg, k) for k in ("kind", "vocab_size", "embed_dim", "hidden_dim")},
                   "num_params": param_count(params), "steps": steps, "batch": fed.batch_size, "seq_len": cfg.seq_len},
         "dp": {"mode": "dp-fedavg", "clip_norm": fed.clip_norm, "noise_multiplier": NOISE_MULTIPLIER,

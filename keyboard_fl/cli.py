@@ -109,14 +109,18 @@ def _eps(m: dict) -> str:
 
 
 def results_table(rows: dict[str, dict]) -> Table:
-    t = Table(title="next-word prediction on held-out users (whole words)")
-    for col in ("model", "top-1", "top-3", "n-gram top-1", "n-gram top-3", "KSR", "ppl/piece", "privacy"):
+    """Models side by side, with the baselines DESIGN.md §3 asks for (n-gram, and the public-only start)."""
+    t = Table(title="next-word prediction on held-out users (whole words, OOV targets excluded)")
+    for col in ("model", "top-1", "top-3", "KSR", "ppl/piece", "privacy"):
         t.add_column(col, justify="right" if col != "model" else "left")
+    first = next(iter(rows.values()))
+    t.add_row("Kneser–Ney trigram", _pct(first["ngram_top1"]), _pct(first["ngram_top3"]), _pct(first.get("ngram_ksr")), "—", "not private")
+    for m in rows.values():
+        pub = m.get("public_pretrained")
+        if pub:
+            t.add_row("public data only", _pct(pub["top1"]), _pct(pub["top3"]), "—", f"{pub['perplexity']:.1f}", "no user data")
     for name, m in rows.items():
-        t.add_row(
-            name, _pct(m["top1"]), _pct(m["top3"]), _pct(m["ngram_top1"]), _pct(m["ngram_top3"]),
-            _pct(m.get("ksr")), f"{m['perplexity']:.1f}", _eps(m),
-        )
+        t.add_row(name, _pct(m["top1"]), _pct(m["top3"]), _pct(m.get("ksr")), f"{m['perplexity']:.1f}", _eps(m))
     return t
 
 
@@ -182,7 +186,7 @@ def main(
     console.print(results_table(results))
     from keyboard_fl.train.run import write_json
 
-    write_json(out / "summary.json", {k: {f: v.get(f) for f in ("top1", "top3", "ngram_top1", "ngram_top3", "ksr", "perplexity", "epsilon", "delta", "params")} for k, v in results.items()})
+    write_json(out / "summary.json", {k: {f: v.get(f) for f in ("top1", "top3", "ngram_top1", "ngram_top3", "ngram_ksr", "ksr", "perplexity", "epsilon", "delta", "params", "public_pretrained")} for k, v in results.items()})
     console.print(f"runs in {out}/; try: keyboard-fl suggest --run {out}/dp-fedavg \"see you\"")
 
 

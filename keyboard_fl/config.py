@@ -31,20 +31,20 @@ def _positive(obj, *names: str, real: bool = False) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class FederatedConfig:
-    rounds: int = 200  # server rounds (Gboard ran ~3,000; the CPU default is short)
+    rounds: int = 200  # server rounds (Gboard ran ~3,000; the CPU default is short and starts from public pretraining)
     clients_per_round: float = 64.0  # expected cohort q·N; q is derived from the population size
     max_examples: int = 16  # rows (seq_len pieces each) a client trains on per round (its most recent); caps heavy typists
     batch_size: int = 8  # local mini-batch (Stack Overflow benchmark: 16; our packed rows are denser)
-    local_epochs: int = 1  # passes over the client's rows per round
-    client_lr: float = 0.5  # plain local SGD, as in FedAvg
-    server_optimizer: Literal["sgd", "nesterov", "adam"] = "nesterov"  # Gboard: SGD, Nesterov momentum 0.9
-    server_lr: float = 1.0  # Gboard: 1.0 with momentum 0.9
+    local_epochs: int = 2  # passes over the client's rows per round
+    client_lr: float = 1.0  # plain local SGD, as in FedAvg
+    server_optimizer: Literal["sgd", "nesterov", "adam"] = "adam"  # FedAdam (Reddi et al. 2021), best on Stack Overflow NWP; Gboard: "nesterov"
+    server_lr: float = 0.01  # FedAdam's server step (halved for DP by the presets); use 1.0 for "sgd"/"nesterov"
     clip_norm: float = 0.5  # C: L2 bound on each user's model delta (DP mode only)
     noise_multiplier: float | None = None  # z; None → calibrated from target_epsilon
     target_epsilon: float | None = 10.0  # ε to calibrate z for, over `rounds` rounds (DP mode only)
     delta: float | None = None  # None → default_delta(N), below 1/N
     client_chunk: int = 16  # clients trained together (vmap); chunks of padding are skipped, memory holds one chunk
-    eval_every: int = 25  # rounds between quick evaluations logged to metrics.jsonl
+    eval_every: int = 50  # rounds between quick evaluations logged to metrics.jsonl
     checkpoint_every: int = 25  # rounds between atomic checkpoints
     eval_messages: int = 400  # held-out messages in each quick evaluation
 
@@ -88,8 +88,8 @@ class RunConfig:
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig()
     seq_len: int = 24  # pieces per training row (Stack Overflow NWP: 20 words)
-    pretrain: CentralConfig = CentralConfig(steps=0)  # public pretraining on the public split before any mode (0 steps: off)
-    central: CentralConfig = CentralConfig(steps=4000)
+    pretrain: CentralConfig = CentralConfig(steps=1500)  # public pretraining on the public split before any mode (0 steps: off)
+    central: CentralConfig = CentralConfig(steps=3000)
     federated: FederatedConfig = FederatedConfig()
     eval: EvalConfig = EvalConfig()
 
@@ -156,6 +156,7 @@ def preset(name: str, mode: Mode = "dp-fedavg", seed: int = 0) -> RunConfig:
             tokenizer=TokenizerConfig(vocab_size=512),
             model=ModelConfig(vocab_size=512, embed_dim=32, hidden_dim=64),
             seq_len=16,
+            pretrain=CentralConfig(steps=20, batch_size=32),
             central=CentralConfig(steps=60, batch_size=32),
             federated=FederatedConfig(
                 rounds=6, clients_per_round=12, max_examples=16, batch_size=8, eval_every=3, checkpoint_every=2,
@@ -164,7 +165,8 @@ def preset(name: str, mode: Mode = "dp-fedavg", seed: int = 0) -> RunConfig:
             eval=EvalConfig(max_users=30, max_messages_per_user=10, max_train_user_messages=60, ksr_messages=5, min_targets=1),
         )
     if name == "default":
-        return RunConfig(seed=seed, mode=mode, population=PopulationConfig(seed=seed))
+        fed = FederatedConfig(server_lr=0.005) if mode == "dp-fedavg" else FederatedConfig()
+        return RunConfig(seed=seed, mode=mode, population=PopulationConfig(seed=seed), federated=fed)
     if name == "large":
         return RunConfig(
             seed=seed,
@@ -173,7 +175,8 @@ def preset(name: str, mode: Mode = "dp-fedavg", seed: int = 0) -> RunConfig:
             tokenizer=TokenizerConfig(vocab_size=4096),
             model=ModelConfig(vocab_size=4096, embed_dim=96, hidden_dim=670),
             central=CentralConfig(steps=20000),
-            federated=FederatedConfig(rounds=1500, clients_per_round=1000, eval_every=50, checkpoint_every=50),
+            federated=FederatedConfig(rounds=1500, clients_per_round=1000, eval_every=50, checkpoint_every=50,
+                                      server_lr=0.005 if mode == "dp-fedavg" else 0.01),
         )
     raise ValueError(f"unknown preset {name!r}: choose tiny, default or large")
 

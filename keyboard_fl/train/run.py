@@ -89,6 +89,18 @@ def evaluate_model(graphdef, params, tokenizer: Tokenizer, users: dict[str, list
     return out
 
 
+def evaluate_ngram_baseline(data: RunData, min_targets: int) -> dict:
+    """The Kneser–Ney trigram on the same training messages, scored like the model (plus its fitted model)."""
+    from keyboard_fl.eval.metrics import evaluate_topk
+    from keyboard_fl.eval.ngram import KneserNeyTrigram
+
+    vocab = set(data.word_vocab)
+    model = KneserNeyTrigram.fit(data.train_messages, vocab=vocab)
+    out = evaluate_topk(lambda ctx: model.top_k(ctx, 3), data.heldout, vocab=vocab, min_targets=min_targets)
+    out["_model"] = model
+    return out
+
+
 def _ksr(graphdef, params, tokenizer, messages) -> dict:
     from keyboard_fl.eval.ksr import keystroke_savings
     from keyboard_fl.suggest import Suggester
@@ -188,8 +200,12 @@ def run(
 
     privacy: dict[str, Any] = {}
     history: list[dict] = []
+    public_only = None
     if cfg.pretrain.steps > 0:
         params = _public_pretraining(cfg, out, tokenizer, data, loss_fn, params, log, progress)
+        if cfg.mode == "central":  # the starting point of every mode, reported once as a baseline
+            public_only = evaluate_model(graphdef, params, tokenizer, data.heldout, data.word_vocab, cfg.eval.min_targets)
+            log(f"public-only model (before any private data): top1 {public_only['top1']:.3f} top3 {public_only['top3']:.3f}")
     if cfg.mode == "central":
         t = time.perf_counter()
         params, losses = train_central(
@@ -236,11 +252,14 @@ def run(
     e = cfg.eval
     held = evaluate_model(graphdef, params, tokenizer, data.heldout, data.word_vocab, e.min_targets)
     own = evaluate_model(graphdef, params, tokenizer, data.train_user_test, data.word_vocab, e.min_targets)
-    from keyboard_fl.eval.ngram import evaluate_ngram
-
-    ngram = evaluate_ngram(data.train_messages, data.heldout, set(data.word_vocab), min_targets=e.min_targets)
+    ngram = evaluate_ngram_baseline(data, e.min_targets)
     ksr_msgs = _ksr_messages(data, e.ksr_messages)
     ksr = _ksr(graphdef, params, tokenizer, ksr_msgs) if ksr_msgs else {}
+    if ksr_msgs:
+        from keyboard_fl.eval.ksr import keystroke_savings
+
+        ngram["ksr"] = keystroke_savings(ksr_msgs, ngram.pop("_model").suggest)["ksr"]
+    ngram.pop("_model", None)
     log(f"evaluation ({time.perf_counter() - t:.1f}s)")
     metrics = {
         "mode": cfg.mode,
@@ -249,6 +268,7 @@ def run(
         "perplexity": held["perplexity"],
         "ngram_top1": ngram["top1"],
         "ngram_top3": ngram["top3"],
+        "ngram_ksr": ngram.get("ksr"),
         "ksr": ksr.get("ksr"),
         "params": param_count(params),
         "heldout_users": held,
@@ -259,6 +279,7 @@ def run(
         "epsilon": privacy.get("epsilon", float("inf")) if cfg.mode == "dp-fedavg" else float("inf"),
         "seconds": time.perf_counter() - t_start,
         "seed": cfg.seed,
+        "public_pretrained": None if public_only is None else {k: public_only[k] for k in ("top1", "top3", "perplexity")},
         "data": {"source": "corpus" if cfg.corpus else "simulated", "bad_lines": getattr(data, "bad_lines", None)},
     }
     if privacy:
