@@ -177,6 +177,12 @@ def _row(first, times, num_real, cohort, tokens, loss) -> dict:
     }
 
 
+def _exe() -> str:
+    """The interpreter, relative to the repo root when it lives there (e.g. .venv/bin/python)."""
+    exe, root = Path(sys.executable), Path(__file__).resolve().parent.parent
+    return str(exe.relative_to(root)) if exe.is_relative_to(root) else str(exe)
+
+
 def machine_info() -> dict:
     cpu = "?"
     try:
@@ -311,7 +317,7 @@ def main(argv=None) -> None:
     report = {
         "what": "seconds per DP-FedAvg round, default CIFG-LSTM, real loss, synthetic client rows",
         "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name] + sys.argv),
+        "command": " ".join([_exe()] + sys.argv),
         "quick": a.quick,
         "preset_overrides": overrides,
         "model": {**{k: getattr(mcfg, k) for k in ("kind", "vocab_size", "embed_dim", "hidden_dim")},

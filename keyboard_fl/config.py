@@ -43,7 +43,7 @@ class FederatedConfig:
     noise_multiplier: float | None = None  # z; None → calibrated from target_epsilon
     target_epsilon: float | None = 10.0  # ε to calibrate z for, over `rounds` rounds (DP mode only)
     delta: float | None = None  # None → default_delta(N), below 1/N
-    client_chunk: int = 16  # clients trained together (vmap); chunks of padding are skipped, memory holds one chunk
+    client_chunk: int = 1  # clients trained together (vmap); chunks without a sampled client are skipped. 1 is fastest on CPU (benchmarks/results/fl_round.json); use 16+ on a GPU
     eval_every: int = 50  # rounds between quick evaluations logged to metrics.jsonl
     checkpoint_every: int = 25  # rounds between atomic checkpoints
     eval_messages: int = 400  # held-out messages in each quick evaluation
