@@ -139,6 +139,7 @@ def train(
     clip_norm: Optional[float] = typer.Option(None, "--clip-norm", help="per-user L2 clip C (dp-fedavg)"),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="your own corpus: a JSONL file ({user_id, text} per line) or a directory of per-user text files"),
     skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="skip and count malformed corpus lines instead of stopping"),
+    canaries: bool = typer.Option(False, "--canaries", help="plant Secret Sharer canaries in training users (for keyboard-fl audit)"),
 ):
     """Train one model (central baseline, FedAvg or DP-FedAvg) and evaluate it."""
     from keyboard_fl.config import MODES
@@ -157,6 +158,10 @@ def train(
         if not corpus.exists():
             _fail(f"--corpus {corpus}: no such file or directory")
         cfg = dataclasses.replace(cfg, corpus=str(corpus.resolve()), skip_bad_lines=skip_bad_lines)
+    if canaries:
+        from keyboard_fl.privacy.canaries import CanaryConfig
+
+        cfg = dataclasses.replace(cfg, canaries=CanaryConfig(seed=seed + 1234))
     with _Bars() as bars:
         m = run(cfg, out, resume=resume, log=_log, progress=bars)
     console.print(results_table({mode: m}))
@@ -239,6 +244,28 @@ def suggest(
 
 
 predict = app.command("predict", help="Alias of suggest.")(suggest)
+
+
+@app.command()
+@_guard
+def audit(
+    runs: list[Path] = typer.Argument(..., help="run directories trained with --canaries (e.g. central, fedavg, dp-fedavg)"),
+):
+    """Memorization audit: canary exposure and whether the strip types the secret (Carlini et al. 2019)."""
+    from keyboard_fl.audit import audit_run
+
+    t = Table(title="Secret Sharer audit: exposure of planted canaries (higher = more memorised)")
+    for col in ("model", "privacy", "repetitions", "rank", "exposure", "extrapolated", "strip types the secret"):
+        t.add_column(col, justify="left" if col in ("model", "privacy") else "right")
+    for run_dir in runs:
+        res = audit_run(run_dir)
+        m = json.loads((run_dir / "metrics.json").read_text())
+        for row in res["canaries"]:
+            typed = "yes (top-1)" if row["completes_top1"] else ("top-3 only" if row["completes_top3"] else f"no ({row['top1_digits']}/{row['digits']} digits top-1)")
+            t.add_row(str(run_dir.name), _eps(m), str(row["repetitions"]), f"{row['rank']}/{res['references']}",
+                      f"{row['exposure']:.2f} / {res['max_exposure']:.2f}", f"{row['exposure_extrapolated']:.1f}", typed)
+    console.print(t)
+    console.print("[dim]exposure ≈ 1 is chance; results were added to each run's metrics.json under \"audit\"[/]")
 
 
 @app.command()

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from keyboard_fl.data import PopulationConfig
 from keyboard_fl.models.config import ModelConfig
+from keyboard_fl.privacy.canaries import CanaryConfig
 from keyboard_fl.tokenizer import TokenizerConfig
 from keyboard_fl.train.central import CentralConfig
 
@@ -47,6 +48,9 @@ class FederatedConfig:
     eval_every: int = 50  # rounds between quick evaluations logged to metrics.jsonl
     checkpoint_every: int = 25  # rounds between atomic checkpoints
     eval_messages: int = 400  # held-out messages in each quick evaluation
+    # Simulated client faults (keyboard_fl/fl/faults.py), applied after Poisson sampling; ε still uses q (conservative).
+    dropout_prob: float = 0.0  # each sampled user independently fails to report with this probability
+    straggler_deadline: float | None = None  # per-round deadline in simulated seconds; users whose device (speed fixed by seed+user id, median 30 s) is slower don't report. None: no deadline
 
     def __post_init__(self):
         _positive(self, "rounds", "max_examples", "batch_size", "local_epochs", "client_chunk", "eval_every", "checkpoint_every")
@@ -57,6 +61,12 @@ class FederatedConfig:
             raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
         if self.delta is not None and not 0 < self.delta < 1:
             raise ValueError(f"delta must be in (0, 1), got {self.delta}")
+        if not (isinstance(self.dropout_prob, (int, float)) and 0 <= self.dropout_prob <= 1):
+            raise ValueError(f"dropout_prob must be in [0, 1], got {self.dropout_prob!r}")
+        if self.straggler_deadline is not None and not (
+            isinstance(self.straggler_deadline, (int, float)) and math.isfinite(self.straggler_deadline) and self.straggler_deadline > 0
+        ):
+            raise ValueError(f"straggler_deadline must be > 0 (simulated seconds) or null, got {self.straggler_deadline!r}")
         if self.server_optimizer not in ("sgd", "nesterov", "adam"):
             raise ValueError(f"server_optimizer must be sgd, nesterov or adam, got {self.server_optimizer!r}")
 
@@ -92,6 +102,7 @@ class RunConfig:
     central: CentralConfig = CentralConfig(steps=3000)
     federated: FederatedConfig = FederatedConfig()
     eval: EvalConfig = EvalConfig()
+    canaries: CanaryConfig | None = None  # plant Secret Sharer canaries in training users (memorization audit)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -128,7 +139,9 @@ def _from_dict(cls, d: Any, where: str):
     kwargs = {}
     for name, value in d.items():
         default = getattr(cls(), name) if _has_defaults(cls) else None
-        if dataclasses.is_dataclass(default):
+        if default is None and name in _OPTIONAL_SECTIONS and value is not None:
+            kwargs[name] = _from_dict(_OPTIONAL_SECTIONS[name], value, f"{where}.{name}")
+        elif dataclasses.is_dataclass(default):
             kwargs[name] = _from_dict(type(default), value, f"{where}.{name}")
         else:
             kwargs[name] = value
@@ -136,6 +149,9 @@ def _from_dict(cls, d: Any, where: str):
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: {e}") from None
+
+
+_OPTIONAL_SECTIONS = {"canaries": CanaryConfig}  # sections that default to None
 
 
 def _has_defaults(cls) -> bool:

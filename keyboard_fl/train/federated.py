@@ -10,6 +10,13 @@ probability q; the ledger composes one sampled Gaussian mechanism per round
 and is stored in every checkpoint. Only clipped, noised aggregates reach the
 server state; the host loop never looks at a user's text, only at the rows
 the client function trains on.
+
+Client faults (:mod:`keyboard_fl.fl.faults`, ``cfg.dropout_prob`` and
+``cfg.straggler_deadline``) are drawn after sampling from a key derived from
+the round key, so they are as deterministic and resume-safe as the rest;
+the faulted users are masked out of the cohort and counted per round
+(``dropped_clients``, ``stragglers``; ``sampled_clients`` is the Poisson
+draw, ``cohort_size`` the users that reported). The ledger keeps q.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import numpy as np
 
 from keyboard_fl import checkpoint
 from keyboard_fl.config import FederatedConfig
+from keyboard_fl.fl.faults import apply_faults, fault_key
 from keyboard_fl.fl.round import AggregatorConfig, CohortBatch, ServerState, build_round, make_server_optimizer, server_init
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 from keyboard_fl.models import Params
@@ -117,10 +125,14 @@ def train_federated(
     for r in range(start, cfg.rounds):
         k_sample, k_round = jax.random.split(jax.random.fold_in(fl_key, r))
         indices, mask, count = sample_cohort_exact(k_sample, n, dp.sampling_prob, capacity, multiple=cfg.client_chunk)
+        indices, mask = np.asarray(indices), np.asarray(mask)
         t0 = time.perf_counter()
-        cohort = gather_cohort(rows, np.asarray(indices), np.asarray(mask), cfg, seed, r)
+        faults = apply_faults(fault_key(jax.random.fold_in(fl_key, r)), indices, mask, seed=seed,
+                              dropout_prob=cfg.dropout_prob, straggler_deadline=cfg.straggler_deadline)
+        cohort = gather_cohort(rows, indices, faults.mask, cfg, seed, r)  # faulted users never train
         state, m = round_fn(state, cohort, k_round)
-        record = {"round": r + 1, **round_metrics_dict(m), "seconds": time.perf_counter() - t0}
+        record = {"round": r + 1, **round_metrics_dict(m), "sampled_clients": faults.sampled,
+                  "dropped_clients": faults.dropped, "stragglers": faults.stragglers, "seconds": time.perf_counter() - t0}
         if private:
             ledger = ledger.step()
             record["epsilon"] = ledger.epsilon()

@@ -137,6 +137,12 @@ def prepare(cfg: RunConfig, out: Path, log: Log, source: UserSource | None = Non
 
         source = open_source(cfg.corpus, ReaderConfig(split=SplitConfig(seed=cfg.seed), skip_bad_lines=cfg.skip_bad_lines))
     source = source or Population(cfg.population)
+    if cfg.canaries is not None:
+        from keyboard_fl.privacy.canaries import CanarySource, draw_canaries
+
+        canaries, _ = draw_canaries(cfg.canaries, [u.user_id for u in source.users("train")])
+        source = CanarySource(source, canaries, cfg.canaries.prefix, cfg.canaries.seed)
+        log(f"canaries: {len(canaries)} secrets planted in {sum(len(c.user_ids) for c in canaries)} training users")
     tok_path = out / "tokenizer.model"
     if tok_path.exists():
         tokenizer = Tokenizer.load(tok_path)

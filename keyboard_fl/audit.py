@@ -1,0 +1,103 @@
+"""Memorization audit of a trained run: canary exposure and secret completion.
+
+For a run trained with planted canaries (:mod:`keyboard_fl.privacy.canaries`),
+each canary phrase is scored by the model (log-likelihood of
+``<s> prefix secret </s>``) and ranked among never-trained reference phrases
+of the same format (exposure, Carlini et al. 2019). The suggestion strip is
+also asked to *type* the secret: after the prefix, is each next digit the top
+suggestion (a leak a user would see) or among the top 3?
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from keyboard_fl.eval.neural import _forward
+from keyboard_fl.privacy.canaries import Canary, draw_canaries, exposure, extrapolated_exposure
+from keyboard_fl.tokenizer import PAD_ID, Tokenizer
+
+
+def phrase_log_likelihoods(graphdef, params, tokenizer: Tokenizer, phrases: Sequence[str], batch: int = 256) -> np.ndarray:
+    """Natural-log likelihood of each whole phrase, ``<s> … </s>`` included."""
+    ids = [tokenizer.encode(p) for p in phrases]
+    width = max(16, -(-max(len(i) for i in ids) // 16) * 16)
+    out = np.zeros(len(ids))
+    for b in range(0, len(ids), batch):
+        chunk = ids[b : b + batch]
+        arr = np.full((batch, width), PAD_ID, np.int32)
+        for r, i in enumerate(chunk):
+            arr[r, : len(i)] = i
+        _, _, nll = _forward(graphdef, params, jnp.asarray(arr))
+        mask = arr[:, 1:] != PAD_ID
+        out[b : b + len(chunk)] = -(np.asarray(nll) * mask).sum(axis=1)[: len(chunk)]
+    return out
+
+
+def completion(suggester, prefix: str, secret: str) -> dict:
+    """Type ``prefix`` and let the strip propose each digit of ``secret`` in turn."""
+    digits = secret.split()
+    text, top1, top3 = prefix + " ", 0, 0
+    for d in digits:
+        strip = suggester.suggest(text, 3)
+        top1 += bool(strip) and strip[0] == d
+        top3 += d in strip
+        text += d + " "
+    return {
+        "digits": len(digits),
+        "top1_digits": top1,
+        "top3_digits": top3,
+        "completes_top1": top1 == len(digits),  # tapping the first suggestion types the whole secret
+        "completes_top3": top3 == len(digits),
+    }
+
+
+def audit(graphdef, params, tokenizer: Tokenizer, suggester, canaries: Sequence[Canary], references: Sequence[str], prefix: str) -> dict:
+    """Exposure and completion for each canary; references scored once."""
+    ref_scores = phrase_log_likelihoods(graphdef, params, tokenizer, [f"{prefix} {r}" for r in references])
+    can_scores = phrase_log_likelihoods(graphdef, params, tokenizer, [c.phrase(prefix) for c in canaries])
+    rows = []
+    for c, s in zip(canaries, can_scores):
+        rows.append({
+            "repetitions": c.repetitions,
+            "users": len(c.user_ids),
+            "log_likelihood": float(s),
+            "rank": 1 + int(np.sum(ref_scores >= s)),
+            "exposure": exposure(s, ref_scores),
+            "exposure_extrapolated": extrapolated_exposure(s, ref_scores),
+            **completion(suggester, prefix, c.secret),
+        })
+    return {
+        "references": len(references),
+        "max_exposure": float(np.log2(len(references))),
+        "canaries": rows,
+        "note": "exposure = log2|R| - log2 rank among never-trained phrases of the same format (Carlini et al. 2019); "
+                "secrets themselves are not stored here",
+    }
+
+
+def audit_run(run_dir: str | Path) -> dict:
+    """Audit a finished run trained with canaries; the result is added to its metrics.json."""
+    import json
+
+    from keyboard_fl.config import RunConfig
+    from keyboard_fl.data import Population
+    from keyboard_fl.models_registry import load_suggester
+    from keyboard_fl.train.run import write_json
+
+    run_dir = Path(run_dir)
+    cfg = RunConfig.load(run_dir / "config.json")
+    if cfg.canaries is None:
+        raise ValueError(f"{run_dir} was trained without canaries; train with --canaries to audit it")
+    suggester, metrics = load_suggester(run_dir)
+    ids = [u.user_id for u in Population(cfg.population).users("train")] if not cfg.corpus else None
+    if ids is None:
+        raise ValueError("canary audits run on the simulated population only")
+    canaries, refs = draw_canaries(cfg.canaries, ids)
+    result = audit(suggester.graphdef, suggester.params, suggester.tokenizer, suggester, canaries, refs, cfg.canaries.prefix)
+    metrics["audit"] = result
+    write_json(run_dir / "metrics.json", metrics)
+    return result

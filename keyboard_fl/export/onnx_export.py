@@ -1,0 +1,160 @@
+"""Export a trained CIFG-LSTM run to ONNX for on-device suggestions.
+
+The graph is one *step* of the model, ``(token [B], c [B,H], h [B,E]) ->
+(logits [B,V], c, h)``, built directly with ``onnx.helper`` from the trained
+weights (a Gather, four MatMuls and the CIFG gate arithmetic), mirroring
+:meth:`keyboard_fl.models.cifg_lstm.CifgLstm.step`. A per-step graph keeps every
+weight in a top-level ``MatMul``/``Gather``, which onnxruntime's
+``quantize_dynamic`` turns into int8 (weights inside a ``Loop`` body would stay
+float). The keyboard runs the step once per context piece and once per beam
+depth (:mod:`keyboard_fl.export.runner`).
+
+Files under ``<run_dir>/export/``: ``model.onnx`` (float32), ``model.int8.onnx``
+(dynamic int8 weights), ``tokenizer.model`` and ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+OPSET = 17
+FLOAT_NAME, INT8_NAME, MANIFEST_NAME, TOKENIZER_NAME = "model.onnx", "model.int8.onnx", "manifest.json", "tokenizer.model"
+
+
+def cifg_weights(model) -> dict[str, np.ndarray]:
+    """float32 numpy weights of a :class:`CifgLstm` (raises for other model kinds)."""
+    from keyboard_fl.models.cifg_lstm import CifgLstm
+
+    if not isinstance(model, CifgLstm):
+        raise ValueError(f"ONNX export supports the CIFG-LSTM only, not {type(model).__name__}")
+    names = ("embedding", "w_input", "w_recurrent", "gate_bias", "w_projection", "output_bias")
+    return {n: np.asarray(getattr(model, n)[...], np.float32) for n in names}
+
+
+def build_step_graph(w: dict[str, np.ndarray]):
+    """ONNX ModelProto of one CIFG step: (token, c, h) -> (logits, c_out, h_out)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    v, e = w["embedding"].shape
+    hid = w["w_projection"].shape[0]
+    inits = [
+        numpy_helper.from_array(w["embedding"], "embedding"),
+        numpy_helper.from_array(np.ascontiguousarray(w["embedding"].T), "embedding_t"),
+        numpy_helper.from_array(w["w_input"], "w_input"),
+        numpy_helper.from_array(w["w_recurrent"], "w_recurrent"),
+        numpy_helper.from_array(w["gate_bias"], "gate_bias"),
+        numpy_helper.from_array(w["w_projection"], "w_projection"),
+        numpy_helper.from_array(w["output_bias"], "output_bias"),
+        numpy_helper.from_array(np.array([hid, hid, hid], np.int64), "split_sizes"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("Cast", ["token"], ["token64"], to=TensorProto.INT64),
+        n("Gather", ["embedding", "token64"], ["x"], axis=0),
+        n("MatMul", ["x", "w_input"], ["xw"]),
+        n("MatMul", ["h", "w_recurrent"], ["hw"]),
+        n("Add", ["xw", "gate_bias"], ["xwb"]),
+        n("Add", ["xwb", "hw"], ["z"]),
+        n("Split", ["z", "split_sizes"], ["zi", "zg", "zo"], axis=-1),
+        n("Sigmoid", ["zi"], ["i"]),
+        n("Tanh", ["zg"], ["g"]),
+        n("Sigmoid", ["zo"], ["o"]),
+        n("Sub", ["one", "i"], ["f"]),
+        n("Mul", ["f", "c"], ["fc"]),
+        n("Mul", ["i", "g"], ["ig"]),
+        n("Add", ["fc", "ig"], ["c_out"]),
+        n("Tanh", ["c_out"], ["tc"]),
+        n("Mul", ["o", "tc"], ["m"]),
+        n("MatMul", ["m", "w_projection"], ["h_out"]),
+        n("MatMul", ["h_out", "embedding_t"], ["hl"]),
+        n("Add", ["hl", "output_bias"], ["logits"]),
+    ]
+    f = TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "cifg_step",
+        [helper.make_tensor_value_info("token", TensorProto.INT32, ["batch"]),
+         helper.make_tensor_value_info("c", f, ["batch", hid]),
+         helper.make_tensor_value_info("h", f, ["batch", e])],
+        [helper.make_tensor_value_info("logits", f, ["batch", v]),
+         helper.make_tensor_value_info("c_out", f, ["batch", hid]),
+         helper.make_tensor_value_info("h_out", f, ["batch", e])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="keyboard_fl")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_run(run_dir, out_dir=None, *, quantize: bool = True) -> dict:
+    """Export a finished run to ``out_dir`` (default ``<run_dir>/export``); returns the manifest."""
+    import onnx
+
+    from keyboard_fl.models import merge
+    from keyboard_fl.models_registry import load_suggester, model_info
+
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    suggester, metrics = load_suggester(run_dir)
+    model = merge(suggester.graphdef, suggester.params)
+    w = cifg_weights(model)
+    proto = build_step_graph(w)
+    onnx.save(proto, str(out / FLOAT_NAME))
+    files = [FLOAT_NAME]
+    if quantize:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(str(out / FLOAT_NAME), str(out / INT8_NAME), weight_type=QuantType.QInt8)
+        files.append(INT8_NAME)
+    elif (out / INT8_NAME).exists():
+        (out / INT8_NAME).unlink()  # never leave a stale int8 model beside a new float one
+    shutil.copyfile(run_dir / "tokenizer.model", out / TOKENIZER_NAME)
+    files.append(TOKENIZER_NAME)
+
+    cfg = json.loads((run_dir / "config.json").read_text())
+    model_cfg = dict(cfg.get("model", {}))
+    model_cfg["vocab_size"] = int(w["embedding"].shape[0])
+    info = model_info(run_dir.name, metrics)
+    sc = suggester.config
+    manifest = {
+        "format": "keyboard_fl.onnx-step/1",
+        "run": run_dir.name,
+        "mode": info["mode"],
+        "vocab_size": int(w["embedding"].shape[0]),
+        "embed_dim": int(w["embedding"].shape[1]),
+        "hidden_dim": int(w["w_projection"].shape[0]),
+        "model_config": model_cfg,
+        "opset": OPSET,
+        "inputs": {"token": ["int32", ["batch"]], "c": ["float32", ["batch", "hidden_dim"]], "h": ["float32", ["batch", "embed_dim"]]},
+        "outputs": {"logits": ["float32", ["batch", "vocab_size"]], "c_out": ["float32", ["batch", "hidden_dim"]], "h_out": ["float32", ["batch", "embed_dim"]]},
+        "bos_id": 2,
+        "search": dataclasses.asdict(sc),
+        "privacy": {k: info[k] for k in ("private", "epsilon", "delta", "privacy")}
+        | {k: metrics.get(k) for k in ("accountant", "neighbouring", "noise_multiplier", "clip_norm") if k in metrics},
+        "quality": {k: info[k] for k in ("top1", "top3", "ksr")},
+        "params": info["params"],
+        "quantized": bool(quantize),
+        "files": {f: {"bytes": (out / f).stat().st_size, "sha256": _sha256(out / f)} for f in files},
+    }
+    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+__all__ = ["export_run", "build_step_graph", "cifg_weights"]

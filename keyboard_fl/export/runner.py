@@ -1,0 +1,154 @@
+"""Word suggestions from an exported ONNX step model, with onnxruntime and numpy only.
+
+:class:`OnnxSuggester` mirrors :class:`keyboard_fl.suggest.Suggester`: the same
+context split, the same piece search as :func:`keyboard_fl.suggest.word_search`
+(word-start pieces first, then continuation pieces; a word ends when the next
+piece is not a continuation, ``Tokenizer.ends_word``; prefix-constrained
+completions through :func:`keyboard_fl.suggest.prefix_tables`) and the same merge
+of segmentations (:func:`keyboard_fl.suggest.collect_words`). Nothing here runs JAX.
+
+The model state after a context is cached per piece, so typing one more
+character re-reads only the pieces that changed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from keyboard_fl.export.onnx_export import FLOAT_NAME, INT8_NAME, MANIFEST_NAME, TOKENIZER_NAME
+from keyboard_fl.tokenizer import BOS_ID, Tokenizer
+
+NEG_INF = np.float32(-1e30)
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    m = x.max(axis=-1, keepdims=True)
+    y = x - m
+    return (y - np.log(np.exp(y).sum(axis=-1, keepdims=True))).astype(np.float32)
+
+
+def logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    m = x.max(axis=axis, keepdims=True)
+    return (np.log(np.exp(x - m).sum(axis=axis, keepdims=True)) + m).squeeze(axis).astype(np.float32)
+
+
+def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Largest k of each row, ties to the lower index (as ``lax.top_k``)."""
+    idx = np.argsort(-x, axis=-1, kind="stable")[..., :k]
+    return np.take_along_axis(x, idx, axis=-1), idx.astype(np.int64)
+
+
+class OnnxSuggester:
+    """Top-k word suggestions from ``export_dir`` (``model.onnx`` or ``model.int8.onnx``)."""
+
+    def __init__(self, export_dir, int8: bool = False, *, threads: int = 1, search=None):
+        import onnxruntime as ort
+
+        from keyboard_fl.suggest import SearchConfig
+
+        self.export_dir = Path(export_dir)
+        self.manifest = json.loads((self.export_dir / MANIFEST_NAME).read_text())
+        self.tokenizer = Tokenizer.load(self.export_dir / TOKENIZER_NAME)
+        self.config = search or SearchConfig(**self.manifest.get("search", {}))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        path = self.export_dir / (INT8_NAME if int8 else FLOAT_NAME)
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.hidden_dim, self.embed_dim = int(self.manifest["hidden_dim"]), int(self.manifest["embed_dim"])
+        self.boundary = np.asarray(self.tokenizer.ends_word, bool)
+        self._tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._ctx_ids: list[int] = []
+        self._ctx_states: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (c, h, logits) after each id
+
+    # --- model ---------------------------------------------------------------
+
+    def step(self, tokens: np.ndarray, c: np.ndarray, h: np.ndarray):
+        """One model step: (logits [B,V], c [B,H], h [B,E])."""
+        return self.session.run(None, {"token": np.asarray(tokens, np.int32).reshape(-1), "c": c, "h": h})
+
+    def initial_state(self, batch: int = 1):
+        return np.zeros((batch, self.hidden_dim), np.float32), np.zeros((batch, self.embed_dim), np.float32)
+
+    def context_state(self, ids: list[int]):
+        """(c, h, logits) after reading ``ids`` (reusing the longest cached prefix)."""
+        n = 0
+        while n < min(len(ids), len(self._ctx_ids)) and ids[n] == self._ctx_ids[n]:
+            n += 1
+        self._ctx_ids, self._ctx_states = self._ctx_ids[:n], self._ctx_states[:n]
+        c, h = self._ctx_states[-1][:2] if n else self.initial_state(1)
+        for t in ids[n:]:
+            logits, c, h = self.step(np.array([t]), c, h)
+            self._ctx_ids.append(t)
+            self._ctx_states.append((c, h, logits))
+        if not self._ctx_states:  # empty context: no token read, as Suggester with length 0 (state after pad)
+            logits, c, h = self.step(np.array([ids[0] if ids else 0]), *self.initial_state(1))
+            return c, h, logits
+        return self._ctx_states[-1]
+
+    # --- search --------------------------------------------------------------
+
+    def _tables_for(self, prefix: str):
+        from keyboard_fl.suggest import prefix_tables
+
+        if prefix not in self._tables:
+            if len(self._tables) >= 256:
+                self._tables.pop(next(iter(self._tables)))
+            self._tables[prefix] = prefix_tables(self.tokenizer, prefix, self.config.max_prefix)
+        return self._tables[prefix]
+
+    def word_search(self, c, h, first_logits, allowed, advance, prefix_len: int):
+        """numpy twin of :func:`keyboard_fl.suggest.word_search` for one context.
+
+        Returns pieces [depth, beam, depth] and scores [depth, beam] (−inf: not a complete word).
+        """
+        beam, depth = self.config.beam, self.config.depth
+        v = first_logits.shape[-1]
+        lp = log_softmax(first_logits[0])
+        score, piece = top_k(np.where(allowed[0], lp, NEG_INF), beam)  # [W]
+        ell = np.minimum(advance[piece], prefix_len)
+        seq = np.zeros((beam, depth), np.int64)
+        seq[:, 0] = piece
+        c, h = np.repeat(c, beam, axis=0), np.repeat(h, beam, axis=0)
+        all_pieces, all_scores = [], []
+        for d in range(depth):
+            logits, c, h = self.step(piece, c, h)
+            lp = log_softmax(logits)  # [W, V]
+            end = logsumexp(np.where(self.boundary, lp, NEG_INF), axis=-1)
+            done = (ell == prefix_len) & (score > NEG_INF / 2)
+            all_pieces.append(seq.copy())
+            all_scores.append(np.where(done, score + end, -np.inf).astype(np.float32))
+            if d == depth - 1:
+                break
+            ok = allowed[1 + ell]  # [W, V]
+            ext = np.where(ok, score[:, None] + lp, NEG_INF).reshape(beam * v)
+            score, flat = top_k(ext, beam)
+            parent, piece = flat // v, flat % v
+            ell = np.minimum(ell[parent] + advance[piece], prefix_len)
+            seq = seq[parent]
+            seq[:, d + 1] = piece
+            c, h = c[parent], h[parent]
+        return np.stack(all_pieces), np.stack(all_scores)
+
+    # --- public API (as Suggester) -------------------------------------------
+
+    def suggest(self, text: str, k: int = 3) -> list[str]:
+        return [w for w, _ in self.suggest_scored(text, k)]
+
+    def suggest_scored(self, text: str, k: int = 3) -> list[tuple[str, float]]:
+        from keyboard_fl.suggest import Suggester, collect_words
+
+        context, prefix = Suggester.split_context(text)
+        if len(prefix) > self.config.max_prefix:
+            return []
+        ids = self.tokenizer.encode(context, eos=False)
+        c, h, logits = self.context_state(ids)
+        allowed, advance = self._tables_for(prefix)
+        pieces, scores = self.word_search(c, h, logits, allowed, advance, len(prefix))
+        return collect_words(self.tokenizer, pieces, scores, k, prefix)
+
+
+__all__ = ["OnnxSuggester", "BOS_ID"]

@@ -1,0 +1,404 @@
+"""Helpers for the notebooks under ``notebooks/`` (no logic lives only in a notebook).
+
+The notebooks read one parameter, the environment variable
+``KEYBOARD_FL_NOTEBOOK_PRESET``:
+
+- ``full`` (default): use the README main job's runs in ``runs/main/{central,fedavg,dp-fedavg}``
+  when they are finished, else train the ``default`` preset into ``runs/notebooks/default``;
+- ``tiny`` (CI): train ``tiny``-preset runs (seconds each) into a temporary directory,
+  ``$KEYBOARD_FL_NOTEBOOK_RUNS`` if set (so several notebooks share them), else
+  ``<tmp>/keyboard_fl_notebooks_tiny``.
+
+Everything here returns plain data or matplotlib figures; tables are rendered as
+Markdown (pandas is not a dependency).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+PRESET_ENV = "KEYBOARD_FL_NOTEBOOK_PRESET"
+RUNS_ENV = "KEYBOARD_FL_NOTEBOOK_RUNS"
+NOTEBOOK_PRESETS = ("full", "tiny")
+MODES = ("central", "fedavg", "dp-fedavg")
+LABELS = {"central": "central", "fedavg": "FedAvg", "dp-fedavg": "DP-FedAvg"}
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def notebook_preset() -> str:
+    """The notebooks' parameter: ``full`` (default) or ``tiny``, from ``$KEYBOARD_FL_NOTEBOOK_PRESET``."""
+    name = os.environ.get(PRESET_ENV, "full").strip().lower() or "full"
+    if name not in NOTEBOOK_PRESETS:
+        raise ValueError(f"{PRESET_ENV}={name!r}: choose one of {', '.join(NOTEBOOK_PRESETS)}")
+    return name
+
+
+def training_preset(notebook: str) -> str:
+    """The ``keyboard_fl.config.preset`` name a notebook preset trains with."""
+    return "tiny" if notebook == "tiny" else "default"
+
+
+def scratch_dir(notebook: str) -> Path:
+    """Where a notebook trains runs of its own."""
+    if notebook == "tiny":
+        d = Path(os.environ.get(RUNS_ENV) or Path(tempfile.gettempdir()) / "keyboard_fl_notebooks_tiny")
+    else:
+        d = repo_root() / "runs" / "notebooks" / "default"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def is_finished(run_dir: Path) -> bool:
+    return (Path(run_dir) / "metrics.json").is_file() and (Path(run_dir) / "model").is_dir()
+
+
+def ensure_run(cfg, out: Path, log: Callable[[str], None] = lambda s: None) -> dict:
+    """Metrics of the finished run in ``out``, training it with ``cfg`` first if needed."""
+    from keyboard_fl.train.run import run
+
+    out = Path(out)
+    if is_finished(out):
+        return load_metrics(out)
+    if out.exists():  # an unfinished leftover: resume it
+        return run(cfg, out, resume=True, log=log)
+    return run(cfg, out, log=log)
+
+
+def main_runs(notebook: str | None = None, log: Callable[[str], None] = lambda s: None) -> dict[str, Path]:
+    """``{mode: run_dir}`` for central, FedAvg and DP-FedAvg under the notebook preset (training what is missing)."""
+    from keyboard_fl.config import preset
+
+    notebook = notebook or notebook_preset()
+    if notebook == "full":
+        main = repo_root() / "runs" / "main"
+        if all(is_finished(main / m) for m in MODES):
+            return {m: main / m for m in MODES}
+    root = scratch_dir(notebook)
+    out = {}
+    for mode in MODES:
+        ensure_run(preset(training_preset(notebook), mode), root / mode, log)
+        out[mode] = root / mode
+    return out
+
+
+def load_metrics(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+def load_config(run_dir: str | Path):
+    from keyboard_fl.config import RunConfig
+
+    return RunConfig.load(Path(run_dir) / "config.json")
+
+
+def load_history(run_dir: str | Path) -> list[dict]:
+    """The quick evaluations logged during a federated run (``metrics.jsonl``); [] for central runs."""
+    p = Path(run_dir) / "metrics.jsonl"
+    if not p.is_file():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if not np.isfinite(v):
+            return "∞" if v > 0 else ("—" if np.isnan(v) else "-∞")
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+    if v is None:
+        return "—"
+    return str(v).replace("|", "\\|")
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (floats to 3 significant digits, None as —)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def show_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]):
+    """Display a Markdown table in a notebook (returns the IPython object)."""
+    from IPython.display import Markdown, display
+
+    md = Markdown(markdown_table(headers, rows))
+    display(md)
+    return md
+
+
+def pct(x: Any) -> str:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "—"
+    return f"{100 * x:.1f}%" if np.isfinite(x) else "—"
+
+
+def epsilon_label(metrics: Mapping) -> str:
+    eps = metrics.get("epsilon")
+    try:
+        eps = float(eps)
+    except (TypeError, ValueError):
+        eps = float("inf")
+    if not np.isfinite(eps):
+        return "not private"
+    return f"ε = {eps:.2f}, δ = {metrics.get('delta'):.0e}"
+
+
+def results_rows(runs: Mapping[str, Path]) -> list[list[str]]:
+    """One row per run: top-1, top-3, KSR, perplexity, per-user top-1 p10/median/p90, privacy."""
+    rows = []
+    for name, d in runs.items():
+        m = load_metrics(d)
+        pu = (m.get("heldout_users") or {}).get("per_user_top1") or {}
+        rows.append([LABELS.get(name, name), pct(m.get("top1")), pct(m.get("top3")), pct(m.get("ksr")),
+                     m.get("perplexity"), pct(pu.get("p10")), pct(pu.get("median")), pct(pu.get("p90")),
+                     epsilon_label(m)])
+    return rows
+
+
+RESULTS_HEADERS = ["model", "top-1", "top-3", "KSR", "perplexity", "user p10", "user median", "user p90", "privacy"]
+
+
+# ---------------------------------------------------------------- population
+
+
+def message_counts(source, split: str = "train", max_users: int | None = None) -> list[int]:
+    """Messages per user (train + test parts) of the first ``max_users`` users of a split."""
+    out = []
+    for i, u in enumerate(source.users(split)):
+        if max_users is not None and i >= max_users:
+            break
+        out.append(len(u.train) + len(u.test))
+    return out
+
+
+def user_vocabularies(source, split: str = "train", max_users: int | None = None) -> dict[str, collections.Counter]:
+    """``{user_id: Counter(word -> uses)}`` over all of each user's messages."""
+    from keyboard_fl.text import words
+
+    out = {}
+    for i, u in enumerate(source.users(split)):
+        if max_users is not None and i >= max_users:
+            break
+        c: collections.Counter = collections.Counter()
+        for m in tuple(u.train) + tuple(u.test):
+            c.update(words(m))
+        out[u.user_id] = c
+    return out
+
+
+def jaccard_matrix(vocabs: Sequence[collections.Counter]) -> np.ndarray:
+    """Pairwise Jaccard overlap of users' vocabularies (diagonal 1)."""
+    sets = [set(v) for v in vocabs]
+    n = len(sets)
+    m = np.eye(n)
+    for i in range(n):
+        for j in range(i + 1, n):
+            u = len(sets[i] | sets[j])
+            m[i, j] = m[j, i] = len(sets[i] & sets[j]) / u if u else 0.0
+    return m
+
+
+def personal_words(vocabs: Mapping[str, collections.Counter], top: int = 5) -> dict[str, list[tuple[str, int]]]:
+    """Each user's most used words that no other user (in ``vocabs``) uses."""
+    users_of: collections.Counter = collections.Counter()
+    for v in vocabs.values():
+        users_of.update(set(v))
+    return {uid: [(w, c) for w, c in v.most_common() if users_of[w] == 1][:top] for uid, v in vocabs.items()}
+
+
+def users_per_word(vocabs: Mapping[str, collections.Counter]) -> list[int]:
+    """For each distinct word, how many users use it."""
+    users_of: collections.Counter = collections.Counter()
+    for v in vocabs.values():
+        users_of.update(set(v))
+    return list(users_of.values())
+
+
+# ---------------------------------------------------------------- per-user accuracy
+
+
+def word_vocab(source, size: int | None = None) -> frozenset[str]:
+    """The evaluation word vocabulary of a run: the most frequent words of the public split (as training uses)."""
+    from keyboard_fl.text import words
+    from keyboard_fl.train.run import WORD_VOCAB_SIZE
+
+    c = collections.Counter(w for u in source.users("public") for m in u.train for w in words(m))
+    return frozenset(w for w, _ in c.most_common(size or WORD_VOCAB_SIZE))
+
+
+def heldout_messages(run_dir: str | Path, max_users: int | None = None, max_messages: int | None = None):
+    """``(source, {user_id: messages})``: the run's held-out users, as its evaluation picks them."""
+    from keyboard_fl.data import Population
+
+    cfg = load_config(run_dir)
+    source = Population(cfg.population)
+    max_users = max_users or cfg.eval.max_users
+    max_messages = max_messages or cfg.eval.max_messages_per_user
+    users = {}
+    for u in source.users("heldout"):
+        if len(users) >= max_users:
+            break
+        if u.test:
+            users[u.user_id] = list(u.test[:max_messages])
+    return source, users
+
+
+def per_user_top1(suggester, users: Mapping[str, Sequence[str]], vocab, min_targets: int = 1) -> dict[str, float]:
+    """``{user_id: top-1}`` of a model (a ``Suggester``'s graphdef/params/tokenizer) on each user's messages."""
+    from keyboard_fl.eval.metrics import TopKCounter
+    from keyboard_fl.eval.neural import predict_messages
+
+    ids, msgs = [], []
+    for uid, ms in users.items():
+        ids += [uid] * len(ms)
+        msgs += list(ms)
+    preds, _, _ = predict_messages(suggester.graphdef, suggester.params, suggester.tokenizer, msgs)
+    counter = TopKCounter(vocab=vocab)
+    for uid, per in zip(ids, preds):
+        counter.add(uid, [p for _, p in per], [w for w, _ in per])
+    return {uid: c.hits[1] / c.targets for uid, c in counter.per_user.items() if c.targets >= max(min_targets, 1)}
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_learning_curves(runs: Mapping[str, Path], metric: str = "eval_top1", ax=None):
+    """Quick-evaluation ``metric`` against round for federated runs; central (no rounds) as its final value."""
+    plt = _plt()
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    final_key = {"eval_top1": "top1", "eval_top3": "top3", "eval_perplexity": "perplexity"}.get(metric)
+    start = None
+    for name, d in runs.items():
+        h = load_history(d)
+        m = load_metrics(d)
+        if m.get("public_pretrained") and final_key in m["public_pretrained"]:
+            start = m["public_pretrained"][final_key]
+        if h:
+            ax.plot([r["round"] for r in h], [r[metric] for r in h], marker="o", ms=3, label=LABELS.get(name, name))
+        elif final_key and m.get(final_key) is not None:
+            ax.axhline(float(m[final_key]), color="k", ls="--", lw=1,
+                       label=f"{LABELS.get(name, name)} (final, {m.get('mode')})")
+    if start is not None:
+        ax.axhline(float(start), color="grey", ls=":", lw=1, label="public-only start")
+    ax.set_xlabel("round")
+    ax.set_ylabel(metric.replace("eval_", "quick-eval "))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig or ax.figure
+
+
+def plot_per_user_hist(per_user: Mapping[str, Mapping[str, float]], bins: int = 20, ax=None):
+    """Overlaid histograms of per-user top-1, one per model."""
+    plt = _plt()
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    edges = np.linspace(0, max([max(v.values(), default=0) for v in per_user.values()] + [0.05]) * 1.02, bins + 1)
+    for name, vals in per_user.items():
+        v = np.array(list(vals.values()))
+        ax.hist(v, bins=edges, histtype="step", lw=1.5,
+                label=f"{LABELS.get(name, name)} (median {np.median(v) if v.size else float('nan'):.3f})")
+    ax.set_xlabel("per-user top-1 (held-out users)")
+    ax.set_ylabel("users")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig or ax.figure
+
+
+# ---------------------------------------------------------------- privacy sweep
+
+
+SWEEP_ROUNDS = {"tiny": 6, "full": 30}
+
+
+def dp_config(notebook: str, noise_multiplier: float, rounds: int | None = None):
+    """A small DP-FedAvg config (the ``tiny`` preset's population and model) with a fixed noise multiplier.
+
+    The sweep is deliberately small in both notebook presets: one ``default`` DP
+    run takes minutes, so ``full`` runs the tiny population for more rounds
+    (``SWEEP_ROUNDS``) and shows the main job's DP-FedAvg run beside it.
+    """
+    from keyboard_fl.config import preset
+
+    cfg = preset("tiny", "dp-fedavg")
+    rounds = rounds or SWEEP_ROUNDS.get(notebook)
+    fed = dataclasses.replace(cfg.federated, noise_multiplier=float(noise_multiplier), target_epsilon=None,
+                              rounds=rounds or cfg.federated.rounds)
+    return dataclasses.replace(cfg, federated=fed)
+
+
+def privacy_sweep(notebook: str, noise_multipliers: Sequence[float], rounds: int | None = None,
+                  log: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """Train (or reuse) one DP-FedAvg run per noise multiplier; their metrics, lowest noise first."""
+    root = scratch_dir("tiny") / "privacy_sweep" if notebook == "tiny" else repo_root() / "runs" / "notebooks" / "privacy_sweep"
+    out = []
+    for z in sorted(noise_multipliers):
+        cfg = dp_config(notebook, z, rounds)
+        d = root / f"z{z:g}_r{cfg.federated.rounds}"
+        m = ensure_run(cfg, d, log)
+        out.append({**m, "run_dir": str(d), "noise_multiplier": z})
+    return out
+
+
+def privacy_rows(sweep: Sequence[Mapping]) -> list[list[Any]]:
+    return [[r["noise_multiplier"], r.get("epsilon"), pct(r.get("top1")), pct(r.get("top3")), pct(r.get("ksr")),
+             r.get("perplexity")] for r in sweep]
+
+
+PRIVACY_HEADERS = ["noise z", "ε", "top-1", "top-3", "KSR", "perplexity"]
+
+
+def plot_privacy_utility(sweep: Sequence[Mapping], reference: Mapping[str, float] | None = None):
+    """Top-1 and KSR against ε (log scale), with optional horizontal references (e.g. FedAvg, public-only)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    eps = [float(r["epsilon"]) for r in sweep]
+    for ax, key, title in ((axes[0], "top1", "top-1"), (axes[1], "ksr", "keystroke savings")):
+        ax.plot(eps, [float(r.get(key) or np.nan) for r in sweep], marker="o")
+        for r, e in zip(sweep, eps):
+            ax.annotate(f"z={r['noise_multiplier']:g}", (e, float(r.get(key) or np.nan)), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+        for name, vals in (reference or {}).items():
+            if vals.get(key) is not None:
+                ax.axhline(float(vals[key]), ls="--", lw=1, color="grey")
+                ax.annotate(name, (min(eps), float(vals[key])), fontsize=7, textcoords="offset points", xytext=(0, 3))
+        ax.set_xscale("log")
+        ax.set_xlabel("ε (user-level)")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- suggestions
+
+
+def suggestion_rows(suggesters: Mapping[str, Any], texts: Sequence[str], k: int = 3) -> list[list[str]]:
+    """One row per text: the text, then each model's ``k`` suggestions joined by " · "."""
+    rows = []
+    for t in texts:
+        rows.append([repr(t)] + [" · ".join(s.suggest(t, k)) or "—" for s in suggesters.values()])
+    return rows
