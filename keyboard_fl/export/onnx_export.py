@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -107,6 +108,7 @@ def export_run(run_dir, out_dir=None, *, quantize: bool = True) -> dict:
     import onnx
 
     from keyboard_fl.models import merge
+    from keyboard_fl.tokenizer import BOS_ID
     from keyboard_fl.models_registry import load_suggester, model_info
 
     run_dir = Path(run_dir)
@@ -121,7 +123,13 @@ def export_run(run_dir, out_dir=None, *, quantize: bool = True) -> dict:
     if quantize:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        quantize_dynamic(str(out / FLOAT_NAME), str(out / INT8_NAME), weight_type=QuantType.QInt8)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # quantize_dynamic warns about optional pre-processing through the root logger
+        try:
+            quantize_dynamic(str(out / FLOAT_NAME), str(out / INT8_NAME), weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
         files.append(INT8_NAME)
     elif (out / INT8_NAME).exists():
         (out / INT8_NAME).unlink()  # never leave a stale int8 model beside a new float one
@@ -144,7 +152,7 @@ def export_run(run_dir, out_dir=None, *, quantize: bool = True) -> dict:
         "opset": OPSET,
         "inputs": {"token": ["int32", ["batch"]], "c": ["float32", ["batch", "hidden_dim"]], "h": ["float32", ["batch", "embed_dim"]]},
         "outputs": {"logits": ["float32", ["batch", "vocab_size"]], "c_out": ["float32", ["batch", "hidden_dim"]], "h_out": ["float32", ["batch", "embed_dim"]]},
-        "bos_id": 2,
+        "bos_id": BOS_ID,
         "search": dataclasses.asdict(sc),
         "privacy": {k: info[k] for k in ("private", "epsilon", "delta", "privacy")}
         | {k: metrics.get(k) for k in ("accountant", "neighbouring", "noise_multiplier", "clip_norm") if k in metrics},

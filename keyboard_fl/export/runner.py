@@ -75,6 +75,7 @@ class OnnxSuggester:
 
     def context_state(self, ids: list[int]):
         """(c, h, logits) after reading ``ids`` (reusing the longest cached prefix)."""
+        ids = list(ids) or [BOS_ID]
         n = 0
         while n < min(len(ids), len(self._ctx_ids)) and ids[n] == self._ctx_ids[n]:
             n += 1
@@ -84,9 +85,6 @@ class OnnxSuggester:
             logits, c, h = self.step(np.array([t]), c, h)
             self._ctx_ids.append(t)
             self._ctx_states.append((c, h, logits))
-        if not self._ctx_states:  # empty context: no token read, as Suggester with length 0 (state after pad)
-            logits, c, h = self.step(np.array([ids[0] if ids else 0]), *self.initial_state(1))
-            return c, h, logits
         return self._ctx_states[-1]
 
     # --- search --------------------------------------------------------------
