@@ -14,7 +14,9 @@ On one finished run (default ``runs/main/dp-fedavg``):
   ``suggest(text, 3)`` per keystroke, p50/p99 in ms, for the JAX ``Suggester``
   (jitted, warmed up) and the ONNX runner (float32, int8), with the runner's
   context-state cache (what a keyboard does: each keystroke re-reads only the
-  pieces that changed) and without it (the whole context re-read each time).
+  pieces that changed) and without it (the whole context re-read each time);
+  and one ``session.run`` of the step model alone (batch 1 and 8, the beam).
+The machine is shared (2 cores): the load average is recorded; p99 follows it.
 
 Usage::
 
@@ -89,6 +91,19 @@ def keystroke_latency(suggest, messages: list[str], reset=None) -> dict:
             "mean_ms": float(ms.mean()), "keystrokes": int(ms.size)}
 
 
+def step_latency(s, batch: int, n: int = 500) -> dict:
+    """Median and p99 ms of one ONNX model step (``session.run``) for ``batch`` rows."""
+    c, h = s.initial_state(batch)
+    tok = np.full(batch, 5, np.int32)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        s.step(tok, c, h)
+        times.append(time.perf_counter() - t)
+    ms = np.array(times) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+
+
 def _version(pkg: str) -> str | None:
     try:
         return metadata.version(pkg)
@@ -152,6 +167,7 @@ def main() -> None:
         "onnx_float_no_state_cache": keystroke_latency(onnx_f.suggest, lat_msgs, no_cache(onnx_f)),
         "onnx_int8_no_state_cache": keystroke_latency(onnx_q.suggest, lat_msgs, no_cache(onnx_q)),
     }
+    steps = {f"{name}_batch{b}": step_latency(s, b) for name, s in (("float", onnx_f), ("int8", onnx_q)) for b in (1, 8)}
     files = manifest["files"]
     result = {
         "run": str(Path(args.run).relative_to(ROOT)) if Path(args.run).resolve().is_relative_to(ROOT) else args.run,
@@ -163,12 +179,13 @@ def main() -> None:
         "quality": {"messages": len(messages), "jax": q_jax, "onnx_float": q_f, "onnx_int8": q_q,
                     "metrics_json": manifest["quality"]},
         "latency_per_keystroke": latency,
+        "onnx_step_latency": steps,
         "manifest_privacy": manifest["privacy"],
         "machine": info | {"loadavg_end": list(os.getloadavg())},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("sizes_bytes", "quality", "latency_per_keystroke")}, indent=2))
+    print(json.dumps({k: result[k] for k in ("sizes_bytes", "quality", "latency_per_keystroke", "onnx_step_latency")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -274,11 +274,30 @@ def demo(
     runs: Path = typer.Option(MAIN_DIR, "--runs", help="directory holding trained runs (the main job's by default)"),
     host: str = typer.Option("127.0.0.1", help="interface to listen on (loopback by default)"),
     port: int = typer.Option(8000, help="port"),
+    onnx: bool = typer.Option(False, "--onnx", help="serve each run's int8 ONNX export (onnxruntime) instead of JAX"),
 ):
     """Serve the phone-keyboard suggestion-strip demo for the trained models."""
     from keyboard_fl.demo import demo_command
 
-    demo_command(runs, host, port)
+    demo_command(runs, host, port, backend="onnx" if onnx else "jax")
+
+
+@app.command()
+@_guard
+def export(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output directory (default RUN_DIR/export)"),
+    quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="also write int8 weights (model.int8.onnx)"),
+):
+    """Export a run for on-device use: per-step ONNX model (float and int8), tokenizer and manifest."""
+    from keyboard_fl.export import export_run
+
+    manifest = export_run(run_dir, out, quantize=quantize)
+    files = manifest.get("files", {})
+    for name, info in files.items():
+        size = info.get("bytes") if isinstance(info, dict) else info
+        console.print(f"  {name}: {size:,} bytes" if isinstance(size, int) else f"  {name}")
+    console.print(f"wrote {out or run_dir / 'export'}")
 
 
 @app.command()

@@ -115,8 +115,21 @@ def load_suggester(run_dir: str | Path):
     return Suggester(graphdef, found[1], tok), metrics
 
 
-def load_run(run_dir: str | Path, name: str | None = None) -> LoadedRun:
+def load_run(run_dir: str | Path, name: str | None = None, *, backend: str = "jax") -> LoadedRun:
+    """A finished run with its suggester: JAX (``"jax"``) or its int8 ONNX export (``"onnx"``).
+
+    The ONNX export is written under ``run_dir/export`` the first time it is needed.
+    """
     run_dir = Path(run_dir)
+    if backend == "onnx":
+        from keyboard_fl.export import OnnxSuggester, export_run
+
+        if not (run_dir / "export" / "manifest.json").exists():
+            export_run(run_dir)
+        _, metrics = load_suggester(run_dir)
+        return LoadedRun(name or run_dir.name, run_dir, OnnxSuggester(run_dir / "export", int8=True), metrics)
+    if backend != "jax":
+        raise ValueError(f"backend must be 'jax' or 'onnx', got {backend!r}")
     suggester, metrics = load_suggester(run_dir)
     return LoadedRun(name or run_dir.name, run_dir, suggester, metrics)
 

@@ -36,6 +36,13 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+def quiet_logs() -> None:
+    """Silence absl's RDP convergence warnings (the RDP cross-check drops those orders; PLD is the reported ε)."""
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
 def notebook_preset() -> str:
     """The notebooks' parameter: ``full`` (default) or ``tiny``, from ``$KEYBOARD_FL_NOTEBOOK_PRESET``."""
     name = os.environ.get(PRESET_ENV, "full").strip().lower() or "full"
@@ -130,13 +137,30 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def show_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]):
-    """Display a Markdown table in a notebook (returns the IPython object)."""
+def show_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Display a Markdown table in a notebook."""
     from IPython.display import Markdown, display
 
-    md = Markdown(markdown_table(headers, rows))
-    display(md)
-    return md
+    display(Markdown(markdown_table(headers, rows)))
+
+
+def show(fig=None) -> None:
+    """Display a matplotlib figure (the current one by default) and close it.
+
+    Renders the PNG itself, so it works whatever the backend: training switches
+    matplotlib to Agg (to write ``learning_curve.png``), after which neither
+    ``plt.show()`` nor ``display(fig)`` shows anything in a notebook.
+    """
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image, display
+
+    fig = fig or plt.gcf()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    display(Image(data=buf.getvalue(), format="png"))
 
 
 def pct(x: Any) -> str:
@@ -331,7 +355,7 @@ def plot_per_user_hist(per_user: Mapping[str, Mapping[str, float]], bins: int = 
 # ---------------------------------------------------------------- privacy sweep
 
 
-SWEEP_ROUNDS = {"tiny": 6, "full": 30}
+SWEEP_ROUNDS = {"tiny": 6, "full": 60}
 
 
 def dp_config(notebook: str, noise_multiplier: float, rounds: int | None = None):

@@ -87,7 +87,7 @@ axes[1].set_title("who writes the messages")
 for ax in axes:
     ax.grid(alpha=0.3)
 fig.tight_layout()
-plt.show()
+nu.show(fig)
 top10 = srt[: max(1, len(srt) // 10)].sum() / srt.sum()
 print(f"the heaviest 10% of users write {100 * top10:.0f}% of the messages")
 
@@ -117,7 +117,7 @@ axes[1].set_ylabel("distinct words")
 axes[1].set_title("how widely each word is used")
 axes[1].grid(alpha=0.3)
 fig.tight_layout()
-plt.show()
+nu.show(fig)
 off = jac[~np.eye(len(jac), dtype=bool)]
 print(f"Jaccard overlap between these users: median {np.median(off):.3f}, max {off.max():.3f}; "
       f"{100 * np.mean(upw == 1):.0f}% of distinct words are used by one user only")

@@ -109,3 +109,42 @@ def test_suggestions_agree_with_jax(exported, jax_suggester):
 def test_int8_model_runs(exported):
     words = OnnxSuggester(exported[1], int8=True).suggest("see you", 3)
     assert 0 < len(words) <= 3 and all(w.startswith("you") for w in words)
+
+
+def test_runner_never_runs_jax(exported):
+    """The runner imports the numpy helpers of keyboard_fl.suggest but never starts a JAX backend."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from keyboard_fl.export import OnnxSuggester\n"
+        f"s = OnnxSuggester({str(exported[1])!r}, int8=True)\n"
+        "assert s.suggest('see yo', 3) is not None and s.suggest('', 3) is not None\n"
+        "jax = sys.modules.get('jax')\n"
+        "if jax is not None:\n"
+        "    from jax._src import xla_bridge\n"
+        "    assert not xla_bridge._backends, 'a JAX backend was started'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_demo_serves_the_exported_int8_model(tiny_runs, tmp_path):
+    """``keyboard-fl demo --onnx``: the page's API answers from onnxruntime, same response shape."""
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from keyboard_fl.demo.app import create_app
+    from keyboard_fl.models_registry import load_run
+
+    run_dir = tmp_path / "dp-fedavg"
+    shutil.copytree(tiny_runs["dp-fedavg"], run_dir, ignore=shutil.ignore_patterns("export"))
+    run = load_run(run_dir, "dp-fedavg", backend="onnx")  # exports on first use
+    assert (run_dir / "export" / "model.int8.onnx").exists()
+    with TestClient(create_app({"dp-fedavg": run})) as client:
+        r = client.post("/api/suggest", json={"model": "dp-fedavg", "text": "see you "})
+        assert r.status_code == 200
+        assert 0 < len(r.json()["suggestions"]) <= 3
+        models = client.get("/api/models").json()
+        assert any("ε" in json.dumps(m, ensure_ascii=False) or "epsilon" in json.dumps(m) for m in (models if isinstance(models, list) else models.get("models", [])))

@@ -35,16 +35,41 @@ def _rows(bad_user=None):
     return UserRows(per)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _compile_round_once():
+    """Every run here has the same shapes, loss and aggregator: compile the round once."""
+    from keyboard_fl.train import federated
+
+    cache, build = {}, federated.build_round
+    mp = pytest.MonkeyPatch()
+
+    def cached(loss_fn, lr, opt, agg, **kw):
+        key = (loss_fn, lr, agg, tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = build(loss_fn, lr, opt, agg, **kw)
+        return cache[key]
+
+    mp.setattr(federated, "build_round", cached)
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="module")
 def model():
+    """A loss that is NaN (value and gradients) for any batch holding BAD_TOKEN, the plain loss otherwise."""
     graphdef, params = init_params(MODEL, jax.random.key(0))
-    return make_loss_fn(graphdef), params
+    base_loss = make_loss_fn(graphdef)
+
+    def nan_loss(p, batch):
+        loss, n = base_loss(p, batch)
+        return loss * jnp.where(jnp.any(batch["inputs"] == BAD_TOKEN), jnp.nan, 1.0), n
+
+    return nan_loss, params
 
 
-def _run(model, tmp, cfg=FED, *, seed=0, resume=False, rows=None, loss_fn=None, dp=DP):
-    base_loss, params = model
-    return train_federated(loss_fn or base_loss, params, rows or _rows(), cfg, dp, private=True, seed=seed,
-                           ckpt_dir=tmp, resume=resume)
+def _run(model, tmp, cfg=FED, *, seed=0, resume=False, rows=None):
+    loss_fn, params = model
+    return train_federated(loss_fn, params, rows or _rows(), cfg, DP, private=True, seed=seed, ckpt_dir=tmp, resume=resume)
 
 
 def _same(a, b):
@@ -151,19 +176,22 @@ def test_dropout_run_is_counted_deterministic_and_resumable(model, tmp_path):
 
 
 def test_nan_client_never_reaches_the_model(model, tmp_path):
-    """One user whose local training yields NaN is excluded and counted every round; the model stays finite."""
-    base_loss, _ = model
+    """A user whose local training yields NaN is excluded and counted in each round it is sampled; the model stays finite."""
+    from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 
-    def nan_loss(params, batch):
-        loss, n = base_loss(params, batch)
-        poison = jnp.any(batch["inputs"] == BAD_TOKEN)
-        return loss * jnp.where(poison, jnp.nan, 1.0), n  # NaN loss *and* NaN gradients for the bad user
-
-    cfg = dataclasses.replace(FED, rounds=2, clients_per_round=USERS)  # q = 1: the bad user is in every round
-    dp = dataclasses.replace(DP, sampling_prob=1.0)
-    bad = 5
-    p, _, hist = _run(model, tmp_path, cfg, rows=_rows(bad_user=bad), loss_fn=nan_loss, dp=dp)
+    cfg = dataclasses.replace(FED, rounds=3)
+    fl_key = jax.random.fold_in(jax.random.key(0), 0xFED)
+    cap = cohort_capacity(USERS, DP.sampling_prob, multiple=cfg.client_chunk)
+    cohorts = []
+    for r in range(cfg.rounds):
+        idx, mask, _ = sample_cohort_exact(jax.random.split(jax.random.fold_in(fl_key, r))[0], USERS, DP.sampling_prob,
+                                           cap, multiple=cfg.client_chunk)
+        cohorts.append(set(np.asarray(idx)[np.asarray(mask)].tolist()))
+    bad = min(cohorts[0])  # sampled in round 1 at least
+    p, _, hist = _run(model, tmp_path, cfg, rows=_rows(bad_user=bad))
     assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(p))
-    for h in hist:
-        assert h["sampled_clients"] == USERS and h["nonfinite_clients"] == 1 and h["included_clients"] == USERS - 1
-        assert all(math.isfinite(v) for k, v in h.items() if isinstance(v, float))
+    for h, c in zip(hist, cohorts):
+        assert h["sampled_clients"] == len(c) and h["nonfinite_clients"] == int(bad in c)
+        assert h["included_clients"] == len(c) - int(bad in c)
+        assert all(math.isfinite(v) for v in h.values() if isinstance(v, float))
+    assert sum(h["nonfinite_clients"] for h in hist) >= 1

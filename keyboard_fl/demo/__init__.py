@@ -11,7 +11,7 @@ from pathlib import Path
 DEFAULT_RUNS_ROOT = Path("runs/main")
 
 
-def demo_command(runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: int = 8000) -> None:
+def demo_command(runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: int = 8000, backend: str = "jax") -> None:
     """Serve the demo for every finished run under ``runs_root`` at http://host:port/.
 
     Raises :class:`keyboard_fl.models_registry.RunNotFound` (a FileNotFoundError)
@@ -34,7 +34,7 @@ def demo_command(runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", p
     console.print(f"demo at [bold]http://{shown}:{port}/[/]  (Ctrl-C to stop; typed text is never logged or stored)")
     if host not in ("127.0.0.1", "::1", "localhost"):
         console.print(f"[yellow]warning:[/] listening on {host}: other machines can reach the demo")
-    serve(Path(runs_root), host=host, port=port)
+    serve(Path(runs_root), host=host, port=port, backend=backend)
 
 
 __all__ = ["demo_command", "DEFAULT_RUNS_ROOT"]

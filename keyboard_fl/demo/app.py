@@ -132,7 +132,10 @@ class _Model:
     def __init__(self, run: LoadedRun):
         self.run = run
         self.info = run.info
-        self.suggester = IncrementalSuggester(run.suggester)  # same answers, reuses the context's state
+        from keyboard_fl.suggest import Suggester
+
+        # Same answers, reusing the context's state; an ONNX suggester caches its own state.
+        self.suggester = IncrementalSuggester(run.suggester) if isinstance(run.suggester, Suggester) else run.suggester
         self.lock = threading.Lock()
 
 
@@ -251,7 +254,9 @@ def _check_port(host: str, port: int) -> None:
             raise OSError(f"cannot listen on {host}:{port}: {e.strerror} (another demo running? pick another --port)") from None
 
 
-def serve(runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = False) -> None:
+def serve(
+    runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = False, backend: str = "jax"
+) -> None:
     """Discover the finished runs under ``runs_root`` and serve the demo until interrupted."""
     import uvicorn
 
@@ -265,7 +270,7 @@ def serve(runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: in
     loaded = {}
     for name, path in runs.items():  # one broken run should not take the others down
         try:
-            loaded[name] = load_run(path, name)
+            loaded[name] = load_run(path, name, backend=backend)
         except Exception as e:  # noqa: BLE001 - reported, then skipped
             sys.stderr.write(f"skipping run {path}: {type(e).__name__}: {e}\n")
     if not loaded:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from keyboard_fl.export.onnx_export import FLOAT_NAME, INT8_NAME, MANIFEST_NAME, TOKENIZER_NAME
+from keyboard_fl import text as text_lib
 from keyboard_fl.tokenizer import BOS_ID, Tokenizer
 
 NEG_INF = np.float32(-1e30)
@@ -36,9 +37,14 @@ def logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Largest k of each row, ties to the lower index (as ``lax.top_k``)."""
-    idx = np.argsort(-x, axis=-1, kind="stable")[..., :k]
-    return np.take_along_axis(x, idx, axis=-1), idx.astype(np.int64)
+    """Largest k of a 1-D array, sorted, ties to the lower index (as ``lax.top_k``)."""
+    if x.size > k:
+        kth = np.partition(x, x.size - k)[x.size - k]
+        cand = np.flatnonzero(x >= kth)  # everything that can make the cut, ties included
+    else:
+        cand = np.arange(x.size)
+    idx = cand[np.lexsort((cand, -x[cand]))[:k]]
+    return x[idx], idx.astype(np.int64)
 
 
 class OnnxSuggester:
@@ -61,6 +67,7 @@ class OnnxSuggester:
         self.hidden_dim, self.embed_dim = int(self.manifest["hidden_dim"]), int(self.manifest["embed_dim"])
         self.boundary = np.asarray(self.tokenizer.ends_word, bool)
         self._tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._chunk_ids: dict[str, list[int]] = {}
         self._ctx_ids: list[int] = []
         self._ctx_states: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (c, h, logits) after each id
 
@@ -88,6 +95,24 @@ class OnnxSuggester:
         return self._ctx_states[-1]
 
     # --- search --------------------------------------------------------------
+
+    def encode_context(self, context: str) -> list[int]:
+        """``Tokenizer.encode(context, eos=False)``, with each whitespace chunk's pieces cached.
+
+        SentencePiece encodes chunks independently, so the concatenation is the same;
+        while a word is being typed the context does not change and nothing is encoded.
+        """
+        chunks = text_lib.normalize(context).split()
+        missing = [ch for ch in dict.fromkeys(chunks) if ch not in self._chunk_ids]
+        if missing:
+            if len(self._chunk_ids) > 4096:
+                self._chunk_ids.clear()
+            for ch, pieces in zip(missing, self.tokenizer.sp.encode(missing, num_threads=1)):
+                self._chunk_ids[ch] = list(pieces)
+        ids = [BOS_ID]
+        for ch in chunks:
+            ids.extend(self._chunk_ids[ch])
+        return ids
 
     def _tables_for(self, prefix: str):
         from keyboard_fl.suggest import prefix_tables
@@ -133,6 +158,13 @@ class OnnxSuggester:
 
     # --- public API (as Suggester) -------------------------------------------
 
+    @staticmethod
+    def split_context(text: str) -> tuple[str, str]:
+        """(context, partial word), exactly as :meth:`keyboard_fl.suggest.Suggester.split_context`."""
+        from keyboard_fl.suggest import Suggester
+
+        return Suggester.split_context(text)
+
     def suggest(self, text: str, k: int = 3) -> list[str]:
         return [w for w, _ in self.suggest_scored(text, k)]
 
@@ -142,11 +174,11 @@ class OnnxSuggester:
         context, prefix = Suggester.split_context(text)
         if len(prefix) > self.config.max_prefix:
             return []
-        ids = self.tokenizer.encode(context, eos=False)
+        ids = self.encode_context(context)
         c, h, logits = self.context_state(ids)
         allowed, advance = self._tables_for(prefix)
         pieces, scores = self.word_search(c, h, logits, allowed, advance, len(prefix))
         return collect_words(self.tokenizer, pieces, scores, k, prefix)
 
 
-__all__ = ["OnnxSuggester", "BOS_ID"]
+__all__ = ["OnnxSuggester", "log_softmax", "logsumexp", "top_k"]
