@@ -57,6 +57,14 @@ def completion(suggester, prefix: str, secret: str) -> dict:
 
 def audit(graphdef, params, tokenizer: Tokenizer, suggester, canaries: Sequence[Canary], references: Sequence[str], prefix: str) -> dict:
     """Exposure and completion for each canary; references scored once."""
+    from keyboard_fl.tokenizer import UNK_ID
+
+    for phrase in [c.phrase(prefix) for c in canaries] + [f"{prefix} {references[0]}"]:
+        if UNK_ID in tokenizer.encode(phrase):
+            raise ValueError(
+                "the canary format has characters the tokenizer maps to <unk>, so every phrase would score the same; "
+                "use spelled digits (CanaryConfig(spell=True)) or a tokenizer that covers them"
+            )
     ref_scores = phrase_log_likelihoods(graphdef, params, tokenizer, [f"{prefix} {r}" for r in references])
     can_scores = phrase_log_likelihoods(graphdef, params, tokenizer, [c.phrase(prefix) for c in canaries])
     rows = []

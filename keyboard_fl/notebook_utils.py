@@ -66,6 +66,14 @@ def scratch_dir(notebook: str) -> Path:
     return d
 
 
+def display_path(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (for tables), else as is."""
+    try:
+        return str(Path(path).resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(path)
+
+
 def is_finished(run_dir: Path) -> bool:
     return (Path(run_dir) / "metrics.json").is_file() and (Path(run_dir) / "model").is_dir()
 

@@ -37,7 +37,7 @@ suggesters, metrics = {}, {}
 for mode, d in runs.items():
     suggesters[mode], metrics[mode] = load_suggester(d)
 nu.show_table(["model", "run", "top-1", "KSR", "privacy"],
-              [[nu.LABELS[m], str(runs[m]), nu.pct(metrics[m]["top1"]), nu.pct(metrics[m].get("ksr")),
+              [[nu.LABELS[m], nu.display_path(runs[m]), nu.pct(metrics[m]["top1"]), nu.pct(metrics[m].get("ksr")),
                 nu.epsilon_label(metrics[m])] for m in runs])
 
 # %% [markdown]
@@ -73,6 +73,7 @@ for msgs in users.values():
             samples.append((" ".join(ws[:-1]) + " ", ws[-1]))
     if len(samples) >= 10:
         break
+samples = samples[:10]
 rows, hits = [], {m: 0 for m in suggesters}
 for ctx, target in samples:
     target_word = (words(target) or [target])[0]

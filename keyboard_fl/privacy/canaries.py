@@ -2,7 +2,8 @@
 
 Carlini et al. 2019, "The Secret Sharer: Evaluating and Testing Unintended
 Memorization in Neural Networks" (USENIX Security). Secret phrases of a fixed
-format (``my pin is 4 9 2 7``) are planted in chosen training users' messages.
+format (``my pin is four nine two seven``; digits are spelled by default because
+the default tokenizer maps digits to ``<unk>``) are planted in chosen training users' messages.
 After training, each canary's log-likelihood is ranked among reference
 phrases of the same format that were never trained on:
 
@@ -32,6 +33,7 @@ from keyboard_fl.data.splits import Split, User, UserSource
 class CanaryConfig:
     prefix: str = "my pin is"  # the typed context before the secret
     digits: int = 4  # secret = this many random digits separated by spaces (10^digits possible secrets)
+    spell: bool = True  # write digits as words ("four nine …"): the default tokenizer's public text has too few digits to cover them
     num_canaries: int = 3  # distinct secrets planted
     repetitions: tuple[int, ...] = (1, 10, 50)  # times each canary is typed (one entry per canary; cycled)
     users_per_canary: int = 1  # training users who type the same canary
@@ -60,8 +62,12 @@ class Canary:
         return f"{prefix} {self.secret}"
 
 
-def _secret(value: int, digits: int) -> str:
-    return " ".join(str(value).zfill(digits))
+_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
+def _secret(value: int, digits: int, spell: bool = False) -> str:
+    chars = str(value).zfill(digits)
+    return " ".join(_WORDS[int(c)] for c in chars) if spell else " ".join(chars)
 
 
 def draw_canaries(config: CanaryConfig, train_user_ids: Sequence[str]) -> tuple[list[Canary], list[str]]:
@@ -76,8 +82,8 @@ def draw_canaries(config: CanaryConfig, train_user_ids: Sequence[str]) -> tuple[
     for i in range(config.num_canaries):
         ids = tuple(train_user_ids[int(j)] for j in carriers[i * config.users_per_canary : (i + 1) * config.users_per_canary])
         reps = config.repetitions[i % len(config.repetitions)]
-        canaries.append(Canary(_secret(int(values[i]), config.digits), reps, ids))
-    refs = [_secret(int(v), config.digits) for v in values[config.num_canaries :]]
+        canaries.append(Canary(_secret(int(values[i]), config.digits, config.spell), reps, ids))
+    refs = [_secret(int(v), config.digits, config.spell) for v in values[config.num_canaries :]]
     return canaries, refs
 
 
