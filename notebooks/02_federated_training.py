@@ -38,7 +38,7 @@ import numpy as np
 
 runs = nu.main_runs(PRESET)  # trains what is missing (tiny: ~30 s)
 for mode, d in runs.items():
-    print(f"{nu.LABELS[mode]:>10}: {d}")
+    print(f"{nu.LABELS[mode]:>10}: {nu.display_path(d)}")
 
 # %% [markdown]
 # ## Final quality on held-out users

@@ -35,7 +35,7 @@ class CanaryConfig:
     digits: int = 4  # secret = this many random digits separated by spaces (10^digits possible secrets)
     spell: bool = True  # write digits as words ("four nine …"): the default tokenizer's public text has too few digits to cover them
     num_canaries: int = 3  # distinct secrets planted
-    repetitions: tuple[int, ...] = (1, 10, 50)  # times each canary is typed (one entry per canary; cycled)
+    repetitions: tuple[int, ...] = (1, 50, 500)  # times each canary is typed (one entry per canary; cycled)
     users_per_canary: int = 1  # training users who type the same canary
     references: int = 2000  # never-trained phrases of the same format ranked against each canary (≥ 1,000)
     seed: int = 1234  # canary and reference draw (independent of the population seed)
