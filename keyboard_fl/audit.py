@@ -106,6 +106,18 @@ def audit_run(run_dir: str | Path) -> dict:
         raise ValueError("canary audits run on the simulated population only")
     canaries, refs = draw_canaries(cfg.canaries, ids)
     result = audit(suggester.graphdef, suggester.params, suggester.tokenizer, suggester, canaries, refs, cfg.canaries.prefix)
+    # The public-only starting point, scored the same way: how likely each secret was before any private data.
+    if cfg.pretrain.steps > 0:
+        from keyboard_fl import checkpoint
+        from keyboard_fl.suggest import Suggester
+        from keyboard_fl.train.run import pretrained_cache_dir
+
+        found = checkpoint.load_latest(pretrained_cache_dir(cfg, suggester.tokenizer, run_dir), suggester.params)
+        if found is not None:
+            public = Suggester(suggester.graphdef, found[1], suggester.tokenizer)
+            base = audit(suggester.graphdef, found[1], suggester.tokenizer, public, canaries, refs, cfg.canaries.prefix)
+            for row, b in zip(result["canaries"], base["canaries"]):
+                row["public_only_rank"], row["public_only_exposure"] = b["rank"], b["exposure"]
     metrics["audit"] = result
     write_json(run_dir / "metrics.json", metrics)
     return result

@@ -255,7 +255,7 @@ def audit(
     from keyboard_fl.audit import audit_run
 
     t = Table(title="Secret Sharer audit: exposure of planted canaries (higher = more memorised)")
-    for col in ("model", "privacy", "repetitions", "rank", "exposure", "extrapolated", "strip types the secret"):
+    for col in ("model", "privacy", "repetitions", "rank", "exposure", "extrapolated", "public-only exposure", "strip types the secret"):
         t.add_column(col, justify="left" if col in ("model", "privacy") else "right")
     for run_dir in runs:
         res = audit_run(run_dir)
@@ -263,7 +263,8 @@ def audit(
         for row in res["canaries"]:
             typed = "yes (top-1)" if row["completes_top1"] else ("top-3 only" if row["completes_top3"] else f"no ({row['top1_digits']}/{row['digits']} digits top-1)")
             t.add_row(str(run_dir.name), _eps(m), str(row["repetitions"]), f"{row['rank']}/{res['references']}",
-                      f"{row['exposure']:.2f} / {res['max_exposure']:.2f}", f"{row['exposure_extrapolated']:.1f}", typed)
+                      f"{row['exposure']:.2f} / {res['max_exposure']:.2f}", f"{row['exposure_extrapolated']:.1f}",
+                      f"{row['public_only_exposure']:.2f}" if "public_only_exposure" in row else "—", typed)
     console.print(t)
     console.print("[dim]exposure ≈ 1 is chance; results were added to each run's metrics.json under \"audit\"[/]")
 

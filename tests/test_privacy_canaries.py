@@ -102,6 +102,7 @@ def test_audit_of_a_tiny_run_with_canaries_writes_exposure_to_metrics(tmp_path):
     assert m["audit"]["references"] == 1000 and len(m["audit"]["canaries"]) == 2
     for row in res["canaries"]:
         assert 1 <= row["rank"] <= 1001
+        assert 1 <= row["public_only_rank"] <= 1001  # the tiny preset pretrains on public data
         assert row["exposure"] <= math.log2(1000) + 1e-9
     secrets, _ = draw_canaries(cfg.canaries, [u.user_id for u in Population(cfg.population).users("train")])
     text = (tmp_path / "r" / "metrics.json").read_text()

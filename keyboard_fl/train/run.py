@@ -298,13 +298,8 @@ def run(
     return metrics
 
 
-def _public_pretraining(cfg: RunConfig, out: Path, tokenizer, data: RunData, loss_fn, params, log: Log, progress: Progress):
-    """Centralized pretraining on the public split only (DESIGN.md §3), shared between runs.
-
-    Its result is a pure function of the seed, the population, the tokenizer,
-    the model and the pretraining config, so it is cached under
-    ``<out>/../.pretrained/<hash>`` and reused by sibling runs (the main job's three).
-    """
+def pretrained_cache_dir(cfg: RunConfig, tokenizer: Tokenizer, out: Path) -> Path:
+    """Where the public-pretrained start of run ``out`` is cached (shared by sibling runs)."""
     import hashlib
 
     key = hashlib.sha256(
@@ -312,7 +307,18 @@ def _public_pretraining(cfg: RunConfig, out: Path, tokenizer, data: RunData, los
                     cfg.to_dict()["pretrain"]], sort_keys=True).encode()
         + tokenizer.model_proto
     ).hexdigest()[:16]
-    cache = out.parent / ".pretrained" / key
+    return Path(out).parent / ".pretrained" / key
+
+
+def _public_pretraining(cfg: RunConfig, out: Path, tokenizer, data: RunData, loss_fn, params, log: Log, progress: Progress):
+    """Centralized pretraining on the public split only (DESIGN.md §3), shared between runs.
+
+    Its result is a pure function of the seed, the population, the tokenizer,
+    the model and the pretraining config, so it is cached under
+    ``<out>/../.pretrained/<hash>`` and reused by sibling runs (the main job's three).
+    """
+    cache = pretrained_cache_dir(cfg, tokenizer, out)
+    key = cache.name
     found = checkpoint.load_latest(cache, params)
     if found is not None:
         log(f"public pretraining: reusing {cache}")
