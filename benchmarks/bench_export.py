@@ -45,16 +45,11 @@ from keyboard_fl import text as text_lib  # noqa: E402
 
 
 def heldout_messages(run_dir, n: int) -> list[str]:
+    """First ``n`` held-out test messages of the run's simulated population."""
     from keyboard_fl.config import RunConfig
-    from keyboard_fl.data.population import Population
+    from keyboard_fl.data import Population, heldout_sample
 
-    cfg = RunConfig.load(Path(run_dir) / "config.json")
-    out: list[str] = []
-    for user in Population(cfg.population).users("heldout"):
-        out.extend(m for m in user.test if m.strip())
-        if len(out) >= n:
-            break
-    return out[:n]
+    return heldout_sample(Population(RunConfig.load(Path(run_dir) / "config.json").population), n)
 
 
 def next_word_targets(messages: list[str]) -> list[tuple[str, str]]:

@@ -137,14 +137,9 @@ def load_untrained(preset_name: str) -> dict:
 
 
 def heldout_messages(population_cfg, n: int) -> list[str]:
-    from keyboard_fl.data import Population
+    from keyboard_fl.data import Population, heldout_sample
 
-    out: list[str] = []
-    for u in Population(population_cfg).users("heldout"):
-        out += [m for m in u.test if m.strip()]
-        if len(out) >= n:
-            break
-    return out[:n]
+    return heldout_sample(Population(population_cfg), n)
 
 
 # ------------------------------------------------------------------ timing

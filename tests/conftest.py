@@ -38,3 +38,26 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path]:
         run(preset("tiny", mode=mode), out, log=lambda s: None)
         dirs[mode] = out
     return dirs
+
+
+@pytest.fixture(scope="module")
+def compiled_round_cache():
+    """Reuse one compiled federated round per (loss, lr, aggregator) within a test module.
+
+    For modules whose runs all share shapes and server optimizer (the optimizer is
+    not part of the key): compiling the round dominates their runtime otherwise.
+    """
+    from keyboard_fl.train import federated
+
+    cache, build = {}, federated.build_round
+    mp = pytest.MonkeyPatch()
+
+    def cached(loss_fn, lr, opt, agg, **kw):
+        key = (loss_fn, lr, agg, tuple(sorted(kw.items())))
+        if key not in cache:
+            cache[key] = build(loss_fn, lr, opt, agg, **kw)
+        return cache[key]
+
+    mp.setattr(federated, "build_round", cached)
+    yield
+    mp.undo()

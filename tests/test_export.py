@@ -17,15 +17,9 @@ from keyboard_fl.export import OnnxSuggester, export_run  # noqa: E402
 def heldout_messages(run_dir, n: int) -> list[str]:
     """First ``n`` held-out test messages of the run's simulated population."""
     from keyboard_fl.config import RunConfig
-    from keyboard_fl.data.population import Population
+    from keyboard_fl.data import Population, heldout_sample
 
-    cfg = RunConfig.load(Path(run_dir) / "config.json")
-    out: list[str] = []
-    for user in Population(cfg.population).users("heldout"):
-        out.extend(m for m in user.test if m.strip())
-        if len(out) >= n:
-            break
-    return out[:n]
+    return heldout_sample(Population(RunConfig.load(Path(run_dir) / "config.json").population), n)
 
 
 def typing_prefixes(messages: list[str], n: int, seed: int = 0) -> list[str]:

@@ -35,23 +35,7 @@ def _rows(bad_user=None):
     return UserRows(per)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compile_round_once():
-    """Every run here has the same shapes, loss and aggregator: compile the round once."""
-    from keyboard_fl.train import federated
-
-    cache, build = {}, federated.build_round
-    mp = pytest.MonkeyPatch()
-
-    def cached(loss_fn, lr, opt, agg, **kw):
-        key = (loss_fn, lr, agg, tuple(sorted(kw.items())))
-        if key not in cache:
-            cache[key] = build(loss_fn, lr, opt, agg, **kw)
-        return cache[key]
-
-    mp.setattr(federated, "build_round", cached)
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("compiled_round_cache")  # one compiled round per (loss, aggregator)
 
 
 @pytest.fixture(scope="module")

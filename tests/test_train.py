@@ -35,23 +35,7 @@ def _user_rows(seed=0, users=20):
     return UserRows(per)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compile_rounds_once():
-    """Reuse one compiled round per (loss, aggregator): every run here has the same shapes and server optimizer."""
-    from keyboard_fl.train import federated
-
-    cache, build = {}, federated.build_round
-    mp = pytest.MonkeyPatch()
-
-    def cached(loss_fn, lr, opt, agg, **kw):
-        key = (loss_fn, lr, agg, tuple(sorted(kw.items())))
-        if key not in cache:
-            cache[key] = build(loss_fn, lr, opt, agg, **kw)
-        return cache[key]
-
-    mp.setattr(federated, "build_round", cached)
-    yield
-    mp.undo()
+pytestmark = pytest.mark.usefixtures("compiled_round_cache")  # one compiled round per (loss, aggregator)
 
 
 @pytest.fixture(scope="module")

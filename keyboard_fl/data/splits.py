@@ -98,3 +98,13 @@ def make_user(user_id: str, messages: Sequence[str], split: Split, test_fraction
     if split == "public":
         return User(user_id, tuple(messages), ())
     raise ValueError(f"unknown split {split!r}")
+
+
+def heldout_sample(source: UserSource, n: int) -> list[str]:
+    """The first ``n`` non-blank held-out messages of ``source``, user by user in order."""
+    out: list[str] = []
+    for user in source.users("heldout"):
+        out.extend(m for m in user.test if m.strip())
+        if len(out) >= n:
+            break
+    return out[:n]

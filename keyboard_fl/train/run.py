@@ -18,7 +18,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import numpy as np
@@ -43,6 +43,18 @@ def _no_progress(phase: str, done: int, total: int) -> None:
 WORD_VOCAB_SIZE = 10_000  # evaluation word vocabulary (from the public split), as the 10k of Gboard / Stack Overflow
 
 
+def first_messages(users: Iterable[tuple[str, Sequence[str]]], budget: int) -> dict[str, list[str]]:
+    """``{user_id: messages}`` taking users in order until ``budget`` messages are taken (users without any skipped)."""
+    out: dict[str, list[str]] = {}
+    for uid, msgs in users:
+        if budget <= 0:
+            break
+        if msgs:
+            out[uid] = list(msgs[:budget])
+            budget -= len(out[uid])
+    return out
+
+
 class RunData:
     """Tokenized training rows and evaluation sets of a run (no text leaves here except to eval)."""
 
@@ -57,14 +69,7 @@ class RunData:
         train_users = list(source.users("train"))
         self.rows = UserRows([user_rows(tokenizer, u.train, cfg.seq_len) for u in train_users])
         self.train_messages = [m for u in train_users for m in u.train]
-        self.train_user_test: dict[str, list[str]] = {}
-        budget = e.max_train_user_messages
-        for u in train_users:
-            if budget <= 0:
-                break
-            if u.test:
-                self.train_user_test[u.user_id] = list(u.test[:budget])
-                budget -= len(u.test[:budget])
+        self.train_user_test = first_messages(((u.user_id, u.test) for u in train_users), e.max_train_user_messages)
         self.heldout: dict[str, list[str]] = {}
         for u in source.users("heldout"):
             if len(self.heldout) >= e.max_users:
@@ -195,14 +200,7 @@ def run(
     log(f"model: {model_cfg.kind}, {param_count(params):,} parameters")
 
     jsonl = out / "metrics.jsonl"
-    quick_msgs = {k: v for k, v in list(data.heldout.items())}
-    quick = {}
-    budget = cfg.federated.eval_messages
-    for uid, ms in quick_msgs.items():
-        if budget <= 0:
-            break
-        quick[uid] = ms[:budget]
-        budget -= len(quick[uid])
+    quick = first_messages(data.heldout.items(), cfg.federated.eval_messages)
 
     privacy: dict[str, Any] = {}
     history: list[dict] = []
@@ -332,10 +330,6 @@ def _public_pretraining(cfg: RunConfig, out: Path, tokenizer, data: RunData, los
     log(f"public pretraining: {cfg.pretrain.steps} steps on {len(data.public_rows)} public rows, "
         f"loss {np.mean(losses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)")
     return params
-
-
-def _checkpoint_rounds(out: Path) -> list[int]:
-    return checkpoint.list_steps(out / "checkpoints")
 
 
 def _plot(out: Path, history: list[dict], mode: str) -> None:
