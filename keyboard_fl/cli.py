@@ -159,9 +159,7 @@ def train(
             _fail(f"--corpus {corpus}: no such file or directory")
         cfg = dataclasses.replace(cfg, corpus=str(corpus.resolve()), skip_bad_lines=skip_bad_lines)
     if canaries:
-        from keyboard_fl.privacy.canaries import CanaryConfig
-
-        cfg = dataclasses.replace(cfg, canaries=CanaryConfig(seed=seed + 1234))
+        cfg = _with_canaries(cfg, seed)
     with _Bars() as bars:
         m = run(cfg, out, resume=resume, log=_log, progress=bars)
     console.print(results_table({mode: m}))
@@ -174,9 +172,10 @@ def main(
     out: Path = typer.Option(MAIN_DIR, "--out", help="directory for the three runs"),
     preset: str = typer.Option("default", help="tiny, default or large"),
     seed: int = typer.Option(0),
+    canaries: bool = typer.Option(True, "--canaries/--no-canaries", help="plant Secret Sharer canaries in every run and audit them at the end (the demo's canary view)"),
 ):
-    """The README main job: central baseline, FedAvg and DP-FedAvg on one population, side by side."""
-    from keyboard_fl.train.run import run
+    """The README main job: central baseline, FedAvg and DP-FedAvg on one population, side by side, then a memorization audit."""
+    from keyboard_fl.train.run import run, write_json
 
     results = {}
     for mode in ("central", "fedavg", "dp-fedavg"):
@@ -186,13 +185,29 @@ def main(
             _log(f"{d} is already trained; delete it to retrain")
             results[mode] = json.loads((d / "metrics.json").read_text())
             continue
+        cfg = _config(preset, mode, seed)
+        if canaries:
+            cfg = _with_canaries(cfg, seed)
         with _Bars() as bars:
-            results[mode] = run(_config(preset, mode, seed), d, resume=(d / "config.json").exists(), log=_log, progress=bars)
+            results[mode] = run(cfg, d, resume=(d / "config.json").exists(), log=_log, progress=bars)
     console.print(results_table(results))
-    from keyboard_fl.train.run import write_json
-
     write_json(out / "summary.json", {k: {f: v.get(f) for f in ("top1", "top3", "ngram_top1", "ngram_top3", "ngram_ksr", "ksr", "perplexity", "epsilon", "delta", "params", "public_pretrained")} for k, v in results.items()})
-    console.print(f"runs in {out}/; try: keyboard-fl suggest --run {out}/dp-fedavg \"see you\"")
+    audited = [out / m for m in results if _has_canaries(out / m)]
+    if audited:
+        console.rule("[bold]memorization audit")
+        console.print(_audit_table(audited))
+    console.print(f"runs in {out}/; try: keyboard-fl suggest --run {out}/dp-fedavg \"see you\"  or  keyboard-fl demo")
+
+
+def _with_canaries(cfg, seed: int):
+    from keyboard_fl.privacy.canaries import CanaryConfig
+
+    return dataclasses.replace(cfg, canaries=CanaryConfig(seed=seed + 1234))
+
+
+def _has_canaries(run_dir: Path) -> bool:
+    path = run_dir / "config.json"
+    return path.exists() and json.loads(path.read_text()).get("canaries") is not None
 
 
 @app.command()
@@ -252,9 +267,15 @@ def audit(
     runs: list[Path] = typer.Argument(..., help="run directories trained with --canaries (e.g. central, fedavg, dp-fedavg)"),
 ):
     """Memorization audit: canary exposure and whether the strip types the secret (Carlini et al. 2019)."""
+    console.print(_audit_table(runs))
+
+
+def _audit_table(runs: list[Path]) -> Table:
+    """Audit each run (results saved in its metrics.json) and tabulate exposure and completion."""
     from keyboard_fl.audit import audit_run
 
-    t = Table(title="Secret Sharer audit: exposure of planted canaries (higher = more memorised)")
+    t = Table(title="Secret Sharer audit: exposure of planted canaries (higher = more memorised)",
+              caption="exposure ≈ 1 is chance; results were added to each run's metrics.json under \"audit\"")
     for col in ("model", "privacy", "repetitions", "rank", "exposure", "extrapolated", "public-only exposure", "strip types the secret"):
         t.add_column(col, justify="left" if col in ("model", "privacy") else "right")
     for run_dir in runs:
@@ -265,8 +286,7 @@ def audit(
             t.add_row(str(run_dir.name), _eps(m), str(row["repetitions"]), f"{row['rank']}/{res['references']}",
                       f"{row['exposure']:.2f} / {res['max_exposure']:.2f}", f"{row['exposure_extrapolated']:.1f}",
                       f"{row['public_only_exposure']:.2f}" if "public_only_exposure" in row else "—", typed)
-    console.print(t)
-    console.print("[dim]exposure ≈ 1 is chance; results were added to each run's metrics.json under \"audit\"[/]")
+    return t
 
 
 @app.command()
