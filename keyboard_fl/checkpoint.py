@@ -6,7 +6,8 @@ ledger, the sha256 and shapes of the npz). Each is written to a temporary file
 and renamed into place, the JSON last, so a crash leaves either the previous
 checkpoint or a complete new one, never half a file. Loading checks the
 sha256 and every leaf's shape and dtype against a template; a damaged
-checkpoint is reported and the newest good one is used instead.
+checkpoint is reported and the newest good one is used instead. Temporary
+files left by a writer that was killed mid-write are removed by the next save.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import jax
 import numpy as np
 
 _NAME = re.compile(r"ckpt-(\d{6,})\.json$")
+_TEMP = re.compile(r"\.ckpt-\d{6,}\.(?:json|npz)\.tmp-(\d+)$")
 
 
 class CheckpointError(RuntimeError):
@@ -44,10 +46,32 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # somebody else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(directory: str | Path) -> list[Path]:
+    """Delete checkpoint temp files whose writer process is gone (killed mid-write); return them."""
+    removed = []
+    for p in Path(directory).iterdir():
+        m = _TEMP.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def save(directory: str | Path, step: int, tree: Any, meta: dict[str, Any], *, keep: int = 3) -> Path:
     """Write checkpoint ``step`` of ``tree`` with ``meta``; keep the newest ``keep``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(directory)
     leaves = [np.asarray(x) for x in jax.tree.leaves(tree)]
     buf = io.BytesIO()
     np.savez(buf, *leaves)

@@ -15,12 +15,12 @@ A partial word constrains the search (prefix-constrained decoding): for a typed
 prefix ``p`` every beam tracks how many characters of ``p`` it has spelled,
 ``ℓ``; a piece is allowed when its text agrees with ``p[ℓ:]``, and a word may
 end only once all of ``p`` is spelled. The compatibility table
-``allowed[ℓ, piece]`` is built on the host from the piece texts.
+``allowed[ℓ, piece]`` is built on the host from the piece texts
+(:func:`keyboard_fl.strip.prefix_tables`, shared with the ONNX runner).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Sequence
 
@@ -29,53 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from keyboard_fl import text as text_lib
 from keyboard_fl.models import Params, merge
-from keyboard_fl.tokenizer import BOS_ID, BOUNDARY, CONTINUATION, WORD_START, Tokenizer
+from keyboard_fl.strip import SearchConfig, collect_words, prefix_tables, split_context
+from keyboard_fl.tokenizer import BOS_ID, Tokenizer
 
 NEG_INF = -1e30
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchConfig:
-    beam: int = 8  # hypotheses kept per depth; > k so that segmentations and rivals survive
-    depth: int = 3  # pieces per word; with a ~4k vocabulary almost every word is ≤ 3 pieces
-    max_prefix: int = 24  # longest partial word a completion search accepts (characters)
-
-
-def prefix_tables(tokenizer: Tokenizer, prefix: str, max_prefix: int) -> tuple[np.ndarray, np.ndarray]:
-    """(allowed [max_prefix+2, V] bool, advance [V] int32) for a typed ``prefix``.
-
-    Row 0 lists the pieces that may start the word. Row ``1 + ℓ`` lists the
-    continuation pieces that may follow a beam that has spelled ``prefix[:ℓ]``
-    (ℓ is clipped at ``len(prefix)``, where every continuation is allowed).
-    ``advance[v]`` is the number of characters piece v spells.
-    """
-    if len(prefix) > max_prefix:
-        raise ValueError(f"prefix longer than max_prefix={max_prefix}: {prefix!r}")
-    kinds, texts = tokenizer.piece_kinds, tokenizer.piece_text
-    is_start, is_cont = kinds == WORD_START, kinds == CONTINUATION
-    n, v = len(prefix), len(texts)
-    allowed = np.zeros((max_prefix + 2, v), bool)
-    allowed[1:] = is_cont
-    advance = np.fromiter((len(t) for t in texts), np.int32, count=v)
-    if n == 0:
-        allowed[0] = is_start
-        return allowed, advance
-    by_first = tokenizer.pieces_by_first_char
-    allowed[0, tokenizer.bare_start_ids] = True  # bare "▁": letters follow in continuations
-    for i in by_first.get(prefix[0], ()):
-        t = texts[i]
-        if is_start[i] and (t.startswith(prefix) or prefix.startswith(t)):
-            allowed[0, i] = True
-    for ell in range(n):
-        rest = prefix[ell:]
-        allowed[1 + ell] = False
-        for i in by_first.get(rest[0], ()):
-            t = texts[i]
-            if is_cont[i] and (t.startswith(rest) or rest.startswith(t)):
-                allowed[1 + ell, i] = True
-    return allowed, advance
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "beam", "depth"))
@@ -137,24 +95,6 @@ def word_search(
     return jnp.stack(all_pieces, 1), jnp.stack(all_scores, 1)
 
 
-def collect_words(
-    tokenizer: Tokenizer, pieces: np.ndarray, scores: np.ndarray, k: int, prefix: str = ""
-) -> list[tuple[str, float]]:
-    """Top-k distinct words (with log-probabilities) from one context's search output."""
-    best: dict[str, float] = {}
-    depth = pieces.shape[0]
-    for d in range(depth):
-        for b in range(pieces.shape[1]):
-            s = float(scores[d, b])
-            if not np.isfinite(s):
-                continue
-            word = tokenizer.word_of(pieces[d, b, : d + 1])
-            if not word or not word.startswith(prefix) or not text_lib.WORD_RE.fullmatch(word):
-                continue
-            best[word] = float(np.logaddexp(best[word], s)) if word in best else s
-    return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
-
-
 @functools.partial(jax.jit, static_argnames=("graphdef",))
 def _context_state(graphdef, params, ids: jax.Array, length: jax.Array):
     """State and next-piece logits after reading ``ids[:, :length]`` (right-padded)."""
@@ -181,17 +121,7 @@ class Suggester:
             self._tables[prefix] = (jnp.asarray(allowed), jnp.asarray(advance))
         return self._tables[prefix]
 
-    @staticmethod
-    def split_context(text: str) -> tuple[str, str]:
-        """(context, partial word): the word being typed, if the text ends inside one."""
-        norm = text_lib.normalize(text)
-        if not norm or norm[-1].isspace():
-            return norm, ""
-        cut = len(norm.rstrip()) - len(norm.split()[-1])
-        head, last = norm[:cut], norm[cut:]
-        if text_lib.WORD_RE.fullmatch(last) or (last.endswith("'") and text_lib.WORD_RE.fullmatch(last[:-1])):
-            return head, last  # a trailing apostrophe is inside a word being typed ("don'")
-        return norm + " ", ""
+    split_context = staticmethod(split_context)
 
     def suggest(self, text: str, k: int = 3) -> list[str]:
         return [w for w, _ in self.suggest_scored(text, k)]

@@ -121,3 +121,21 @@ def test_empty_or_missing_directory(tmp_path):
     assert checkpoint.load_latest(tmp_path / "nope", _tree(0)) is None
     (tmp_path / "ckpt-1.json").write_text("{}")  # not a checkpoint name
     assert checkpoint.list_steps(tmp_path) == []
+
+
+def test_temp_files_of_dead_writers_are_removed(tmp_path):
+    """A writer killed mid-write leaves `.ckpt-….tmp-PID`; the next save deletes it, not live writers' files."""
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    stale = tmp_path / f".ckpt-000010.npz.tmp-{int(dead.stdout)}"
+    live = tmp_path / f".ckpt-000010.json.tmp-{os.getppid()}"  # pytest's parent: alive
+    unrelated = tmp_path / ".notes.tmp-1"
+    for p in (stale, live, unrelated):
+        p.write_bytes(b"partial")
+    checkpoint.save(tmp_path, 20, _tree(), {"round": 20})
+    assert not stale.exists()
+    assert live.exists() and unrelated.exists()
+    assert checkpoint.list_steps(tmp_path) == [20]

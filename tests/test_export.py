@@ -142,3 +142,13 @@ def test_demo_serves_the_exported_int8_model(tiny_runs, tmp_path):
         assert 0 < len(r.json()["suggestions"]) <= 3
         models = client.get("/api/models").json()
         assert any("ε" in json.dumps(m, ensure_ascii=False) or "epsilon" in json.dumps(m) for m in (models if isinstance(models, list) else models.get("models", [])))
+
+
+def test_onnx_runner_imports_without_jax():
+    """The on-device runner needs onnxruntime and numpy only: importing it must not load JAX or Flax."""
+    import subprocess
+    import sys
+
+    code = "import sys; import keyboard_fl.export.runner; print(sorted(m for m in ('jax', 'flax') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

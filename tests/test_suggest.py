@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sentencepiece import sentencepiece_model_pb2 as spm_pb
 
 from keyboard_fl.data import Population, PopulationConfig
 from keyboard_fl.models import ModelConfig, init_params
@@ -18,9 +17,29 @@ HAND_PIECES = [SPACE, SPACE + "the", SPACE + "cat", SPACE + "car", SPACE + "ca",
                "o", "s", "ts", ".", ",", SPACE + ","]
 
 
+def _model_proto_class():
+    """SentencePiece's ``ModelProto`` message class, built from the schema it ships.
+
+    ``sentencepiece_model_pb2`` itself refuses to import under a protobuf runtime
+    older than the one it was generated with (flwr caps protobuf < 7), so the
+    serialized file descriptor is read from it and loaded into a private pool.
+    """
+    import ast
+    import importlib.util
+
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    src = open(importlib.util.find_spec("sentencepiece").submodule_search_locations[0] + "/sentencepiece_model_pb2.py").read()
+    blob = next(ast.literal_eval(n.args[0]) for n in ast.walk(ast.parse(src))
+                if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "AddSerializedFile")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(descriptor_pb2.FileDescriptorProto.FromString(blob))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("sentencepiece.ModelProto"))
+
+
 def hand_tokenizer(pieces=HAND_PIECES) -> Tokenizer:
     """A real SentencePiece unigram model with a hand-made vocabulary."""
-    m = spm_pb.ModelProto()
+    m = _model_proto_class()()
     for p, kind in [("<pad>", 3), ("<unk>", 2), ("<s>", 3), ("</s>", 3)]:
         x = m.pieces.add()
         x.piece, x.type, x.score = p, kind, 0.0

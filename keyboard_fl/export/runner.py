@@ -4,8 +4,8 @@
 context split, the same piece search as :func:`keyboard_fl.suggest.word_search`
 (word-start pieces first, then continuation pieces; a word ends when the next
 piece is not a continuation, ``Tokenizer.ends_word``; prefix-constrained
-completions through :func:`keyboard_fl.suggest.prefix_tables`) and the same merge
-of segmentations (:func:`keyboard_fl.suggest.collect_words`). Nothing here runs JAX.
+completions through :func:`keyboard_fl.strip.prefix_tables`) and the same merge
+of segmentations (:func:`keyboard_fl.strip.collect_words`). Nothing here runs JAX.
 
 The model state after a context is cached per piece, so typing one more
 character re-reads only the pieces that changed.
@@ -20,6 +20,7 @@ import numpy as np
 
 from keyboard_fl.export.onnx_export import FLOAT_NAME, INT8_NAME, MANIFEST_NAME, TOKENIZER_NAME
 from keyboard_fl import text as text_lib
+from keyboard_fl.strip import SearchConfig, collect_words, prefix_tables, split_context
 from keyboard_fl.tokenizer import BOS_ID, Tokenizer
 
 NEG_INF = np.float32(-1e30)
@@ -52,8 +53,6 @@ class OnnxSuggester:
 
     def __init__(self, export_dir, int8: bool = False, *, threads: int = 1, search=None):
         import onnxruntime as ort
-
-        from keyboard_fl.suggest import SearchConfig
 
         self.export_dir = Path(export_dir)
         self.manifest = json.loads((self.export_dir / MANIFEST_NAME).read_text())
@@ -115,8 +114,6 @@ class OnnxSuggester:
         return ids
 
     def _tables_for(self, prefix: str):
-        from keyboard_fl.suggest import prefix_tables
-
         if prefix not in self._tables:
             if len(self._tables) >= 256:
                 self._tables.pop(next(iter(self._tables)))
@@ -158,20 +155,13 @@ class OnnxSuggester:
 
     # --- public API (as Suggester) -------------------------------------------
 
-    @staticmethod
-    def split_context(text: str) -> tuple[str, str]:
-        """(context, partial word), exactly as :meth:`keyboard_fl.suggest.Suggester.split_context`."""
-        from keyboard_fl.suggest import Suggester
-
-        return Suggester.split_context(text)
+    split_context = staticmethod(split_context)
 
     def suggest(self, text: str, k: int = 3) -> list[str]:
         return [w for w, _ in self.suggest_scored(text, k)]
 
     def suggest_scored(self, text: str, k: int = 3) -> list[tuple[str, float]]:
-        from keyboard_fl.suggest import Suggester, collect_words
-
-        context, prefix = Suggester.split_context(text)
+        context, prefix = split_context(text)
         if len(prefix) > self.config.max_prefix:
             return []
         ids = self.encode_context(context)
