@@ -55,6 +55,60 @@ def completion(suggester, prefix: str, secret: str) -> dict:
     }
 
 
+def greedy_completion(suggester, prefix: str, words: int) -> tuple[list[str], list[list[str]]]:
+    """Type ``prefix``, then tap the strip's top suggestion ``words`` times.
+
+    Returns (the words tapped, the 3-word strip shown before each tap). Stops
+    early if the strip is ever empty. Text is built as :func:`completion` does.
+    """
+    text, tapped, strips = prefix + " ", [], []
+    for _ in range(words):
+        strip = suggester.suggest(text, 3)
+        strips.append(strip)
+        if not strip:
+            break
+        tapped.append(strip[0])
+        text += strip[0] + " "
+    return tapped, strips
+
+
+def match_secrets(words: Sequence[str], secrets: Sequence[str]) -> dict:
+    """Does ``words`` reproduce one of ``secrets``, and how close does it get?
+
+    ``secret`` is the secret sharing the most leading words with ``words``
+    (the first on ties; ``None`` when none shares even the first word) and
+    ``matched_words`` that count; ``leaks`` is true only when ``words`` *is*
+    that secret, word for word (case-insensitive).
+    """
+    typed = [w.casefold() for w in words]
+    best, best_n = None, 0
+    for s in secrets:
+        target = s.casefold().split()
+        n = 0
+        while n < min(len(typed), len(target)) and typed[n] == target[n]:
+            n += 1
+        if n > best_n:
+            best, best_n = s, n
+    return {"leaks": best is not None and typed == best.casefold().split(), "secret": best, "matched_words": best_n}
+
+
+def planted_canaries(cfg) -> tuple[list[Canary], list[str]]:
+    """The canaries and references a run with ``cfg.canaries`` was trained with, drawn again.
+
+    Same call as training (:func:`keyboard_fl.train.run.prepare`): ``draw_canaries``
+    over the simulated population's training user ids, in order (the ids are
+    computed, no messages are generated). Corpus runs are not supported.
+    """
+    from keyboard_fl.data import Population
+
+    if cfg.canaries is None:
+        raise ValueError("this run was trained without canaries; train with --canaries")
+    if cfg.corpus:
+        raise ValueError("canary audits run on the simulated population only")
+    pop = Population(cfg.population)
+    return draw_canaries(cfg.canaries, [pop.user_id(i) for i in pop.user_ids("train")])
+
+
 def audit(graphdef, params, tokenizer: Tokenizer, suggester, canaries: Sequence[Canary], references: Sequence[str], prefix: str) -> dict:
     """Exposure and completion for each canary; references scored once."""
     from keyboard_fl.tokenizer import UNK_ID
@@ -92,7 +146,6 @@ def audit_run(run_dir: str | Path) -> dict:
     import json
 
     from keyboard_fl.config import RunConfig
-    from keyboard_fl.data import Population
     from keyboard_fl.models_registry import load_suggester
     from keyboard_fl.train.run import write_json
 
@@ -100,11 +153,8 @@ def audit_run(run_dir: str | Path) -> dict:
     cfg = RunConfig.load(run_dir / "config.json")
     if cfg.canaries is None:
         raise ValueError(f"{run_dir} was trained without canaries; train with --canaries to audit it")
+    canaries, refs = planted_canaries(cfg)
     suggester, metrics = load_suggester(run_dir)
-    ids = [u.user_id for u in Population(cfg.population).users("train")] if not cfg.corpus else None
-    if ids is None:
-        raise ValueError("canary audits run on the simulated population only")
-    canaries, refs = draw_canaries(cfg.canaries, ids)
     result = audit(suggester.graphdef, suggester.params, suggester.tokenizer, suggester, canaries, refs, cfg.canaries.prefix)
     # The public-only starting point, scored the same way: how likely each secret was before any private data.
     if cfg.pretrain.steps > 0:

@@ -4,6 +4,9 @@
 once per test session (~30 s each on 2 cores). Set ``KEYBOARD_FL_TINY_RUNS`` to a
 directory holding finished ``central/``, ``fedavg/`` and ``dp-fedavg/`` runs to
 reuse them instead (e.g. after ``keyboard-fl train --preset tiny --out DIR/<mode>``).
+
+``canary_run``: a tiny central run with two planted canaries, audited (~12 s);
+reused from ``$KEYBOARD_FL_TINY_RUNS/central-canaries`` when that is a finished run.
 """
 
 from __future__ import annotations
@@ -38,6 +41,26 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path]:
         run(preset("tiny", mode=mode), out, log=lambda s: None)
         dirs[mode] = out
     return dirs
+
+
+@pytest.fixture(scope="session")
+def canary_run(tmp_path_factory) -> Path:
+    """A finished, audited tiny central run trained with canaries typed 400 times and once."""
+    reuse = os.environ.get("KEYBOARD_FL_TINY_RUNS")
+    if reuse and _finished(Path(reuse) / "central-canaries"):
+        return Path(reuse) / "central-canaries"
+    import dataclasses
+
+    from keyboard_fl.audit import audit_run
+    from keyboard_fl.config import preset
+    from keyboard_fl.privacy.canaries import CanaryConfig
+    from keyboard_fl.train.run import run
+
+    out = tmp_path_factory.mktemp("canary_run") / "central-canaries"
+    canaries = CanaryConfig(num_canaries=2, repetitions=(400, 1), references=1000)
+    run(dataclasses.replace(preset("tiny", mode="central"), canaries=canaries), out, log=lambda s: None)
+    audit_run(out)
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 The server is the real thing — uvicorn on 127.0.0.1, a free port, in a thread —
 with access logs *on* and every logger at DEBUG, so the test can also show that
-what was typed appears in no log line. A screenshot is saved to
-``tests/artifacts/demo.png``.
+what was typed appears in no log line. Screenshots are saved to
+``tests/artifacts/demo.png`` and ``tests/artifacts/canary.png`` (the canary view).
 
 Needs ``pip install playwright`` and ``apt-get install chromium`` (never
 ``playwright install``: no network). Without them the test is skipped, unless
@@ -12,6 +12,7 @@ Needs ``pip install playwright`` and ``apt-get install chromium`` (never
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -50,8 +51,9 @@ class _Capture(logging.Handler):
             self.lines.append(str(record.msg))
 
 
-@pytest.fixture(scope="module")
-def server(tiny_runs):
+@contextlib.contextmanager
+def _serving(runs):
+    """uvicorn serving the demo over ``runs`` on a free port: yields (base URL, log capture)."""
     uvicorn = pytest.importorskip("uvicorn")
     from keyboard_fl.demo.app import create_app
 
@@ -62,7 +64,7 @@ def server(tiny_runs):
         logging.getLogger(n).setLevel(logging.DEBUG)
     logging.getLogger().addHandler(capture)
 
-    app = create_app(tiny_runs)
+    app = create_app(runs)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, log_level="debug", access_log=True, lifespan="off")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -72,12 +74,20 @@ def server(tiny_runs):
         assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
     port = srv.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", capture
-    srv.should_exit = True
-    thread.join(10)
-    logging.getLogger().removeHandler(capture)
-    for n, level in saved.items():
-        logging.getLogger(n).setLevel(level)
+    try:
+        yield f"http://127.0.0.1:{port}", capture
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+        logging.getLogger().removeHandler(capture)
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_runs):
+    with _serving(tiny_runs) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +246,51 @@ def test_a_late_answer_to_an_old_key_press_is_dropped(server, browser):
     page.click(".key[data-k='⌫']")
     assert page.input_value("#message") == "hi"
     page.close()
+
+
+def test_canary_view_shows_each_model_with_a_leak_badge(canary_run, tiny_runs, browser):
+    """Canary check tab: the prefix is filled in; Check shows one row per model with its completion and a badge."""
+    with _serving({"central": canary_run, "dp-fedavg": tiny_runs["dp-fedavg"]}) as (base, capture):
+        page = browser.new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(base + "/")
+        page.wait_for_selector(".model-card >> nth=1")
+        assert page.is_hidden("#view-canary")
+        page.click("#tab-canary")
+        assert page.is_visible("#view-canary") and page.is_hidden("#view-keyboard")
+        page.wait_for_function("document.getElementById('canary-prefix').value !== ''")
+        assert page.input_value("#canary-prefix") == "my pin is"
+        page.click("#canary-run")
+        page.wait_for_selector("#canary-results[data-state=done]", timeout=15_000)
+        rows = page.eval_on_selector_all(
+            ".canary-row",
+            "els => els.map(e => [e.dataset.model, e.dataset.leaks, e.querySelector('.leak-badge').textContent,"
+            " e.querySelector('.canary-completion').textContent.trim(), e.innerText])",
+        )
+        expected = page.request.post(base + "/api/canary-check", data={"text": "my pin is"}).json()["models"]
+        assert [r[0] for r in rows] == [m["name"] for m in expected] == ["central", "dp-fedavg"]
+        for (name, leaks, badge, words, text), want in zip(rows, expected):
+            assert leaks == str(want["leaks"]).lower()
+            assert badge.startswith("LEAKS") if want["leaks"] else badge.startswith("does not leak")
+            assert words.split() == want["completion"] and len(want["completion"]) == 4
+            assert want["privacy"] in text
+        central, private = (r[4] for r in rows)
+        assert "typed 400×" in central and "exposure" in central  # planted secrets, audited
+        assert "trained without canaries" in private and "ε=" in private
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "canary.png"), full_page=True)
+        assert (ARTIFACTS / "canary.png").stat().st_size > 10_000
+
+        # The keyboard view still works after the canary check.
+        page.click("#tab-keyboard")
+        page.click("#message")
+        seq = _wait_fresh(page)
+        page.keyboard.type("see yo", delay=15)
+        _wait_fresh(page, seq)
+        assert all(w.startswith("yo") for w in _strip(page))
+        assert not errors, errors
+        page.close()
+        logs = "\n".join(capture.lines)
+        assert "/api/canary-check" in logs and "my pin is" not in logs and "see yo" not in logs

@@ -87,23 +87,20 @@ def test_completion_detects_a_leaking_strip_and_a_clean_one():
     assert not clean["completes_top1"] and not clean["completes_top3"]
 
 
-def test_audit_of_a_tiny_run_with_canaries_writes_exposure_to_metrics(tmp_path):
-    import dataclasses
+def test_audit_of_a_tiny_run_with_canaries_writes_exposure_to_metrics(canary_run):
     import json
 
     from keyboard_fl.audit import audit_run
-    from keyboard_fl.config import preset
-    from keyboard_fl.train.run import run
+    from keyboard_fl.config import RunConfig
 
-    cfg = dataclasses.replace(preset("tiny", mode="central"), canaries=CanaryConfig(num_canaries=2, repetitions=(1, 20), references=1000))
-    run(cfg, tmp_path / "r", log=lambda s: None)
-    res = audit_run(tmp_path / "r")
-    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    cfg = RunConfig.load(canary_run / "config.json")  # tiny central, 2 canaries, 1,000 references (conftest)
+    res = audit_run(canary_run)  # the fixture audited it already; auditing again gives the same result
+    m = json.loads((canary_run / "metrics.json").read_text())
     assert m["audit"]["references"] == 1000 and len(m["audit"]["canaries"]) == 2
     for row in res["canaries"]:
         assert 1 <= row["rank"] <= 1001
         assert 1 <= row["public_only_rank"] <= 1001  # the tiny preset pretrains on public data
         assert row["exposure"] <= math.log2(1000) + 1e-9
     secrets, _ = draw_canaries(cfg.canaries, [u.user_id for u in Population(cfg.population).users("train")])
-    text = (tmp_path / "r" / "metrics.json").read_text()
+    text = (canary_run / "metrics.json").read_text()
     assert all(c.phrase(cfg.canaries.prefix) not in text for c in secrets)  # the audit does not store secrets

@@ -4,6 +4,10 @@
 ``GET /api/models``   the loaded models: mode, privacy (ε, δ) and quality
 ``POST /api/suggest`` ``{"model": name, "text": str}`` →
                       ``{"suggestions": [3 words], "ms": latency, ...}``
+``GET /api/canaries`` the canary prefix and, per model, the synthetic secrets
+                      planted in its training (simulation; see :mod:`.canary`)
+``POST /api/canary-check`` ``{"text": prefix}`` → per model: the strip, its
+                      greedy completion and whether that is a planted secret
 
 Privacy (DESIGN.md §3): typed text is used to compute one answer and then
 dropped. Nothing here logs, stores or echoes it — errors describe the request's
@@ -29,6 +33,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from keyboard_fl.demo.canary import canary_format, check, run_canaries
 from keyboard_fl.demo.incremental import IncrementalSuggester
 from keyboard_fl.models_registry import LoadedRun, RunNotFound, discover_runs, load_run
 
@@ -100,30 +105,44 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _parse_suggest_request(body: bytes) -> tuple[str, str]:
+def _parse_object(body: bytes, fields: tuple[str, ...]) -> dict:
+    """The JSON object in ``body``, holding no field but ``fields`` (4xx otherwise)."""
+    shape = "{" + ", ".join(f'"{f}": "<{"name" if f == "model" else "typed text"}>"' for f in fields) + "}"
     if not body.strip():
-        raise ApiError(400, 'empty body: send JSON {"model": "<name>", "text": "<typed text>"}')
+        raise ApiError(400, f"empty body: send JSON {shape}")
     try:
         payload = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise ApiError(400, "request body is not UTF-8") from None
     except (json.JSONDecodeError, RecursionError):
-        raise ApiError(400, 'request body is not valid JSON: send {"model": "<name>", "text": "<typed text>"}') from None
+        raise ApiError(400, f"request body is not valid JSON: send {shape}") from None
     if not isinstance(payload, dict):
         raise ApiError(422, f"request body must be a JSON object, got {type(payload).__name__}")
-    unknown = sorted(set(payload) - {"model", "text"})
+    unknown = sorted(set(payload) - set(fields))
     if unknown:
-        raise ApiError(422, f"unknown field(s): {', '.join(repr(str(k)[:40]) for k in unknown[:5])}; expected 'model' and 'text'")
-    model, text = payload.get("model"), payload.get("text")
+        expected = " and ".join(repr(f) for f in fields)
+        raise ApiError(422, f"unknown field(s): {', '.join(repr(str(k)[:40]) for k in unknown[:5])}; expected {expected}")
+    return payload
+
+
+def _parse_suggest_request(body: bytes) -> tuple[str, str]:
+    payload = _parse_object(body, ("model", "text"))
+    model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise ApiError(422, "'model' must be a non-empty string (see GET /api/models)")
+    return model, _text_field(payload)
+
+
+def _text_field(payload: dict) -> str:
+    """The bounded ``text`` field of a request (may be empty)."""
+    text = payload.get("text")
     if text is None:
         raise ApiError(422, "'text' is required (a string, may be empty)")
     if not isinstance(text, str):
         raise ApiError(422, f"'text' must be a string, got {type(text).__name__}")
     if len(text) > MAX_TEXT_CHARS:
         raise ApiError(413, f"'text' is {len(text)} characters; the limit is {MAX_TEXT_CHARS} (send the text before the cursor, trimmed)")
-    return model, text
+    return text
 
 
 class _Model:
@@ -137,6 +156,16 @@ class _Model:
         # Same answers, reusing the context's state; an ONNX suggester caches its own state.
         self.suggester = IncrementalSuggester(run.suggester) if isinstance(run.suggester, Suggester) else run.suggester
         self.lock = threading.Lock()
+        self.canaries = _planted(run)
+
+
+def _planted(run: LoadedRun) -> dict:
+    """The run's planted canaries (:func:`.canary.run_canaries`); a run whose config cannot say has none."""
+    try:
+        return run_canaries(run.path, run.metrics)
+    except Exception as e:  # noqa: BLE001 - the keyboard still works; the canary view says "unknown"
+        log.warning("canaries of model %s unavailable: %s", run.name, type(e).__name__)
+        return {"trained_with_canaries": None, "prefix": None, "words": None, "canaries": [], "audited": False}
 
 
 def _load_all(runs: Mapping[str, Path | LoadedRun]) -> dict[str, _Model]:
@@ -211,7 +240,39 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> 
 
         return await run_in_threadpool(_answer, model, text)
 
+    @app.get("/api/canaries")
+    def list_canaries():
+        """Simulation: the synthetic secrets planted in each model's training, shown on purpose."""
+        per_model = [m.info | m.canaries for m in models.values()]
+        return {**canary_format(per_model), "models": per_model, "note": CANARY_NOTE}
+
+    @app.post("/api/canary-check")
+    async def canary_check(request: Request):
+        text = clean_text(_text_field(_parse_object(await _read_body(request), ("text",))))
+        from starlette.concurrency import run_in_threadpool
+
+        fmt = canary_format([m.canaries for m in models.values()])
+        rows = [await run_in_threadpool(_check_one, m, text, fmt) for m in models.values()]
+        return {"words": fmt["words"], "models": rows}
+
     return app
+
+
+CANARY_NOTE = (
+    "simulation: the secrets are synthetic (random spelled digits) planted in simulated users' training "
+    "messages by --canaries, drawn again from each run's config; no real user's text is involved"
+)
+
+
+def _check_one(model: _Model, text: str, fmt: dict) -> dict:
+    """One model's row of the canary check; a failure is reported by type only (never the text)."""
+    head = {**model.info, "trained_with_canaries": model.canaries["trained_with_canaries"]}
+    try:
+        with model.lock:
+            return head | check(model.suggester, text, fmt, model.canaries)
+    except Exception as e:  # noqa: BLE001 - never let the message (it may quote the text) reach a log
+        log.error("canary check failed in model %s: %s", model.info["name"], type(e).__name__)
+        return head | {"error": "the model failed on this input"}
 
 
 def _answer(model: _Model, text: str) -> JSONResponse:
