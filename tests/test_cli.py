@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -112,8 +113,6 @@ def test_clients_per_round_above_population_is_a_user_error(tmp_path):
 
 
 def test_broken_run_config_is_a_user_error(tiny_runs, tmp_path):
-    import shutil
-
     d = tmp_path / "broken"
     shutil.copytree(tiny_runs["dp-fedavg"], d)
     cfg = json.loads((d / "config.json").read_text())
@@ -135,3 +134,20 @@ def test_train_resume_finishes_an_interrupted_run(tiny_runs, tmp_path):
     assert res.exit_code == 0, res.output
     drop = lambda p: {k: v for k, v in json.loads((p / "metrics.json").read_text()).items() if k != "seconds"}
     assert drop(d) == drop(src)
+
+
+def test_main_reuses_finished_runs_writes_summary_and_audits_canary_runs(tiny_runs, canary_run, tmp_path):
+    """`keyboard-fl main` skips finished runs, tabulates all three and audits the ones trained with canaries."""
+    out = tmp_path / "main"
+    shutil.copytree(canary_run, out / "central")
+    for mode in ("fedavg", "dp-fedavg"):
+        shutil.copytree(tiny_runs[mode], out / mode)
+    res = _invoke("main", "--preset", "tiny", "--out", out)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("already trained") == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"central", "fedavg", "dp-fedavg"}
+    assert summary["dp-fedavg"]["epsilon"] == json.loads((tiny_runs["dp-fedavg"] / "metrics.json").read_text())["epsilon"]
+    assert "Secret Sharer audit" in res.output
+    assert "audit" in json.loads((out / "central" / "metrics.json").read_text())
+    assert "audit" not in json.loads((out / "fedavg" / "metrics.json").read_text())  # trained without canaries
