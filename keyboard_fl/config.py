@@ -45,6 +45,7 @@ class FederatedConfig:
     target_epsilon: float | None = 10.0  # ε to calibrate z for, over `rounds` rounds (DP mode only)
     delta: float | None = None  # None → default_delta(N), below 1/N
     client_chunk: int = 1  # clients trained together (vmap); chunks without a sampled client are skipped. 1 is fastest on CPU (benchmarks/results/fl_round.json); use 16+ on a GPU
+    devices: int | None = None  # devices the cohort axis is sharded over (fl/sharding.py); None: all visible (one CPU: unchanged). Same result up to float rounding
     eval_every: int = 50  # rounds between quick evaluations logged to metrics.jsonl
     checkpoint_every: int = 25  # rounds between atomic checkpoints
     eval_messages: int = 400  # held-out messages in each quick evaluation
@@ -67,6 +68,8 @@ class FederatedConfig:
             isinstance(self.straggler_deadline, (int, float)) and math.isfinite(self.straggler_deadline) and self.straggler_deadline > 0
         ):
             raise ValueError(f"straggler_deadline must be > 0 (simulated seconds) or null, got {self.straggler_deadline!r}")
+        if self.devices is not None and not (isinstance(self.devices, int) and self.devices >= 1):
+            raise ValueError(f"devices must be a positive int or null (all visible devices), got {self.devices!r}")
         if self.server_optimizer not in ("sgd", "nesterov", "adam"):
             raise ValueError(f"server_optimizer must be sgd, nesterov or adam, got {self.server_optimizer!r}")
 

@@ -1,4 +1,4 @@
-"""Federated training: cohort sampling, client update, one jitted round."""
+"""Federated training: cohort sampling, client update, one jitted round (sharded over devices)."""
 
 from keyboard_fl.fl.client import ClientMetrics, as_client_optimizer, client_update
 from keyboard_fl.fl.round import (
@@ -11,6 +11,7 @@ from keyboard_fl.fl.round import (
     server_init,
 )
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort, sample_cohort_exact, sample_fixed_cohort
+from keyboard_fl.fl.sharding import capacity_multiple, client_mesh, replicate, shard_cohort
 
 __all__ = [
     "AggregatorConfig",
@@ -20,11 +21,15 @@ __all__ = [
     "ServerState",
     "as_client_optimizer",
     "build_round",
+    "capacity_multiple",
+    "client_mesh",
     "client_update",
     "cohort_capacity",
     "make_server_optimizer",
+    "replicate",
     "sample_cohort",
     "sample_cohort_exact",
     "sample_fixed_cohort",
     "server_init",
+    "shard_cohort",
 ]

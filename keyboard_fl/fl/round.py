@@ -16,7 +16,9 @@
 
 The round is ``vmap(client_update)`` over a padded, masked cohort →
 ``vmap(clip_update)`` → masked sum → noise → divide → server optimizer, with
-no Python loop over clients. A client whose delta contains NaN/Inf is masked
+no Python loop over clients. With a device mesh the cohort axis is split
+across devices and the masked sum becomes a ``psum``
+(:mod:`keyboard_fl.fl.sharding`). A client whose delta contains NaN/Inf is masked
 out of the aggregate and counted in ``RoundMetrics.nonfinite_clients``;
 dropping it cannot raise the sensitivity (it is the same as that user not
 contributing).
@@ -35,8 +37,10 @@ from typing import Any, Callable, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from keyboard_fl.fl.client import LossFn, as_client_optimizer, client_update
+from keyboard_fl.fl.sharding import AXIS, check_capacity, replicate, shard_cohort
 from keyboard_fl.privacy.clipping import add_gaussian_noise, clip_update
 
 PyTree = Any
@@ -165,6 +169,7 @@ def build_round(
     client_chunk: int | None = None,
     jit: bool = True,
     donate: bool = True,
+    mesh: Mesh | None = None,
 ) -> Callable[[ServerState, CohortBatch, jax.Array], tuple[ServerState, RoundMetrics]]:
     """Builds ``round_fn(state, cohort, key) -> (new_state, metrics)``.
 
@@ -184,9 +189,19 @@ def build_round(
         jit: return the ``jax.jit``-ed function.
         donate: donate the server state buffers to the jitted call (do not
           reuse a state after passing it in; :func:`server_init` copies params).
+        mesh: a 1-D mesh named ``"clients"`` (:func:`keyboard_fl.fl.sharding.client_mesh`)
+          to split the cohort across its devices (``shard_map``, one ``psum``;
+          see :mod:`keyboard_fl.fl.sharding`). The capacity ``K`` must then be
+          a multiple of ``mesh.size * client_chunk``. State, key and outputs
+          are replicated, the cohort split; the returned function puts inputs
+          not yet on the mesh there itself. A mesh of one device (or None)
+          gives the unsharded round.
     """
     client_opt = as_client_optimizer(client_opt)
     dp = agg.mode == "dp-fedavg"
+    sharded = mesh is not None and mesh.size > 1
+    if sharded and tuple(mesh.axis_names) != (AXIS,):
+        raise ValueError(f"mesh must be 1-D with axis {AXIS!r} (client_mesh()), got axes {mesh.axis_names}")
 
     def one_client(params, inputs, targets, weights, key):
         batches = {"inputs": inputs, "targets": targets, "weights": weights}
@@ -219,45 +234,72 @@ def build_round(
         }
         return total, stats
 
+    def cohort_sum(params, inputs, targets, weights, keys, sampled):
+        """Trains ``k`` client slots (all, or ``client_chunk`` at a time); returns
+        their summed contribution and per-slot stats ``[k]``."""
+        k = sampled.shape[0]
+        args = (inputs, targets, weights, keys, sampled)
+        if client_chunk is None or client_chunk >= k:
+            return clients(params, *args)
+        if k % client_chunk:
+            raise ValueError(f"client_chunk={client_chunk} must divide the cohort capacity {k}")
+        n = k // client_chunk
+        chunked = jax.tree.map(lambda x: x.reshape((n, client_chunk) + x.shape[1:]), args)
+
+        # A chunk with no sampled client is skipped at run time (lax.cond
+        # inside a loop, not under vmap), so a padded capacity costs no
+        # compute: the round's time follows the realized cohort.
+        stats_shape = jax.eval_shape(lambda c: clients(params, *c)[1], jax.tree.map(lambda x: x[0], chunked))
+
+        def body(i, carry):
+            acc, stats = carry
+            chunk = jax.tree.map(lambda x: x[i], chunked)
+
+            def run(_):
+                return clients(params, *chunk)
+
+            def skip(_):
+                zeros = jax.tree.map(jnp.zeros_like, acc)
+                return zeros, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats_shape)
+
+            part, chunk_stats = jax.lax.cond(jnp.any(chunk[-1]), run, skip, None)
+            acc = jax.tree.map(jnp.add, acc, part)
+            stats = jax.tree.map(lambda a, b: a.at[i].set(b), stats, chunk_stats)
+            return acc, stats
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        stats0 = jax.tree.map(lambda s: jnp.zeros((n,) + s.shape, s.dtype), stats_shape)
+        total, st = jax.lax.fori_loop(0, n, body, (zeros, stats0))
+        return total, jax.tree.map(lambda x: x.reshape((k,) + x.shape[2:]), st)
+
+    def sharded_cohort_sum(params, *args):
+        """``cohort_sum`` split over the mesh: slot j on device j % D, psum of the sums."""
+        d = mesh.size
+        k = args[-1].shape[0]
+        check_capacity(k, d, client_chunk)
+        # View [k] as [k/D, D] and shard the second axis: device i holds slots
+        # i, i+D, i+2D, ... (the sampled clients come first: strided = balanced).
+        view = jax.tree.map(lambda x: x.reshape((k // d, d) + x.shape[1:]), args)
+
+        def per_device(params, *local):
+            local = jax.tree.map(lambda x: x[:, 0], local)
+            total, st = cohort_sum(params, *local)
+            return jax.lax.psum(total, AXIS), jax.tree.map(lambda x: x[:, None], st)
+
+        spec = P(None, AXIS)
+        total, st = jax.shard_map(
+            per_device, mesh=mesh, in_specs=(P(),) + (spec,) * len(args), out_specs=(P(), spec),
+            check_vma=False,  # the chunk loop's carry starts replicated and becomes per-device
+        )(params, *view)
+        return total, jax.tree.map(lambda x: x.reshape((k,) + x.shape[2:]), st)
+
     def round_fn(state: ServerState, cohort: CohortBatch, key: jax.Array):
         client_key, noise_key = jax.random.split(key)
         k = cohort.mask.shape[0]
         client_keys = jax.random.split(client_key, k)
         sampled = cohort.mask.astype(bool)
         args = (cohort.inputs, cohort.targets, cohort.weights, client_keys, sampled)
-        if client_chunk is None or client_chunk >= k:
-            total, st = clients(state.params, *args)
-        else:
-            if k % client_chunk:
-                raise ValueError(f"client_chunk={client_chunk} must divide the cohort capacity {k}")
-            n = k // client_chunk
-            chunked = jax.tree.map(lambda x: x.reshape((n, client_chunk) + x.shape[1:]), args)
-
-            # A chunk with no sampled client is skipped at run time (lax.cond
-            # inside a loop, not under vmap), so a padded capacity costs no
-            # compute: the round's time follows the realized cohort.
-            stats_shape = jax.eval_shape(lambda c: clients(state.params, *c)[1], jax.tree.map(lambda x: x[0], chunked))
-
-            def body(i, carry):
-                acc, stats = carry
-                chunk = jax.tree.map(lambda x: x[i], chunked)
-
-                def run(_):
-                    return clients(state.params, *chunk)
-
-                def skip(_):
-                    zeros = jax.tree.map(jnp.zeros_like, acc)
-                    return zeros, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats_shape)
-
-                part, chunk_stats = jax.lax.cond(jnp.any(chunk[-1]), run, skip, None)
-                acc = jax.tree.map(jnp.add, acc, part)
-                stats = jax.tree.map(lambda a, b: a.at[i].set(b), stats, chunk_stats)
-                return acc, stats
-
-            zeros = jax.tree.map(jnp.zeros_like, state.params)
-            stats0 = jax.tree.map(lambda s: jnp.zeros((n,) + s.shape, s.dtype), stats_shape)
-            total, st = jax.lax.fori_loop(0, n, body, (zeros, stats0))
-            st = jax.tree.map(lambda x: x.reshape((k,) + x.shape[2:]), st)
+        total, st = (sharded_cohort_sum if sharded else cohort_sum)(state.params, *args)
 
         valid, norms = st["valid"], st["norm"]
         tokens = jnp.sum(st["num_tokens"])
@@ -293,6 +335,19 @@ def build_round(
         new_state = ServerState(params=params, opt_state=opt_state, round=state.round + 1)
         return new_state, metrics
 
+    donate_argnums = (0,) if donate else ()
+    if jit and sharded:
+        rep, cli = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
+        jitted = jax.jit(round_fn, in_shardings=(rep, cli, rep), out_shardings=rep, donate_argnums=donate_argnums)
+
+        def sharded_round(state, cohort, key):
+            check_capacity(cohort.mask.shape[0], mesh.size, client_chunk)  # before jit's own, vaguer, error
+            # Places what is not on the mesh yet (a no-op for arrays already there,
+            # e.g. the state a previous round returned, so donation still works).
+            return jitted(replicate(state, mesh), shard_cohort(cohort, mesh), replicate(key, mesh))
+
+        sharded_round.lower = jitted.lower
+        return sharded_round
     if jit:
-        return jax.jit(round_fn, donate_argnums=(0,) if donate else ())
+        return jax.jit(round_fn, donate_argnums=donate_argnums)
     return round_fn

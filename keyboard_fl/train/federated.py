@@ -17,6 +17,11 @@ the round key, so they are as deterministic and resume-safe as the rest;
 the faulted users are masked out of the cohort and counted per round
 (``dropped_clients``, ``stragglers``; ``sampled_clients`` is the Poisson
 draw, ``cohort_size`` the users that reported). The ledger keeps q.
+
+The cohort axis is sharded over ``cfg.devices`` devices (None: all visible;
+:mod:`keyboard_fl.fl.sharding`), the capacity padded to a multiple of
+devices × ``client_chunk``. On one device nothing changes; on several the
+result equals the one-device run up to float summation order.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from keyboard_fl.config import FederatedConfig
 from keyboard_fl.fl.faults import apply_faults, fault_key
 from keyboard_fl.fl.round import AggregatorConfig, CohortBatch, ServerState, build_round, make_server_optimizer, server_init
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
+from keyboard_fl.fl.sharding import capacity_multiple, client_mesh
 from keyboard_fl.models import Params
 from keyboard_fl.privacy import PrivacyLedger, calibrate_noise_multiplier, default_delta
 from keyboard_fl.train.examples import UserRows, as_batch, client_steps
@@ -104,7 +110,10 @@ def train_federated(
         noise_multiplier=dp.noise_multiplier,
         expected_cohort=dp.sampling_prob * n,
     )
-    round_fn = build_round(loss_fn, cfg.client_lr, server_opt, agg, client_chunk=cfg.client_chunk)
+    # The cohort axis over the devices (one device: the unsharded round). The
+    # sharded round puts state, cohort and key on the mesh itself.
+    mesh = client_mesh(cfg.devices)
+    round_fn = build_round(loss_fn, cfg.client_lr, server_opt, agg, client_chunk=cfg.client_chunk, mesh=mesh)
     state = server_init(params, server_opt)
     ledger = PrivacyLedger(dp.noise_multiplier, dp.sampling_prob, dp.delta, n) if private else None
     history: list[dict] = []
@@ -121,10 +130,11 @@ def train_federated(
                     raise checkpoint.CheckpointError(f"{ckpt_dir}: ledger has {ledger.rounds} rounds, checkpoint {start}")
     root = jax.random.key(seed)
     fl_key = jax.random.fold_in(root, 0xFED)
-    capacity = cohort_capacity(n, dp.sampling_prob, multiple=cfg.client_chunk)
+    multiple = capacity_multiple(mesh.size, cfg.client_chunk)  # = client_chunk on one device
+    capacity = cohort_capacity(n, dp.sampling_prob, multiple=multiple)
     for r in range(start, cfg.rounds):
         k_sample, k_round = jax.random.split(jax.random.fold_in(fl_key, r))
-        indices, mask, count = sample_cohort_exact(k_sample, n, dp.sampling_prob, capacity, multiple=cfg.client_chunk)
+        indices, mask, count = sample_cohort_exact(k_sample, n, dp.sampling_prob, capacity, multiple=multiple)
         indices, mask = np.asarray(indices), np.asarray(mask)
         t0 = time.perf_counter()
         faults = apply_faults(fault_key(jax.random.fold_in(fl_key, r)), indices, mask, seed=seed,

@@ -1,0 +1,188 @@
+"""Seconds per DP-FedAvg round against the number of devices the cohort is sharded over.
+
+For each device count D (default 1, 2, 4) a fresh subprocess starts JAX with
+``XLA_FLAGS=--xla_force_host_platform_device_count=D`` on CPU (or, with
+``--real-devices``, uses the first D visible accelerators), builds the round
+on ``client_mesh(D)`` (D = 1: the unsharded round) and times it: one first
+call (compile + run), then the median of ``--rounds`` timed rounds.
+
+Model and data: the default CIFG-LSTM (``preset("default").model``) with its
+real loss; a Poisson-like padded cohort of ``--cohort`` real clients in a
+capacity padded as training pads it (mean + 6 std, rounded up to a multiple
+of D · client_chunk), each client's rows synthetic (uniform piece ids,
+heavy-tailed row counts) laid out by ``client_steps`` like the real pipeline.
+
+On a CPU the D fake devices share the same cores, so the figure is no
+forecast for real devices: it mixes the overhead of sharding (the all-to-all
+that lays out the cohort, the psum, D programs on the same cores) with any
+cores one device leaves idle (a per-client loop of small matmuls runs mostly
+on one thread, so 2 fake devices on 2 cores can gain). Real speed-ups need
+real devices (a multi-GPU host, or hosts joined with
+``jax.distributed.initialize``). The machine is shared: ``--repeat`` cycles
+through the device counts several times and reports medians.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_devices.py                     # D = 1 2 4, cohort 64
+    .venv/bin/python benchmarks/bench_devices.py --devices 1 2 --cohort 16 --rounds 3 --repeat 2
+
+Writes ``benchmarks/results/devices.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def child(devices: int, cohort: int, rounds: int, client_chunk: int | None, seed: int) -> dict:
+    """Runs in the subprocess: builds and times the round on ``devices`` devices."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from keyboard_fl.config import preset
+    from keyboard_fl.fl import AggregatorConfig, CohortBatch, build_round, cohort_capacity, make_server_optimizer, server_init
+    from keyboard_fl.fl.sharding import capacity_multiple, client_mesh, replicate, shard_cohort
+    from keyboard_fl.models import init_params, make_loss_fn, param_count
+    from keyboard_fl.train.examples import as_batch, client_steps
+
+    cfg = preset("default")
+    fed, mcfg = cfg.federated, cfg.model
+    chunk = fed.client_chunk if client_chunk is None else client_chunk
+    mesh = client_mesh(devices)
+    population = 20 * cohort
+    capacity = cohort_capacity(population, cohort / population, multiple=capacity_multiple(devices, chunk))
+
+    rng = np.random.default_rng(seed)
+    steps = fed.local_epochs * -(-fed.max_examples // fed.batch_size)
+    out = np.zeros((capacity, steps, fed.batch_size, cfg.seq_len + 1), np.int32)
+    for k in range(cohort):
+        n = int(np.clip(np.round(rng.lognormal(np.log(16), 1.0)), 1, 4 * fed.max_examples))
+        rows = rng.integers(4, mcfg.vocab_size, size=(n, cfg.seq_len + 1)).astype(np.int32)
+        out[k] = client_steps(rows, batch_size=fed.batch_size, max_examples=fed.max_examples, epochs=fed.local_epochs, rng=rng)
+    b = as_batch(out)
+    batch = CohortBatch(jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]), jnp.asarray(b["weights"]),
+                        jnp.asarray(np.arange(capacity) < cohort))
+
+    graphdef, params = init_params(mcfg, jax.random.key(seed))
+    server_opt = make_server_optimizer(fed.server_optimizer, fed.server_lr)
+    agg = AggregatorConfig("dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=1.0, expected_cohort=float(cohort))
+    fn = build_round(make_loss_fn(graphdef), fed.client_lr, server_opt, agg, client_chunk=chunk, mesh=mesh)
+    state = server_init(params, server_opt)
+    if mesh.size > 1:
+        state, batch = replicate(state, mesh), shard_cohort(batch, mesh)
+
+    t0 = time.perf_counter()
+    state, m = fn(state, batch, jax.random.key(0))
+    jax.block_until_ready((state, m))
+    first = time.perf_counter() - t0
+    times, cpu = [], []
+    for r in range(1, rounds + 1):
+        t0, c0 = time.perf_counter(), time.process_time()
+        state, m = fn(state, batch, jax.random.key(r))
+        jax.block_until_ready((state, m))
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    sec = statistics.median(times)
+    return {
+        "devices": devices, "visible_devices": jax.device_count(), "mesh": str(mesh.devices.tolist()),
+        "params_on_devices": len(jax.tree.leaves(state.params)[0].sharding.device_set),
+        "cohort": cohort, "capacity": capacity, "client_chunk": chunk, "num_params": param_count(params),
+        "first_call_s": round(first, 3), "sec_per_round": round(sec, 4), "min_sec_per_round": round(min(times), 4),
+        "times_s": [round(t, 4) for t in times], "cpu_s_per_round": round(statistics.median(cpu), 4), "client_updates_per_s": round(cohort / sec, 2),
+        "train_loss": float(m.train_loss), "backend": jax.default_backend(),
+    }
+
+
+def _machine() -> dict:
+    cpu = ""
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"nproc": len(os.sched_getaffinity(0)), "os_cpu_count": os.cpu_count(), "cpu_model": cpu,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--cohort", type=int, default=64, help="real clients per round")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds after the first call")
+    ap.add_argument("--client-chunk", type=int, default=None, help="default: preset('default').federated.client_chunk")
+    ap.add_argument("--real-devices", action="store_true", help="use the visible accelerators, no fake CPU devices")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="passes over the device counts, interleaved (a shared machine's load drifts); medians reported")
+    ap.add_argument("--out", type=Path, default=RESULTS / "devices.json")
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child is not None:
+        print("RESULT" + json.dumps(child(a.child, a.cohort, a.rounds, a.client_chunk, a.seed)), flush=True)
+        return {}
+
+    load_start = list(os.getloadavg())
+    runs = []
+    for d in [d for _ in range(a.repeat) for d in a.devices]:
+        env = dict(os.environ)
+        if not a.real_devices:
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={d}").strip()
+            env["JAX_PLATFORMS"] = "cpu"
+        cmd = [sys.executable, __file__, "--child", str(d), "--cohort", str(a.cohort), "--rounds", str(a.rounds),
+               "--seed", str(a.seed)] + (["--client-chunk", str(a.client_chunk)] if a.client_chunk else [])
+        proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(f"devices={d} failed:\n{proc.stderr[-3000:]}")
+        row = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1][6:])
+        row["load_average_after"] = list(os.getloadavg())
+        runs.append(row)
+        print(f"devices {d}: {row['sec_per_round'] * 1e3:8.1f} ms/round (capacity {row['capacity']}, "
+              f"first call {row['first_call_s']:.1f} s, load {row['load_average_after'][0]:.1f})", flush=True)
+    rows = []
+    for d in a.devices:
+        mine = [r for r in runs if r["devices"] == d]
+        rows.append({"devices": d, "sec_per_round": round(statistics.median(r["sec_per_round"] for r in mine), 4),
+                     "per_pass_sec_per_round": [r["sec_per_round"] for r in mine],
+                     "cpu_s_per_round": round(statistics.median(r["cpu_s_per_round"] for r in mine), 4),
+                     "first_call_s": round(statistics.median(r["first_call_s"] for r in mine), 2),
+                     "capacity": mine[0]["capacity"], "params_on_devices": mine[0]["params_on_devices"]})
+    for r in rows:
+        r["relative_to_first"] = round(r["sec_per_round"] / rows[0]["sec_per_round"], 3)
+        print(f"devices {r['devices']}: median {r['sec_per_round'] * 1e3:.1f} ms/round ({r['relative_to_first']}x), "
+              f"{r['cpu_s_per_round'] * 1e3:.0f} ms CPU (all threads) per round")
+    report = {
+        "what": "seconds per DP-FedAvg round (default CIFG-LSTM) against the devices the cohort axis is sharded over",
+        "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([".venv/bin/python", "benchmarks/bench_devices.py"] + (argv if argv is not None else sys.argv[1:])),
+        "devices_kind": "real accelerators" if a.real_devices else "fake CPU devices (--xla_force_host_platform_device_count)",
+        "note": ("Fake CPU devices share the same cores: the ratio mixes the overhead of sharding with cores one "
+                 "device leaves idle; it is no forecast for real devices (multi-GPU, or multi-host via jax.distributed)."),
+        "timing": ("first_call_s = compile + one round; sec_per_round = median wall time of the timed rounds after it; "
+                   "cpu_s_per_round = process CPU time (all threads) per round, less sensitive to the shared load"),
+        "machine": _machine(),
+        "load_average_start": load_start,
+        "load_average_end": list(os.getloadavg()),
+        "model": {"num_params": runs[0]["num_params"], "cohort": a.cohort, "client_chunk": runs[0]["client_chunk"]},
+        "summary": rows,
+        "runs": runs,
+    }
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {a.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
