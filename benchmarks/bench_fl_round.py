@@ -108,12 +108,12 @@ def _time_rounds(step, state, rounds: int):
 
 
 def bench_vmap(loss_fn, params, cohort: CohortBatch, *, num_real: int, fed, rounds: int,
-               chunk: int | None = None) -> dict:
+               chunk: int | None = None, mesh=None) -> dict:
     chunk = fed.client_chunk if chunk is None else chunk
     server_opt = make_server_optimizer(fed.server_optimizer, fed.server_lr)
     agg = AggregatorConfig(mode="dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER,
                            expected_cohort=float(num_real))
-    fn = build_round(loss_fn, fed.client_lr, server_opt, agg, client_chunk=chunk)
+    fn = build_round(loss_fn, fed.client_lr, server_opt, agg, client_chunk=chunk, mesh=mesh)
     state = server_init(params, server_opt)
     first, times, _, m = _time_rounds(lambda s, r: fn(s, cohort, jax.random.key(r)), state, rounds)
     row = _row(first, times, num_real, cohort, float(m.num_tokens), float(m.train_loss))

@@ -11,6 +11,10 @@ noise multiplier 1.0, client SGD lr 1.0, server Adam lr 0.005):
   tokens/s, achieved matmul FLOP/s, time to the first round (compile + one
   round) and the worker process's peak RSS (``ru_maxrss``). Each
   measurement runs in its own process, so peaks are per configuration;
+* **ours, sharded**: the same round with its cohort axis sharded over N XLA
+  host devices (``--host-devices``, default one per core, set through
+  ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` in the worker), so
+  each core trains its own clients (:mod:`keyboard_fl.fl.sharding`);
 * **python loop**: the same round written as a per-client Python loop
   (``bench_fl_round.bench_loop``: jitted ``client_update`` per client,
   jitted clip-and-add, jitted noise + server step);
@@ -123,8 +127,14 @@ def worker_ours(a) -> dict:
     if a.variant == "loop":
         row = bench_loop(loss_fn, params, cohort, num_real=k, fed=fed, rounds=a.rounds)
     else:
-        row = bench_vmap(loss_fn, params, cohort, num_real=k, fed=fed, rounds=a.rounds)
+        mesh = None
+        if a.variant.startswith("sharded"):  # the cohort axis over N host devices (XLA_FLAGS set by the parent)
+            from keyboard_fl.fl.sharding import client_mesh
+
+            mesh = client_mesh(int(a.variant.removeprefix("sharded")))
+        row = bench_vmap(loss_fn, params, cohort, num_real=k, fed=fed, rounds=a.rounds, mesh=mesh)
         row["client_chunk_used"] = fed.client_chunk
+        row["devices"] = len(jax.devices())
     tokens = k * s * TASK["batch"] * TASK["seq_len"]
     fpt = fwd_flops_per_token(v, e, h)
     row.update(framework="keyboard_fl", variant=a.variant, model=a.model, num_params=param_count(params),
@@ -252,6 +262,13 @@ def run_child(cmd: list[str], marker: str, timeout: float, env=None) -> dict | N
     return None
 
 
+def host_devices_env(n: int) -> dict:
+    """The environment for a worker that sees ``n`` CPU devices (one XLA host device per core, say)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={n}").strip()
+    return env
+
+
 def ours_cmd(model, cohort, variant, rounds, chunk=None) -> list[str]:
     cmd = [sys.executable, __file__, "--worker", "ours", "--model", model, "--cohort", str(cohort),
            "--variant", variant, "--rounds", str(rounds)]
@@ -269,7 +286,7 @@ def tff_cmd(a, model, cohort, rounds, cell) -> list[str]:
 
 def row_key(r: dict) -> str:
     cell = f"/{r['cell']}" if r.get("framework") == "tff" else ""
-    chunk = f"/chunk{r['client_chunk_used']}" if r.get("variant") == "vmap" else ""
+    chunk = f"/chunk{r['client_chunk_used']}" if r.get("variant", "").startswith(("vmap", "sharded")) else ""
     return f"{r['framework']}/{r.get('variant', 'fedavg')}{cell}{chunk}/{r['model']}/{r['cohort']}"
 
 
@@ -301,10 +318,21 @@ def ratios(report: dict) -> dict:
     peak = max((p["jax_gflops"] for p in report.get("peaks", [])), default=None)  # best seen: least loaded
     out = {}
     for r in rows:
-        if r["framework"] != "keyboard_fl" or r["variant"] != "vmap":
+        if r["framework"] != "keyboard_fl" or r["variant"] == "loop":
             continue
         key = f"{r['model']}/{r['cohort']}"
-        d = out.setdefault(key, {"ours_sec_per_round": r["sec_per_round"]})
+        if r["variant"] != "vmap":  # the round sharded over host devices: its own columns
+            n = r["variant"]
+            d = out.setdefault(key, {})
+            d[f"ours_{n}_sec_per_round"] = r["sec_per_round"]
+            d[f"ours_{n}_gflops"] = round(r["achieved_flops_per_s"] / 1e9, 1)
+            d[f"ours_{n}_pct_of_matmul_peak"] = round(100 * r["achieved_flops_per_s"] / 1e9 / peak, 1) if peak else None
+            for t in rows:
+                if t["framework"] == "tff" and t["model"] == r["model"] and t["cohort"] == r["cohort"]:
+                    d[f"tff_{t['cell']}_over_ours_{n}"] = round(t["sec_per_round"] / r["sec_per_round"], 2)
+            continue
+        d = out.setdefault(key, {})
+        d["ours_sec_per_round"] = r["sec_per_round"]
         d["ours_gflops"] = round(r["achieved_flops_per_s"] / 1e9, 1)
         d["ours_pct_of_matmul_peak"] = round(100 * r["achieved_flops_per_s"] / 1e9 / peak, 1) if peak else None
         if r.get("matmul_peak_measured_before_gflops"):
@@ -330,13 +358,15 @@ def plot(report: dict, path: Path) -> None:
     series: dict[str, list] = {}
     for r in report["rows"].values():
         name = (f"TFF 0.87 ({r['cell']})" if r["framework"] == "tff" else
-                "keyboard_fl jit round" if r["variant"] == "vmap" else "keyboard_fl per-client Python loop")
+                "keyboard_fl jit round" if r["variant"] == "vmap" else
+                "keyboard_fl per-client Python loop" if r["variant"] == "loop" else
+                f"keyboard_fl jit round, cohort sharded over {r['variant'].removeprefix('sharded')} CPU devices")
         series.setdefault(f"{r['model']}: {name}", []).append(r)
     colors = {"default": "tab:blue", "so": "tab:red"}
     for label, rs in sorted(series.items()):
         rs.sort(key=lambda r: r["cohort"])
         model = rs[0]["model"]
-        style = "^--" if "TFF" in label else ":x" if "loop" in label else "o-"
+        style = "^--" if "TFF" in label else ":x" if "loop" in label else "s-." if "sharded" in label else "o-"
         ks = [r["cohort"] for r in rs]
         axes[0].plot(ks, [r["sec_per_round"] for r in rs], style, color=colors.get(model), label=label)
         axes[1].plot(ks, [r["tokens_per_s"] for r in rs], style, color=colors.get(model), label=label)
@@ -392,6 +422,8 @@ def main(argv=None) -> None:
     p.add_argument("--no-tff", action="store_true")
     p.add_argument("--tff-python", default=os.environ.get("TFF_PYTHON", "/tmp/tff-venv/bin/python"))
     p.add_argument("--chunks", type=int, nargs="*", default=[], help="extra client_chunk values for ours")
+    p.add_argument("--host-devices", type=int, nargs="*", default=None,
+                   help="also run ours with the cohort sharded over N XLA host devices (default: the core count)")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--memory-rounds", type=int, default=None, help="default 500 (100 with --quick)")
     p.add_argument("--timeout", type=float, default=1800, help="per child process, seconds")
@@ -421,6 +453,8 @@ def main(argv=None) -> None:
     tff_rounds = a.tff_rounds or (1 if a.quick else 3)
     mem_rounds = a.memory_rounds or (100 if a.quick else 500)
     use_tff = not a.no_tff and bool(tff_cohorts)
+    cores = os.cpu_count() or 1
+    host_devices = [n for n in (a.host_devices if a.host_devices is not None else [cores]) if n > 1]
     if use_tff and not Path(a.tff_python).exists():
         sys.exit(f"{a.tff_python} not found: run `bash benchmarks/tff/setup.sh` first, or pass --no-tff")
 
@@ -428,7 +462,7 @@ def main(argv=None) -> None:
     if a.out.exists() and not a.fresh:
         report = json.loads(a.out.read_text())
     report.update({
-        "what": "seconds per DP-FedAvg round: keyboard_fl (jit round, per-client Python loop) vs TFF 0.87, same task",
+        "what": "seconds per DP-FedAvg round: keyboard_fl (jit round, same round sharded over host devices, per-client Python loop) vs TFF 0.87, same task",
         "task": {**TASK, "steps_per_client": TASK["epochs"] * TASK["seqs"] // TASK["batch"], "clip_norm": CLIP,
                  "noise_multiplier": NOISE_MULTIPLIER, "client_opt": f"sgd lr {CLIENT_LR}",
                  "server_opt": f"adam lr {SERVER_LR} b2 0.99 eps 1e-3", "data": "synthetic Zipf token ids, no padding"},
@@ -480,6 +514,10 @@ def main(argv=None) -> None:
             for chunk in [None] + list(a.chunks):
                 record(run_child(ours_cmd(model, k, "vmap", 3 if k >= 256 else rounds, chunk), "OURS_RESULT",
                                  a.timeout), {"load_average_before": la})
+            for n in host_devices:
+                la = load_avg()
+                record(run_child(ours_cmd(model, k, f"sharded{n}", 3 if k >= 256 else rounds), "OURS_RESULT",
+                                 a.timeout, env=host_devices_env(n)), {"load_average_before": la})
             if use_tff and k in tff_cohorts:
                 for cell in a.tff_cell:
                     la = load_avg()
