@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import os
 import platform
 import time
 from pathlib import Path
 
 from keyboard_fl.config import PopulationConfig, preset
-from keyboard_fl.train.run import run
+from keyboard_fl.train.run import run, write_json
 
 KEYS = ("top1", "top3", "ngram_top1", "ksr", "epsilon", "delta", "noise_multiplier", "sampling_prob", "rounds", "population")
 
@@ -44,11 +44,11 @@ def main() -> None:
         m = run(cfg, args.out / mode, resume=(args.out / mode / "config.json").exists())
         results[mode] = {k: m.get(k) for k in KEYS} | {"seconds": time.perf_counter() - t}
     results["dp_over_fedavg_top1"] = results["dp-fedavg"]["top1"] / results["fedavg"]["top1"]
-    results["machine"] = {"platform": platform.platform(), "processor": platform.processor()}
+    results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average_end": os.getloadavg()}
     results["command"] = f"benchmarks/dp_cohort.py --users {args.users} --cohort {args.cohort} --rounds {args.rounds}"
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(json.dumps(results, indent=2, default=str))
+    write_json(args.results, results)  # ε = inf is written as "inf" (strict JSON)
+    print(args.results.read_text())
 
 
 if __name__ == "__main__":
