@@ -56,9 +56,12 @@ import numpy as np
 import optax
 
 from keyboard_fl.config import preset
-from keyboard_fl.fl import AggregatorConfig, CohortBatch, build_round, client_update, make_server_optimizer, server_init
+from keyboard_fl.fl import (
+    AggregatorConfig, CohortBatch, build_round, client_update, dp_mean_delta, make_server_optimizer, server_init,
+    server_update,
+)
 from keyboard_fl.models import init_params, make_loss_fn, param_count
-from keyboard_fl.privacy.clipping import add_gaussian_noise, clip_update
+from keyboard_fl.privacy.clipping import clip_update
 from keyboard_fl.tokenizer import EOS_ID, PAD_ID
 from keyboard_fl.train.examples import as_batch, client_steps
 
@@ -133,13 +136,12 @@ def bench_loop(loss_fn, params, cohort: CohortBatch, *, num_real: int, fed, roun
         clipped, _ = clip_update(delta, fed.clip_norm)
         return jax.tree.map(jnp.add, acc, clipped)
 
+    agg = AggregatorConfig(mode="dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER,
+                           expected_cohort=float(num_real))
+
     @jax.jit
-    def finish(state, total, key):
-        noised = add_gaussian_noise(total, NOISE_MULTIPLIER * fed.clip_norm, key)
-        mean = jax.tree.map(lambda x: -x / float(num_real), noised)
-        updates, opt_state = server_opt.update(mean, state.opt_state, state.params)
-        return state._replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state,
-                              round=state.round + 1)
+    def finish(state, total, key):  # the jitted round's own server side
+        return server_update(state, dp_mean_delta(total, agg, key), server_opt)
 
     def step(state, r):
         key = jax.random.key(r)

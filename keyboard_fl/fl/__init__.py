@@ -7,8 +7,10 @@ from keyboard_fl.fl.round import (
     RoundMetrics,
     ServerState,
     build_round,
+    dp_mean_delta,
     make_server_optimizer,
     server_init,
+    server_update,
 )
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort, sample_cohort_exact, sample_fixed_cohort
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh, replicate, shard_cohort
@@ -25,9 +27,11 @@ __all__ = [
     "client_mesh",
     "client_update",
     "cohort_capacity",
+    "dp_mean_delta",
     "make_server_optimizer",
     "replicate",
     "sample_cohort",
+    "server_update",
     "sample_cohort_exact",
     "sample_fixed_cohort",
     "server_init",

@@ -51,8 +51,10 @@ __all__ = [
     "RoundMetrics",
     "ServerState",
     "build_round",
+    "dp_mean_delta",
     "make_server_optimizer",
     "server_init",
+    "server_update",
 ]
 
 
@@ -144,6 +146,21 @@ def server_init(params: PyTree, server_opt: optax.GradientTransformation) -> Ser
     state never invalidates the caller's arrays."""
     params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
     return ServerState(params=params, opt_state=server_opt.init(params), round=jnp.zeros((), jnp.int32))
+
+
+def dp_mean_delta(clipped_sum: PyTree, agg: AggregatorConfig, key: jax.Array) -> PyTree:
+    """``(Σ clip(Δ_u, C) + N(0, (zC)² I)) / (q·N)``: one noise draw on the sum, the
+    fixed expected cohort as denominator (DP-FedAvg, McMahan et al. 2018)."""
+    noised = add_gaussian_noise(clipped_sum, agg.noise_std, key)
+    return jax.tree.map(lambda x: x / agg.expected_cohort, noised)
+
+
+def server_update(state: ServerState, mean_delta: PyTree, server_opt: optax.GradientTransformation) -> ServerState:
+    """One server step: ``-mean_delta`` is the pseudo-gradient of ``server_opt`` (Reddi et al. 2021)."""
+    pseudo_grad = jax.tree.map(jnp.negative, mean_delta)
+    updates, opt_state = server_opt.update(pseudo_grad, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return ServerState(params=params, opt_state=opt_state, round=state.round + 1)
 
 
 def _bcast(v: jax.Array, x: jax.Array) -> jax.Array:
@@ -304,15 +321,11 @@ def build_round(
         valid, norms = st["valid"], st["norm"]
         tokens = jnp.sum(st["num_tokens"])
         if dp:
-            noised = add_gaussian_noise(total, agg.noise_std, noise_key)
-            mean_delta = jax.tree.map(lambda x: x / agg.expected_cohort, noised)
+            mean_delta = dp_mean_delta(total, agg, noise_key)
         else:
             denom = jnp.maximum(tokens, 1e-12)
             mean_delta = jax.tree.map(lambda x: x / denom, total)
-
-        pseudo_grad = jax.tree.map(jnp.negative, mean_delta)
-        updates, opt_state = server_opt.update(pseudo_grad, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        new_state = server_update(state, mean_delta, server_opt)
 
         n_valid = jnp.sum(valid, dtype=jnp.int32)
         n_safe = jnp.maximum(n_valid, 1).astype(jnp.float32)
@@ -332,7 +345,6 @@ def build_round(
             noise_std_average=jnp.asarray(agg.noise_std / agg.expected_cohort if dp else 0.0, jnp.float32),
             server_update_norm=optax.tree.norm(mean_delta).astype(jnp.float32),
         )
-        new_state = ServerState(params=params, opt_state=opt_state, round=state.round + 1)
         return new_state, metrics
 
     donate_argnums = (0,) if donate else ()

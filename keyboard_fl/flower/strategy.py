@@ -53,10 +53,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
-from keyboard_fl.fl.round import AggregatorConfig, ServerState, server_init
+from keyboard_fl.fl.round import AggregatorConfig, ServerState, dp_mean_delta, server_init, server_update
 from keyboard_fl.fl.sampling import sample_cohort
 from keyboard_fl.flower.task import arrays_to_params, params_to_arrays
-from keyboard_fl.privacy import PrivacyLedger, add_gaussian_noise, clip_update
+from keyboard_fl.privacy import PrivacyLedger, clip_update
 
 __all__ = ["DpFedAvg"]
 
@@ -64,15 +64,13 @@ PyTree = Any
 
 
 def _server_update(server_opt: optax.GradientTransformation, agg: AggregatorConfig):
-    """``(state, clipped_sum, key) -> (state, mean_delta_norm)``: noise once, divide by qN, optimizer step."""
+    """``(state, clipped_sum, key) -> (state, mean_delta_norm)``: the round's own server side
+    (:func:`~keyboard_fl.fl.round.dp_mean_delta`, :func:`~keyboard_fl.fl.round.server_update`), jitted."""
 
     @jax.jit
     def update(state: ServerState, total: PyTree, key: jax.Array):
-        noised = add_gaussian_noise(total, agg.noise_std, key)
-        mean_delta = jax.tree.map(lambda x: x / agg.expected_cohort, noised)
-        updates, opt_state = server_opt.update(jax.tree.map(jax.numpy.negative, mean_delta), state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return ServerState(params, opt_state, state.round + 1), optax.tree.norm(mean_delta)
+        mean_delta = dp_mean_delta(total, agg, key)
+        return server_update(state, mean_delta, server_opt), optax.tree.norm(mean_delta)
 
     return update
 
