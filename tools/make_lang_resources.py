@@ -1,4 +1,4 @@
-"""Dev-time generator for ``data/lang/common_words.tsv`` (needs ``wordfreq``).
+"""Dev-time generator for ``keyboard_fl/data/lang/common_words.tsv`` (needs ``wordfreq``).
 
 The runtime simulator never imports wordfreq: it reads the TSV written here.
 The list is the long tail of everyday English (ranks ``--skip`` .. ``--n``),
@@ -13,7 +13,7 @@ import argparse
 import re
 from pathlib import Path
 
-LANG = Path(__file__).resolve().parents[1] / "data" / "lang"
+LANG = Path(__file__).resolve().parents[1] / "keyboard_fl" / "data" / "lang"
 OK = re.compile(r"^[a-z]+(?:'[a-z]+)?$")
 # The long tail fills noun-like positions of chatter: drop words whose suffix
 # says they are adverbs, participles or adjectives (a crude filter, no tagger).

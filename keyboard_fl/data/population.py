@@ -10,7 +10,7 @@ entities nobody else uses (friends, pet, street, workplace, team), a personal
 set of long-tail words, and typing habits (greetings, sign-offs, abbreviations,
 fillers, emoji, capitalisation, punctuation, message length). Messages are a
 time-ordered sequence of clauses rendered from the shared templates in
-``data/lang`` (the learnable everyday language) with personal parts mixed in
+``keyboard_fl/data/lang`` (the learnable everyday language) with personal parts mixed in
 (what makes the data non-IID). The number of messages per user is lognormal
 and capped: most users type little, a few type a lot.
 """
@@ -41,7 +41,7 @@ class PopulationConfig:
     mean_messages: float = 30.0  # mean of the (lognormal) number of messages per user
     messages_sigma: float = 1.1  # lognormal sigma of messages per user: the heavy tail
     max_messages: int = 1_000  # cap on messages per user (keeps the heaviest typists bounded)
-    lang_dir: str | None = None  # data/lang directory; None = the one shipped in the repo
+    lang_dir: str | None = None  # language directory; None = keyboard_fl/data/lang, shipped with the package
 
     def __post_init__(self) -> None:
         if min(self.num_train_users, self.num_heldout_users, self.num_public_users) < 0:

@@ -1,11 +1,11 @@
-"""Language resources of the simulator, loaded from editable files in ``data/lang``.
+"""Language resources of the simulator, loaded from editable files in ``keyboard_fl/data/lang``.
 
-Layout (see ``data/lang/templates/README.txt``)::
+Layout (see ``lang/templates/README.txt``)::
 
-    data/lang/slots/<slot>.txt        one word/phrase per line, most common first
-    data/lang/templates/<topic>.txt   one clause template per line
-    data/lang/persona.json            greetings, sign-offs, abbreviations, names...
-    data/lang/common_words.tsv        long-tail English words with frequencies
+    lang/slots/<slot>.txt        one word/phrase per line, most common first
+    lang/templates/<topic>.txt   one clause template per line
+    lang/persona.json            greetings, sign-offs, abbreviations, names...
+    lang/common_words.tsv        long-tail English words with frequencies
                                       (written at dev time by tools/make_lang_resources.py)
 
 Templates compile once into small tuples that the population renders quickly:
@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-DEFAULT_LANG_DIR = Path(__file__).resolve().parents[2] / "data" / "lang"
+DEFAULT_LANG_DIR = Path(__file__).resolve().parent / "lang"  # package data: ships in the wheel
 
 SLOT, ALT, OPT = 0, 1, 2
 
@@ -114,7 +114,7 @@ class WordList:
 
 @dataclasses.dataclass(frozen=True)
 class Resources:
-    """Everything the simulator reads from ``data/lang``."""
+    """Everything the simulator reads from ``keyboard_fl/data/lang``."""
 
     lang_dir: Path
     slots: dict[str, WordList]  # shared Zipf-weighted word classes
@@ -144,7 +144,7 @@ PERSONAL_SLOTS = frozenset({"friend", "pet", "street", "team", "work", "partner"
 
 @functools.lru_cache(maxsize=8)
 def load_resources(lang_dir: str | Path | None = None, slot_exponent: float = 0.7) -> Resources:
-    """Load and compile ``data/lang`` (cached per directory)."""
+    """Load and compile ``keyboard_fl/data/lang`` (cached per directory)."""
     root = Path(lang_dir) if lang_dir is not None else DEFAULT_LANG_DIR
     slots = {}
     for p in sorted((root / "slots").glob("*.txt")):
