@@ -21,12 +21,15 @@ import dataclasses
 import hashlib
 import math
 from bisect import bisect_right
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from .resources import ALT, SLOT, Resources, WordList, load_resources, zipf_cum
 from .splits import SPLITS, Split, User, make_user
+
+if TYPE_CHECKING:
+    from .access import SplitView
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +148,13 @@ class Population:
     def users(self, split: Split) -> Iterator[User]:
         for i in self.user_ids(split):
             yield self.user(self.user_id(i), split)
+
+    def split_view(self, split: Split) -> "SplitView":
+        """The users of ``split`` by index, each generated when asked (O(1) memory for any N)."""
+        from .access import FunctionView
+
+        ids = self.user_ids(split)
+        return FunctionView(len(ids), lambda i: self.user(self.user_id(ids[i]), split), lambda i: self.user_id(ids[i]))
 
     def split_of(self, user_id: str) -> Split:
         try:

@@ -110,16 +110,25 @@ class CanarySource:
 
     def users(self, split: Split) -> Iterator[User]:
         for user in self.source.users(split):
-            planted = self._by_user.get(user.user_id) if split == "train" else None
-            if not planted:
-                yield user
-                continue
-            msgs = list(user.train)
-            rng = np.random.default_rng(user_seed(self.seed, user.user_id))
-            for c in planted:
-                for _ in range(c.repetitions):
-                    msgs.insert(int(rng.integers(0, len(msgs) + 1)), c.phrase(self.prefix))
-            yield dataclasses.replace(user, train=tuple(msgs))
+            yield self._plant(user, split)
+
+    def split_view(self, split: Split):
+        """The wrapped source's view of ``split`` (made per user), carriers planted as they are made."""
+        from keyboard_fl.data.access import FunctionView, split_view
+
+        inner = split_view(self.source, split)
+        return FunctionView(len(inner), lambda i: self._plant(inner.user(i), split), inner.user_id)
+
+    def _plant(self, user: User, split: Split) -> User:
+        planted = self._by_user.get(user.user_id) if split == "train" else None
+        if not planted:
+            return user
+        msgs = list(user.train)
+        rng = np.random.default_rng(user_seed(self.seed, user.user_id))
+        for c in planted:
+            for _ in range(c.repetitions):
+                msgs.insert(int(rng.integers(0, len(msgs) + 1)), c.phrase(self.prefix))
+        return dataclasses.replace(user, train=tuple(msgs))
 
 
 def exposure(canary_score: float, reference_scores: Sequence[float]) -> float:

@@ -26,6 +26,7 @@ result equals the one-device run up to float summation order.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Callable
@@ -42,7 +43,9 @@ from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh
 from keyboard_fl.models import Params
 from keyboard_fl.privacy import PrivacyLedger, calibrate_noise_multiplier, default_delta
-from keyboard_fl.train.examples import UserRows, as_batch, client_steps
+from keyboard_fl.train.stream import RowsByUser, gather_cohort, prefetched
+
+__all__ = ["DpSetup", "gather_cohort", "resolve_dp", "round_metrics_dict", "train_federated"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,19 +74,6 @@ def resolve_dp(cfg: FederatedConfig, population: int, private: bool) -> DpSetup:
     return DpSetup(z, q, delta, population, cfg.clip_norm)
 
 
-def gather_cohort(rows: UserRows, indices: np.ndarray, mask: np.ndarray, cfg: FederatedConfig, seed: int, round_: int) -> CohortBatch:
-    """Padded local steps [K, S, B, T] of the sampled users (zeros for padding slots)."""
-    width = rows.rows.shape[-1]
-    steps = cfg.local_epochs * -(-cfg.max_examples // cfg.batch_size)
-    out = np.zeros((len(indices), steps, cfg.batch_size, width), np.int32)
-    for slot, (u, m) in enumerate(zip(indices, mask)):
-        if m:
-            rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF1, round_, int(u)]))
-            out[slot] = client_steps(rows.user(int(u)), batch_size=cfg.batch_size, max_examples=cfg.max_examples, epochs=cfg.local_epochs, rng=rng)
-    b = as_batch(out)
-    return CohortBatch(jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]), jnp.asarray(b["weights"]), jnp.asarray(mask))
-
-
 def round_metrics_dict(m) -> dict[str, float]:
     return {k: float(v) for k, v in m._asdict().items()}
 
@@ -91,7 +81,7 @@ def round_metrics_dict(m) -> dict[str, float]:
 def train_federated(
     loss_fn,
     params: Params,
-    rows: UserRows,
+    rows: RowsByUser,
     cfg: FederatedConfig,
     dp: DpSetup,
     *,
@@ -100,8 +90,15 @@ def train_federated(
     ckpt_dir,
     resume: bool,
     on_round: Callable[[int, dict, Params, PrivacyLedger], None] | None = None,
+    prefetch: bool = True,
 ) -> tuple[Params, PrivacyLedger, list[dict]]:
-    """Run ``cfg.rounds`` rounds; checkpoint every ``cfg.checkpoint_every``; return params, ledger, history."""
+    """Run rounds up to ``cfg.rounds``; checkpoint every ``cfg.checkpoint_every``; return params, ledger, history.
+
+    ``rows`` gives a user's rows by index (streamed or eager: same result);
+    with ``prefetch`` the next round's cohort is made while this one trains.
+    The history holds the rounds run by this call (a resumed run: those after
+    its checkpoint); the run's full log is ``on_round``'s to keep.
+    """
     n = len(rows)
     server_opt = make_server_optimizer(cfg.server_optimizer, cfg.server_lr)
     agg = AggregatorConfig(
@@ -123,7 +120,6 @@ def train_federated(
         if found is not None:
             start, (p, o), meta = found
             state = ServerState(p, o, jnp.asarray(start, jnp.int32))
-            history = meta.get("history", [])
             if private:
                 ledger = PrivacyLedger.from_dict(meta["ledger"])
                 if ledger.rounds != start:
@@ -132,24 +128,29 @@ def train_federated(
     fl_key = jax.random.fold_in(root, 0xFED)
     multiple = capacity_multiple(mesh.size, cfg.client_chunk)  # = client_chunk on one device
     capacity = cohort_capacity(n, dp.sampling_prob, multiple=multiple)
-    for r in range(start, cfg.rounds):
-        k_sample, k_round = jax.random.split(jax.random.fold_in(fl_key, r))
-        indices, mask, count = sample_cohort_exact(k_sample, n, dp.sampling_prob, capacity, multiple=multiple)
-        indices, mask = np.asarray(indices), np.asarray(mask)
-        t0 = time.perf_counter()
-        faults = apply_faults(fault_key(jax.random.fold_in(fl_key, r)), indices, mask, seed=seed,
+
+    def cohort_of(r: int):  # a function of (seed, r) alone, so it can be made ahead, on another thread
+        k_sample, _ = jax.random.split(jax.random.fold_in(fl_key, r))
+        indices, mask, _ = sample_cohort_exact(k_sample, n, dp.sampling_prob, capacity, multiple=multiple)
+        faults = apply_faults(fault_key(jax.random.fold_in(fl_key, r)), np.asarray(indices), np.asarray(mask), seed=seed,
                               dropout_prob=cfg.dropout_prob, straggler_deadline=cfg.straggler_deadline)
-        cohort = gather_cohort(rows, indices, faults.mask, cfg, seed, r)  # faulted users never train
-        state, m = round_fn(state, cohort, k_round)
-        record = {"round": r + 1, **round_metrics_dict(m), "sampled_clients": faults.sampled,
-                  "dropped_clients": faults.dropped, "stragglers": faults.stragglers, "seconds": time.perf_counter() - t0}
-        if private:
-            ledger = ledger.step()
-            record["epsilon"] = ledger.epsilon()
-        history.append(record)
-        if on_round is not None:
-            on_round(r + 1, record, state.params, ledger)
-        if (r + 1) % cfg.checkpoint_every == 0 or r + 1 == cfg.rounds:
-            meta = {"round": r + 1, "seed": seed, "history": history, "ledger": ledger.to_dict() if private else None}
-            checkpoint.save(ckpt_dir, r + 1, (state.params, state.opt_state), meta)
+        return faults, gather_cohort(rows, np.asarray(indices), faults.mask, cfg, seed, r)  # faulted users never train
+
+    with contextlib.closing(prefetched(cohort_of, range(start, cfg.rounds), ahead=prefetch)) as cohorts:
+        for r in range(start, cfg.rounds):
+            t0 = time.perf_counter()
+            faults, cohort = next(cohorts)
+            _, k_round = jax.random.split(jax.random.fold_in(fl_key, r))
+            state, m = round_fn(state, cohort, k_round)
+            record = {"round": r + 1, **round_metrics_dict(m), "sampled_clients": faults.sampled,
+                      "dropped_clients": faults.dropped, "stragglers": faults.stragglers, "seconds": time.perf_counter() - t0}
+            if private:
+                ledger = ledger.step()
+                record["epsilon"] = ledger.epsilon()
+            history.append(record)
+            if on_round is not None:
+                on_round(r + 1, record, state.params, ledger)
+            if (r + 1) % cfg.checkpoint_every == 0 or r + 1 == cfg.rounds:
+                meta = {"round": r + 1, "seed": seed, "ledger": ledger.to_dict() if private else None}
+                checkpoint.save(ckpt_dir, r + 1, (state.params, state.opt_state), meta)
     return state.params, ledger, history
