@@ -89,6 +89,7 @@ class EvalConfig:
     max_train_user_messages: int = 1000  # held-out (last) messages of training users evaluated
     ksr_messages: int = 100  # held-out messages typed character by character for keystroke savings
     min_targets: int = 5  # users with fewer targets are left out of the per-user distribution
+    baseline_users: int = 10_000  # the first training users (source order) pooled by the baselines: the n-gram's text and the central model's rows. Not all N: a million users' text would not fit, and simulated users are exchangeable
 
 
 @dataclasses.dataclass(frozen=True)

@@ -118,7 +118,8 @@ def load_config(run_dir: str | Path):
 
 
 def load_history(run_dir: str | Path) -> list[dict]:
-    """The quick evaluations logged during a federated run (``metrics.jsonl``); [] for central runs."""
+    """The records logged during a federated run (``metrics.jsonl``: every round, quick evaluations every
+    ``eval_every``); [] for central runs."""
     p = Path(run_dir) / "metrics.jsonl"
     if not p.is_file():
         return []
@@ -276,17 +277,11 @@ def word_vocab(source, size: int | None = None) -> frozenset[str]:
 def heldout_messages(run_dir: str | Path, max_users: int | None = None, max_messages: int | None = None):
     """``(source, {user_id: messages})``: the run's held-out users, as its evaluation picks them."""
     from keyboard_fl.data import Population
+    from keyboard_fl.train.rundata import eval_users
 
     cfg = load_config(run_dir)
     source = Population(cfg.population)
-    max_users = max_users or cfg.eval.max_users
-    max_messages = max_messages or cfg.eval.max_messages_per_user
-    users = {}
-    for u in source.users("heldout"):
-        if len(users) >= max_users:
-            break
-        if u.test:
-            users[u.user_id] = list(u.test[:max_messages])
+    users = eval_users(source.users("heldout"), max_users or cfg.eval.max_users, max_messages or cfg.eval.max_messages_per_user)
     return source, users
 
 
@@ -324,7 +319,7 @@ def plot_learning_curves(runs: Mapping[str, Path], metric: str = "eval_top1", ax
     final_key = {"eval_top1": "top1", "eval_top3": "top3", "eval_perplexity": "perplexity"}.get(metric)
     start = None
     for name, d in runs.items():
-        h = load_history(d)
+        h = [r for r in load_history(d) if metric in r]  # quick evaluations: every eval_every rounds
         m = load_metrics(d)
         if m.get("public_pretrained") and final_key in m["public_pretrained"]:
             start = m["public_pretrained"][final_key]

@@ -112,11 +112,11 @@ class CanarySource:
         for user in self.source.users(split):
             yield self._plant(user, split)
 
-    def split_view(self, split: Split):
-        """The wrapped source's view of ``split`` (made per user), carriers planted as they are made."""
+    def split_view(self, split: Split, inner=None):
+        """The wrapped source's view of ``split`` (``inner`` when already built), carriers planted as users are made."""
         from keyboard_fl.data.access import FunctionView, split_view
 
-        inner = split_view(self.source, split)
+        inner = inner if inner is not None else split_view(self.source, split)
         return FunctionView(len(inner), lambda i: self._plant(inner.user(i), split), inner.user_id)
 
     def _plant(self, user: User, split: Split) -> User:
