@@ -58,12 +58,16 @@ def _guard(fn):
     return wrapper
 
 
-def _config(preset: str, mode: str, seed: int, **overrides):
+def _config(preset: str, mode: str, seed: int, users: int | None = None, **overrides):
     from keyboard_fl.config import PRESETS, preset as make_preset
 
     if preset not in PRESETS:
         _fail(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     cfg = make_preset(preset, mode=mode, seed=seed)
+    if users is not None:
+        if users < 1:
+            _fail(f"--users must be ≥ 1, got {users}")
+        cfg = dataclasses.replace(cfg, population=dataclasses.replace(cfg.population, num_train_users=users))
     fed = {k: v for k, v in overrides.items() if v is not None}
     if fed:
         cfg = dataclasses.replace(cfg, federated=dataclasses.replace(cfg.federated, **fed))
@@ -140,6 +144,7 @@ def train(
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="your own corpus: a JSONL file ({user_id, text} per line) or a directory of per-user text files"),
     skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="skip and count malformed corpus lines instead of stopping"),
     canaries: bool = typer.Option(False, "--canaries", help="plant Secret Sharer canaries in training users (for keyboard-fl audit)"),
+    users: Optional[int] = typer.Option(None, "--users", help="training users N of the simulated population (default preset: 1,000,000, streamed)"),
 ):
     """Train one model (central baseline, FedAvg or DP-FedAvg) and evaluate it."""
     from keyboard_fl.config import MODES
@@ -153,7 +158,7 @@ def train(
                 clients_per_round=clients_per_round, clip_norm=clip_norm)
     if noise_multiplier is not None:
         over["target_epsilon"] = None
-    cfg = _config(preset, mode, seed, **over)
+    cfg = _config(preset, mode, seed, users, **over)
     if corpus is not None:
         if not corpus.exists():
             _fail(f"--corpus {corpus}: no such file or directory")
@@ -173,6 +178,7 @@ def main(
     preset: str = typer.Option("default", help="tiny, default or large"),
     seed: int = typer.Option(0),
     canaries: bool = typer.Option(True, "--canaries/--no-canaries", help="plant Secret Sharer canaries in every run and audit them at the end (the demo's canary view)"),
+    users: Optional[int] = typer.Option(None, "--users", help="training users N of the simulated population (default preset: 1,000,000, streamed)"),
 ):
     """The README main job: central baseline, FedAvg and DP-FedAvg on one population, side by side, then a memorization audit."""
     from keyboard_fl.train.run import run, write_json
@@ -185,7 +191,7 @@ def main(
             _log(f"{d} is already trained; delete it to retrain")
             results[mode] = json.loads((d / "metrics.json").read_text())
             continue
-        cfg = _config(preset, mode, seed)
+        cfg = _config(preset, mode, seed, users)
         if canaries:
             cfg = _with_canaries(cfg, seed)
         with _Bars() as bars:

@@ -166,6 +166,9 @@ def _replace(cfg, **changes):
     return dataclasses.replace(cfg, **changes)
 
 
+DEFAULT_TRAIN_USERS = 1_000_000  # the main job's population (issue 14): production scale; `keyboard-fl main --users N` changes it
+
+
 def preset(name: str, mode: Mode = "dp-fedavg", seed: int = 0) -> RunConfig:
     """Named configurations: ``tiny`` (tests, seconds), ``default`` (README main job), ``large`` (long runs)."""
     if name == "tiny":
@@ -184,8 +187,8 @@ def preset(name: str, mode: Mode = "dp-fedavg", seed: int = 0) -> RunConfig:
             ),
             eval=EvalConfig(max_users=30, max_messages_per_user=10, max_train_user_messages=60, ksr_messages=5, min_targets=1),
         )
-    if name == "default":
-        return RunConfig(seed=seed, mode=mode, population=PopulationConfig(seed=seed))
+    if name == "default":  # a million typists, streamed: only each round's cohort is ever made (train/stream.py)
+        return RunConfig(seed=seed, mode=mode, population=PopulationConfig(seed=seed, num_train_users=DEFAULT_TRAIN_USERS))
     if name == "large":
         return RunConfig(
             seed=seed,
