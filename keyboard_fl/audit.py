@@ -97,7 +97,7 @@ def planted_canaries(cfg) -> tuple[list[Canary], list[str]]:
 
     Same call as training (:func:`keyboard_fl.train.run.prepare`): ``draw_canaries``
     over the simulated population's training user ids, in order (the ids are
-    computed, no messages are generated). Corpus runs are not supported.
+    computed by index, no messages are generated and no list of N ids is built). Corpus runs are not supported.
     """
     from keyboard_fl.data import Population
 
@@ -105,8 +105,9 @@ def planted_canaries(cfg) -> tuple[list[Canary], list[str]]:
         raise ValueError("this run was trained without canaries; train with --canaries")
     if cfg.corpus:
         raise ValueError("canary audits run on the simulated population only")
-    pop = Population(cfg.population)
-    return draw_canaries(cfg.canaries, [pop.user_id(i) for i in pop.user_ids("train")])
+    from keyboard_fl.data.access import UserIds, split_view
+
+    return draw_canaries(cfg.canaries, UserIds(split_view(Population(cfg.population), "train")))  # ids by index, no list
 
 
 def audit(graphdef, params, tokenizer: Tokenizer, suggester, canaries: Sequence[Canary], references: Sequence[str], prefix: str) -> dict:

@@ -12,8 +12,17 @@ import numpy as np
 import pytest
 
 from keyboard_fl.config import FederatedConfig
-from keyboard_fl.data import (CorpusError, DirectoryCorpus, JsonlCorpus, Population, PopulationConfig, ReaderConfig,
-                              SplitConfig, materialize, open_source)
+from keyboard_fl.data import (
+    CorpusError,
+    DirectoryCorpus,
+    JsonlCorpus,
+    Population,
+    PopulationConfig,
+    ReaderConfig,
+    SplitConfig,
+    materialize,
+    open_source,
+)
 from keyboard_fl.data.access import ListedView, UserIds, split_view
 from keyboard_fl.fl.sampling import sample_cohort_exact
 from keyboard_fl.models import ModelConfig, init_params, make_loss_fn

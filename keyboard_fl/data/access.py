@@ -18,8 +18,8 @@ which is the eager path. :class:`UserIds` gives the ids as a lazy sequence
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Callable, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from .splits import Split, User, UserSource
 

@@ -10,8 +10,9 @@ split's user ids, never the text.
 
 from __future__ import annotations
 
+import contextlib
 from array import array
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
@@ -24,13 +25,13 @@ if TYPE_CHECKING:
 class JsonlIndex:
     """Where each user of one split has its lines (users in order of first appearance)."""
 
-    def __init__(self, corpus: "JsonlCorpus", ids: list[str], starts: np.ndarray, files: np.ndarray,
+    def __init__(self, corpus: JsonlCorpus, ids: list[str], starts: np.ndarray, files: np.ndarray,
                  offsets: np.ndarray, lines: np.ndarray) -> None:
         self.corpus, self._ids, self._starts = corpus, ids, starts
         self._files, self._offsets, self._lines = files, offsets, lines
 
     @classmethod
-    def build(cls, corpus: "JsonlCorpus", split: Split, report: "BadLineReport") -> "JsonlIndex":
+    def build(cls, corpus: JsonlCorpus, split: Split, report: BadLineReport) -> JsonlIndex:
         from .corpus import CorpusError, _read_lines_at
 
         index_of: dict[str, int] = {}
@@ -75,18 +76,15 @@ class JsonlIndex:
     def messages(self, i: int) -> list[str]:
         """User ``i``'s messages in file order, read from their offsets."""
         out: list[str] = []
-        handles: dict[int, object] = {}
-        try:
+        with contextlib.ExitStack() as stack:
+            handles: dict[int, BinaryIO] = {}
             for j in range(int(self._starts[i]), int(self._starts[i + 1])):
                 fi = int(self._files[j])
                 path = self.corpus.paths[fi]
-                f = handles.get(fi)
-                if f is None:
-                    f = handles[fi] = open(path, "rb")
+                if fi not in handles:
+                    handles[fi] = stack.enter_context(open(path, "rb"))
+                f = handles[fi]
                 f.seek(int(self._offsets[j]))
                 raw = f.readline(self.corpus.config.max_line_bytes + 2).rstrip(b"\n").rstrip(b"\r")
                 out.append(self.corpus._parse(path, int(self._lines[j]), raw)[1])
-        finally:
-            for f in handles.values():
-                f.close()
         return out

@@ -19,8 +19,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 

@@ -20,7 +20,8 @@ Here a round needs only its cohort, so nothing is made before it is sampled:
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Callable, Iterator, Protocol, Sequence, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol, TypeVar
 
 import jax.numpy as jnp
 import numpy as np
