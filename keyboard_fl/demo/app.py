@@ -35,11 +35,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keyboard_fl.demo.canary import canary_format, check, run_canaries
 from keyboard_fl.demo.incremental import IncrementalSuggester
+from keyboard_fl.package_data import package_dir
 from keyboard_fl.models_registry import LoadedRun, RunNotFound, discover_runs, load_run
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).parent / "static"
+STATIC = package_dir("keyboard_fl.demo", "static")  # package data: ships in the wheel
 MAX_BODY_BYTES = 8192  # 1,000 characters of JSON-escaped text (≤ 6 bytes each) fit; more is refused
 MAX_TEXT_CHARS = 1000
 NUM_SUGGESTIONS = 3
