@@ -58,7 +58,7 @@ def _guard(fn):
     return wrapper
 
 
-def _config(preset: str, mode: str, seed: int, config_file: Optional[Path] = None, sets: tuple[str, ...] | list[str] = (), **overrides):
+def _config(preset: str, mode: str, seed: int, config_file: Optional[Path] = None, sets=(), **overrides):
     """The preset, then the --config file, then the dedicated flags (federated.*), then each --set, in order."""
     from keyboard_fl.config import PRESETS, preset as make_preset
     from keyboard_fl.overrides import resolve

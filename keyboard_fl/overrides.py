@@ -237,7 +237,9 @@ def _json_object(raw: str, path: str) -> dict:
     except json.JSONDecodeError:
         value = None
     if not isinstance(value, dict):
-        raise ConfigError(f"{path} is a section: set one of its fields ({path}.FIELD=value), or give a JSON object or null")
+        raise ConfigError(
+            f"{path} is a section: set one of its fields ({path}.FIELD=value), or give a JSON object or null"
+        )
     return value
 
 

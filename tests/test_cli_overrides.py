@@ -23,8 +23,21 @@ def _one_line_error(res) -> str:
 
 def test_train_records_a_set_field_in_config_json(tmp_path):
     out = tmp_path / "run"
-    res = _invoke("train", "--preset", "tiny", "--mode", "fedavg", "--rounds", "2",
-                  "--set", "federated.local_epochs=2", "--set", "model.hidden_dim=48", "--out", out)
+    res = _invoke(
+        "train",
+        "--preset",
+        "tiny",
+        "--mode",
+        "fedavg",
+        "--rounds",
+        "2",
+        "--set",
+        "federated.local_epochs=2",
+        "--set",
+        "model.hidden_dim=48",
+        "--out",
+        out,
+    )
     assert res.exit_code == 0, res.output
     saved = json.loads((out / "config.json").read_text())
     assert saved["federated"]["local_epochs"] == 2 and saved["model"]["hidden_dim"] == 48
@@ -43,8 +56,19 @@ def test_train_misspelt_field_exits_2_naming_it(tmp_path):
 
 
 def test_config_prints_the_resolved_configuration(tmp_path):
-    res = _invoke("config", "--preset", "default", "--mode", "fedavg", "--set", "federated.server_optimizer=nesterov",
-                  "--set", "federated.server_lr=1.0", "--set", "population.num_train_users=2000")
+    res = _invoke(
+        "config",
+        "--preset",
+        "default",
+        "--mode",
+        "fedavg",
+        "--set",
+        "federated.server_optimizer=nesterov",
+        "--set",
+        "federated.server_lr=1.0",
+        "--set",
+        "population.num_train_users=2000",
+    )
     assert res.exit_code == 0, res.output
     cfg = RunConfig.from_dict(json.loads(res.stdout))
     base = preset("default", mode="fedavg")

@@ -35,17 +35,22 @@ def test_parse_accepts_valid_requests_and_bounds_the_text():
     assert e.status == 413 and f"is {MAX_TEXT_CHARS + 1} characters" in e.message
     assert _parse_error(SuggestRequest, {"model": "c" * 201, "text": ""}).status == 422
     assert "'text' must be a string, got int" in _parse_error(SuggestRequest, {"model": "c", "text": 5}).message
-    assert "'text' must be a string" in _parse_error(SuggestRequest, {"model": "c", "text": True}).message  # strict: no coercion
+    assert (
+        "'text' must be a string" in _parse_error(SuggestRequest, {"model": "c", "text": True}).message
+    )  # strict: no coercion
 
 
-@pytest.mark.parametrize("payload", [
-    {"model": "central", "text": CANARY * 60},  # too long
-    {"model": "central", "text": [CANARY]},  # wrong type
-    {"model": [CANARY], "text": CANARY},  # bad model with the text beside it
-    {"model": "central", "text": CANARY, "extra": CANARY},  # unknown field carrying the text
-    [CANARY],  # not an object
-    {"text": CANARY},  # missing model
-])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"model": "central", "text": CANARY * 60},  # too long
+        {"model": "central", "text": [CANARY]},  # wrong type
+        {"model": [CANARY], "text": CANARY},  # bad model with the text beside it
+        {"model": "central", "text": CANARY, "extra": CANARY},  # unknown field carrying the text
+        [CANARY],  # not an object
+        {"text": CANARY},  # missing model
+    ],
+)
 def test_errors_describe_shape_never_content(payload):
     e = _parse_error(SuggestRequest, payload)
     assert 400 <= e.status < 500
@@ -74,8 +79,11 @@ def test_openapi_schema_describes_suggest_with_its_bounds(client):
 
 
 def test_http_error_bodies_carry_no_input_field(client):
-    for body in ({"model": "central", "text": CANARY * 60}, {"model": "central", "text": {"t": CANARY}},
-                 {"model": "central", "text": CANARY, "k": CANARY}):
+    for body in (
+        {"model": "central", "text": CANARY * 60},
+        {"model": "central", "text": {"t": CANARY}},
+        {"model": "central", "text": CANARY, "k": CANARY},
+    ):
         r = client.post("/api/suggest", json=body)
         assert r.status_code in (413, 422), r.text
         assert set(r.json()) == {"error", "status"} and "input" not in r.text and "zebraquokka" not in r.text

@@ -9,10 +9,18 @@ from keyboard_fl.overrides import ConfigError, apply_sets, load_json, merge_json
 
 
 def test_set_reaches_any_nested_field():
-    cfg = apply_sets(preset("tiny"), [
-        "federated.local_epochs=2", "population.num_train_users=500", "model.hidden_dim=32",
-        "federated.server_optimizer=nesterov", "federated.client_lr=0.5", "mode=fedavg", "seq_len=12",
-    ])
+    cfg = apply_sets(
+        preset("tiny"),
+        [
+            "federated.local_epochs=2",
+            "population.num_train_users=500",
+            "model.hidden_dim=32",
+            "federated.server_optimizer=nesterov",
+            "federated.client_lr=0.5",
+            "mode=fedavg",
+            "seq_len=12",
+        ],
+    )
     assert cfg.federated.local_epochs == 2 and cfg.population.num_train_users == 500
     assert cfg.model.hidden_dim == 32 and cfg.federated.server_optimizer == "nesterov"
     assert cfg.federated.client_lr == 0.5 and isinstance(cfg.federated.client_lr, float)
@@ -23,8 +31,15 @@ def test_set_reaches_any_nested_field():
 def test_set_null_bool_tuple_and_optional_section():
     base = preset("tiny")
     assert base.canaries is None
-    cfg = apply_sets(base, ["federated.target_epsilon=null", "federated.noise_multiplier=0.3",
-                            "canaries.repetitions=1,10", "canaries.spell=false"])
+    cfg = apply_sets(
+        base,
+        [
+            "federated.target_epsilon=null",
+            "federated.noise_multiplier=0.3",
+            "canaries.repetitions=1,10",
+            "canaries.spell=false",
+        ],
+    )
     assert cfg.federated.target_epsilon is None and cfg.federated.noise_multiplier == 0.3
     assert cfg.canaries.repetitions == (1, 10) and cfg.canaries.spell is False
     assert cfg.canaries.digits == 4  # the absent section starts from its defaults
@@ -32,21 +47,24 @@ def test_set_null_bool_tuple_and_optional_section():
     assert apply_sets(base, ["canaries.repetitions=[2, 3]"]).canaries.repetitions == (2, 3)
 
 
-@pytest.mark.parametrize("assignment, needle", [
-    ("federated.local_epoch=2", "unknown field federated.local_epoch (did you mean local_epochs?)"),
-    ("federatd.rounds=3", "unknown field federatd (did you mean federated?)"),
-    ("federated.local_epochs=2.5", "federated.local_epochs: expected int, got 2.5"),
-    ("federated.local_epochs=true", "federated.local_epochs: expected int"),
-    ("federated.client_lr=fast", "federated.client_lr: expected float"),
-    ("federated.client_lr=nan", "federated.client_lr: expected float"),
-    ("federated.server_optimizer=adamw", 'must be one of "sgd" | "nesterov" | "adam"'),
-    ("federated.rounds=null", "federated.rounds: expected int"),
-    ("federated.local_epochs=0", "local_epochs must be > 0"),
-    ("canaries.spell=maybe", "canaries.spell: expected true or false"),
-    ("federated=3", "federated is a section"),
-    ("federated.rounds.max=3", "federated.rounds is a value, not a section"),
-    ("federated.rounds", "expected section.field=value"),
-])
+@pytest.mark.parametrize(
+    "assignment, needle",
+    [
+        ("federated.local_epoch=2", "unknown field federated.local_epoch (did you mean local_epochs?)"),
+        ("federatd.rounds=3", "unknown field federatd (did you mean federated?)"),
+        ("federated.local_epochs=2.5", "federated.local_epochs: expected int, got 2.5"),
+        ("federated.local_epochs=true", "federated.local_epochs: expected int"),
+        ("federated.client_lr=fast", "federated.client_lr: expected float"),
+        ("federated.client_lr=nan", "federated.client_lr: expected float"),
+        ("federated.server_optimizer=adamw", 'must be one of "sgd" | "nesterov" | "adam"'),
+        ("federated.rounds=null", "federated.rounds: expected int"),
+        ("federated.local_epochs=0", "local_epochs must be > 0"),
+        ("canaries.spell=maybe", "canaries.spell: expected true or false"),
+        ("federated=3", "federated is a section"),
+        ("federated.rounds.max=3", "federated.rounds is a value, not a section"),
+        ("federated.rounds", "expected section.field=value"),
+    ],
+)
 def test_bad_set_names_the_field(assignment, needle):
     with pytest.raises(ConfigError) as e:
         apply_sets(preset("tiny"), [assignment])

@@ -156,7 +156,9 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> 
                 m.suggester.suggest(probe, NUM_SUGGESTIONS)
 
     # The OpenAPI schema is served (clients, fuzzers); the interactive docs pages load a CDN, so stay off.
-    app = FastAPI(title="keyboard_fl demo", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    app = FastAPI(
+        title="keyboard_fl demo", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json"
+    )
     app.state.models = models
 
     @app.middleware("http")

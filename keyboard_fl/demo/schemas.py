@@ -89,12 +89,22 @@ def _shape_error(errors: list[dict[str, Any]], fields: tuple[str, ...]) -> ApiEr
     if kind == "missing":
         return ApiError(422, f"'{loc[0]}' is required (a string, may be empty)")
     if kind == "string_too_long":
-        return ApiError(413, f"'{loc[0]}' is {len(value)} characters; the limit is {MAX_TEXT_CHARS} "
-                             "(send the text before the cursor, trimmed)")
+        return ApiError(
+            413,
+            f"'{loc[0]}' is {len(value)} characters; the limit is {MAX_TEXT_CHARS} "
+            "(send the text before the cursor, trimmed)",
+        )
     if kind == "string_type":
         return ApiError(422, f"'{loc[0]}' must be a string, got {type(value).__name__}")
     return ApiError(422, f"'{loc[0]}' is invalid ({kind})")
 
 
-__all__ = ["ApiError", "CanaryCheckRequest", "MAX_BODY_BYTES", "MAX_TEXT_CHARS", "SuggestRequest", "parse",
-           "request_body_schema"]
+__all__ = [
+    "ApiError",
+    "CanaryCheckRequest",
+    "MAX_BODY_BYTES",
+    "MAX_TEXT_CHARS",
+    "SuggestRequest",
+    "parse",
+    "request_body_schema",
+]
