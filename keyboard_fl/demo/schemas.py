@@ -94,6 +94,8 @@ def _shape_error(errors: list[dict[str, Any]], fields: tuple[str, ...]) -> ApiEr
             f"'{loc[0]}' is {len(value)} characters; the limit is {MAX_TEXT_CHARS} "
             "(send the text before the cursor, trimmed)",
         )
+    if kind == "string_unicode":  # JSON can carry a lone surrogate ("\\ud800"); Python strings cannot encode it
+        return ApiError(400, f"'{loc[0]}' is not valid Unicode (it contains a lone surrogate)")
     if kind == "string_type":
         return ApiError(422, f"'{loc[0]}' must be a string, got {type(value).__name__}")
     return ApiError(422, f"'{loc[0]}' is invalid ({kind})")
