@@ -113,9 +113,10 @@ def test_users_flag_sets_the_population_size():
     from keyboard_fl.cli import _config
 
     assert _config("default", "dp-fedavg", 0).population.num_train_users >= 1_000_000
-    cfg = _config("default", "dp-fedavg", 0, 2_000_000, rounds=3)
+    cfg = _config("default", "dp-fedavg", 0, users=2_000_000, rounds=3)
     assert cfg.population.num_train_users == 2_000_000 and cfg.federated.rounds == 3
-    assert _config("tiny", "central", 0, 77).population.num_train_users == 77
+    assert _config("tiny", "central", 0, users=77).population.num_train_users == 77
+    assert _config("tiny", "central", 0, sets=["population.num_train_users=90"], users=77).population.num_train_users == 90
 
 
 def test_clients_per_round_above_population_is_a_user_error(tmp_path):
