@@ -22,22 +22,24 @@ and copied into every run, so runs differ only in N and in prefetching.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-T_PROCESS = time.perf_counter()  # before the heavy imports: time to first round counts them
-
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+T_PROCESS = (
+    time.perf_counter()
+)  # before the heavy imports (jax, keyboard_fl: in the child): time to first round counts them
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -50,8 +52,14 @@ def config(users: int, cohort: int, rounds: int):
         cfg,
         population=dataclasses.replace(cfg.population, num_train_users=users),
         pretrain=dataclasses.replace(cfg.pretrain, steps=0),
-        federated=dataclasses.replace(cfg.federated, rounds=rounds, clients_per_round=float(cohort), noise_multiplier=1.0,
-                                      target_epsilon=None, checkpoint_every=10**6),
+        federated=dataclasses.replace(
+            cfg.federated,
+            rounds=rounds,
+            clients_per_round=float(cohort),
+            noise_multiplier=1.0,
+            target_epsilon=None,
+            checkpoint_every=10**6,
+        ),
     )
 
 
@@ -79,8 +87,19 @@ def child(users: int, cohort: int, rounds: int, prefetch: bool, tokenizer: str, 
         ends.append(time.perf_counter())
         cohorts.append(record["sampled_clients"])
 
-    train_federated(make_loss_fn(graphdef), params, data.rows, cfg.federated, dp, private=True, seed=cfg.seed,
-                    ckpt_dir=out / "ckpt", resume=False, on_round=on_round, prefetch=prefetch)
+    train_federated(
+        make_loss_fn(graphdef),
+        params,
+        data.rows,
+        cfg.federated,
+        dp,
+        private=True,
+        seed=cfg.seed,
+        ckpt_dir=out / "ckpt",
+        resume=False,
+        on_round=on_round,
+        prefetch=prefetch,
+    )
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rng = np.random.default_rng(0)
     sample = rng.integers(0, users, 200)
@@ -92,15 +111,23 @@ def child(users: int, cohort: int, rounds: int, prefetch: bool, tokenizer: str, 
     for i in sample:
         data.rows.user(int(i))
     gen = (time.perf_counter() - t) / len(sample)
-    per_round = [b - a for a, b in zip(ends, ends[1:])]
+    per_round = [b - a for a, b in itertools.pairwise(ends)]
     return {
-        "users": users, "prefetch": prefetch, "expected_cohort": cohort, "rounds": rounds,
+        "users": users,
+        "prefetch": prefetch,
+        "expected_cohort": cohort,
+        "rounds": rounds,
         "mean_sampled_clients": float(np.mean(cohorts)),
-        "peak_rss_mib": peak_kib / 1024, "time_to_first_round_s": ends[0] - T_PROCESS, "prepare_s": prepare_s,
-        "sec_per_round": statistics.median(per_round), "sec_per_round_all": per_round,
-        "gen_ms_per_user": gen * 1e3, "simulate_ms_per_user": sim * 1e3,
+        "peak_rss_mib": peak_kib / 1024,
+        "time_to_first_round_s": ends[0] - T_PROCESS,
+        "prepare_s": prepare_s,
+        "sec_per_round": statistics.median(per_round),
+        "sec_per_round_all": per_round,
+        "gen_ms_per_user": gen * 1e3,
+        "simulate_ms_per_user": sim * 1e3,
         "gen_s_per_round": gen * float(np.mean(cohorts)),
-        "params": int(sum(np.size(x) for x in jax.tree.leaves(params))), "noise_multiplier": dp.noise_multiplier,
+        "params": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+        "noise_multiplier": dp.noise_multiplier,
     }
 
 
@@ -121,7 +148,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--quick", action="store_true", help="with prefetch only")
     ap.add_argument("--out", type=Path, default=RESULTS / "population_scale.json")
-    ap.add_argument("--child", nargs=5, metavar=("USERS", "PREFETCH", "TOKENIZER", "OUT", "RESULT"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--child", nargs=5, metavar=("USERS", "PREFETCH", "TOKENIZER", "OUT", "RESULT"), help=argparse.SUPPRESS
+    )
     a = ap.parse_args()
     if a.child:
         users, pre, tok, out, result = a.child
@@ -132,27 +161,51 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         tok = _shared_tokenizer(a.cohort, a.rounds, work)
-        for pre in ([True] if a.quick else [True, False]):
+        for pre in [True] if a.quick else [True, False]:
             for n in a.users:
                 res = work / f"{n}-{int(pre)}.json"
-                cmd = [sys.executable, __file__, "--cohort", str(a.cohort), "--rounds", str(a.rounds),
-                       "--child", str(n), str(int(pre)), str(tok), str(work / f"run-{n}-{int(pre)}"), str(res)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--cohort",
+                    str(a.cohort),
+                    "--rounds",
+                    str(a.rounds),
+                    "--child",
+                    str(n),
+                    str(int(pre)),
+                    str(tok),
+                    str(work / f"run-{n}-{int(pre)}"),
+                    str(res),
+                ]
                 subprocess.run(cmd, check=True)
                 runs.append(json.loads(res.read_text()))
                 r = runs[-1]
-                print(f"N={n:>9,} prefetch={pre!s:5}: peak RSS {r['peak_rss_mib']:7.1f} MiB, first round at "
-                      f"{r['time_to_first_round_s']:6.1f} s, {r['sec_per_round']:.2f} s/round, "
-                      f"{r['gen_ms_per_user']:.2f} ms/user made", flush=True)
+                print(
+                    f"N={n:>9,} prefetch={pre!s:5}: peak RSS {r['peak_rss_mib']:7.1f} MiB, first round at "
+                    f"{r['time_to_first_round_s']:6.1f} s, {r['sec_per_round']:.2f} s/round, "
+                    f"{r['gen_ms_per_user']:.2f} ms/user made",
+                    flush=True,
+                )
     by = {(r["users"], r["prefetch"]): r for r in runs}
     lo, hi = min(a.users), max(a.users)
-    summary = {"rss_ratio_large_over_small": by[hi, True]["peak_rss_mib"] / by[lo, True]["peak_rss_mib"],
-               "first_round_ratio_large_over_small": by[hi, True]["time_to_first_round_s"] / by[lo, True]["time_to_first_round_s"]}
+    summary = {
+        "rss_ratio_large_over_small": by[hi, True]["peak_rss_mib"] / by[lo, True]["peak_rss_mib"],
+        "first_round_ratio_large_over_small": by[hi, True]["time_to_first_round_s"]
+        / by[lo, True]["time_to_first_round_s"],
+    }
     if not a.quick:
         summary["sec_per_round_without_over_with_prefetch"] = {
-            str(n): by[n, False]["sec_per_round"] / by[n, True]["sec_per_round"] for n in a.users}
-    result = {"benchmark": "population_scale", "command": " ".join(["python", "benchmarks/bench_population.py", *sys.argv[1:]]),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()}, "summary": summary, "runs": runs,
-              "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            str(n): by[n, False]["sec_per_round"] / by[n, True]["sec_per_round"] for n in a.users
+        }
+    result = {
+        "benchmark": "population_scale",
+        "command": " ".join(["python", "benchmarks/bench_population.py", *sys.argv[1:]]),
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "summary": summary,
+        "runs": runs,
+        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

@@ -34,8 +34,16 @@ from keyboard_fl.train.stream import StreamedRows, gather_cohort, prefetched
 
 SEQ = 16
 POP = PopulationConfig(seed=5, num_train_users=40, num_heldout_users=5, num_public_users=150)
-FED = FederatedConfig(rounds=3, clients_per_round=8, max_examples=4, batch_size=2, checkpoint_every=10,
-                      client_lr=0.5, server_optimizer="nesterov", clip_norm=0.3)
+FED = FederatedConfig(
+    rounds=3,
+    clients_per_round=8,
+    max_examples=4,
+    batch_size=2,
+    checkpoint_every=10,
+    client_lr=0.5,
+    server_optimizer="nesterov",
+    clip_norm=0.3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,24 +73,32 @@ def test_streamed_cohorts_are_byte_identical_to_eager(pop_tok):
         idx, mask, _ = sample_cohort_exact(jax.random.fold_in(key, r), len(eager), 0.2, 16)
         idx, mask = np.asarray(idx), np.asarray(mask)
         a, b = (gather_cohort(x, idx, mask, FED, 7, r) for x in (eager, streamed))
-        for x, y in zip(_cohort_arrays(a), _cohort_arrays(b)):
+        for x, y in zip(_cohort_arrays(a), _cohort_arrays(b), strict=True):
             assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
 
 
 @pytest.mark.usefixtures("compiled_round_cache")
 def test_streamed_prefetched_rounds_equal_eager_rounds(pop_tok, tmp_path):
     pop, tok = pop_tok
-    graphdef, params = init_params(ModelConfig(vocab_size=tok.vocab_size, embed_dim=8, hidden_dim=16), jax.random.key(0))
+    graphdef, params = init_params(
+        ModelConfig(vocab_size=tok.vocab_size, embed_dim=8, hidden_dim=16), jax.random.key(0)
+    )
     loss_fn = make_loss_fn(graphdef)
-    dp = DpSetup(noise_multiplier=0.7, sampling_prob=FED.sampling_prob(POP.num_train_users), delta=1e-3,
-                 population=POP.num_train_users, clip_norm=0.3)
-    run = lambda rows, d, pre: train_federated(loss_fn, params, rows, FED, dp, private=True, seed=3, ckpt_dir=tmp_path / d,
-                                               resume=False, prefetch=pre)
+    dp = DpSetup(
+        noise_multiplier=0.7,
+        sampling_prob=FED.sampling_prob(POP.num_train_users),
+        delta=1e-3,
+        population=POP.num_train_users,
+        clip_norm=0.3,
+    )
+    run = lambda rows, d, pre: train_federated(
+        loss_fn, params, rows, FED, dp, private=True, seed=3, ckpt_dir=tmp_path / d, resume=False, prefetch=pre
+    )
     p0, l0, h0 = run(_eager_today(pop, tok), "eager", False)
     p1, l1, h1 = run(StreamedRows(split_view(pop, "train"), tok, SEQ), "stream", True)
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]
     assert strip(h0) == strip(h1) and l0 == l1 and len(h1) == FED.rounds
-    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(p0), jax.tree.leaves(p1)))
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(p0), jax.tree.leaves(p1), strict=True))
 
 
 def test_prefetch_makes_the_next_round_on_another_thread_in_order():
@@ -130,7 +146,9 @@ def test_memory_and_start_do_not_grow_with_the_population(pop_tok):
 def test_canaries_drawn_over_lazy_ids_equal_the_listed_ids():
     pop = Population(dataclasses.replace(POP, num_train_users=5000))
     cfg = CanaryConfig(num_canaries=2, references=1000, users_per_canary=2)
-    listed = draw_canaries(cfg, [u.user_id for u in Population(dataclasses.replace(POP, num_train_users=5000)).users("train")])
+    listed = draw_canaries(
+        cfg, [u.user_id for u in Population(dataclasses.replace(POP, num_train_users=5000)).users("train")]
+    )
     assert draw_canaries(cfg, UserIds(split_view(pop, "train"))) == listed
     src = CanarySource(pop, listed[0], cfg.prefix, cfg.seed)
     view = src.split_view("train")
@@ -162,7 +180,9 @@ def test_jsonl_offset_index_gives_the_reader_users(tmp_path):
 
 def test_jsonl_offset_index_reports_a_bad_line_by_file_and_line(tmp_path):
     p = tmp_path / "c.jsonl"
-    p.write_text("\n".join([_rec("a", "one"), _rec("b", "two"), '{"user_id": "a", "text": ', _rec("a", "three")]) + "\n")
+    p.write_text(
+        "\n".join([_rec("a", "one"), _rec("b", "two"), '{"user_id": "a", "text": ', _rec("a", "three")]) + "\n"
+    )
     every = SplitConfig(public_fraction=0.0, heldout_fraction=0.0)
     with pytest.raises(CorpusError) as e:
         split_view(JsonlCorpus(p, ReaderConfig(split=every)), "train")

@@ -25,8 +25,15 @@ if TYPE_CHECKING:
 class JsonlIndex:
     """Where each user of one split has its lines (users in order of first appearance)."""
 
-    def __init__(self, corpus: JsonlCorpus, ids: list[str], starts: np.ndarray, files: np.ndarray,
-                 offsets: np.ndarray, lines: np.ndarray) -> None:
+    def __init__(
+        self,
+        corpus: JsonlCorpus,
+        ids: list[str],
+        starts: np.ndarray,
+        files: np.ndarray,
+        offsets: np.ndarray,
+        lines: np.ndarray,
+    ) -> None:
         self.corpus, self._ids, self._starts = corpus, ids, starts
         self._files, self._offsets, self._lines = files, offsets, lines
 

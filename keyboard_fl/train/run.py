@@ -22,8 +22,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -38,7 +39,16 @@ from keyboard_fl.tokenizer import Tokenizer
 from keyboard_fl.train.central import train_central
 from keyboard_fl.train.rundata import WORD_VOCAB_SIZE, Log, RunData, eval_users, first_messages, prepare
 
-__all__ = ["RunData", "WORD_VOCAB_SIZE", "eval_users", "evaluate_model", "first_messages", "prepare", "run", "write_json"]
+__all__ = [
+    "RunData",
+    "WORD_VOCAB_SIZE",
+    "eval_users",
+    "evaluate_model",
+    "first_messages",
+    "prepare",
+    "run",
+    "write_json",
+]
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total): drives the CLI's progress bar
 
@@ -72,7 +82,9 @@ def run(
     model = init_model(cfg, tokenizer, log)
     model, public_only = pretrain_step(cfg, out, tokenizer, data, model, log, progress)
     model, privacy = train_step(cfg, out, tokenizer, data, model, resume, log, progress)
-    checkpoint.save(out / "model", 0, model.params, {"config": cfg.to_dict(), "vocab_size": tokenizer.vocab_size}, keep=1)
+    checkpoint.save(
+        out / "model", 0, model.params, {"config": cfg.to_dict(), "vocab_size": tokenizer.vocab_size}, keep=1
+    )
     quality = evaluate_step(cfg, tokenizer, data, model, log)
     return write_step(cfg, out, data, model, quality, public_only, privacy, time.perf_counter() - t_start)
 
@@ -103,7 +115,9 @@ def pretrain_step(cfg: RunConfig, out: Path, tokenizer, data: RunData, model: Mo
     """Public pretraining (if configured); the central run also reports the public-only model once."""
     if cfg.pretrain.steps <= 0:
         return model, None
-    model = model._replace(params=_public_pretraining(cfg, out, tokenizer, data, model.loss_fn, model.params, log, progress))
+    model = model._replace(
+        params=_public_pretraining(cfg, out, tokenizer, data, model.loss_fn, model.params, log, progress)
+    )
     if cfg.mode != "central":  # the starting point of every mode, reported once as a baseline
         return model, None
     q = evaluate_model(model.graphdef, model.params, tokenizer, data.heldout, data.word_vocab, cfg.eval.min_targets)
@@ -111,25 +125,35 @@ def pretrain_step(cfg: RunConfig, out: Path, tokenizer, data: RunData, model: Mo
     return model, {k: q[k] for k in ("top1", "top3", "perplexity")}
 
 
-def train_step(cfg: RunConfig, out: Path, tokenizer, data: RunData, model: Model, resume: bool, log: Log,
-               progress: Progress) -> tuple[Model, dict]:
+def train_step(
+    cfg: RunConfig, out: Path, tokenizer, data: RunData, model: Model, resume: bool, log: Log, progress: Progress
+) -> tuple[Model, dict]:
     """Central training on the baseline users' pooled rows, or federated rounds over the streamed population."""
     t = time.perf_counter()
     if cfg.mode == "central":
         params, losses = train_central(
-            model.loss_fn, model.params, data.baseline_rows(), cfg.central, cfg.seed,
+            model.loss_fn,
+            model.params,
+            data.baseline_rows(),
+            cfg.central,
+            cfg.seed,
             callback=lambda i, _: progress("central training", i + 1, cfg.central.steps),
         )
-        log(f"central: {cfg.central.steps} steps on {data.baseline_users} users' rows, final loss "
-            f"{np.mean(losses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)")
-        _plot(out, [{"step": i + 1, "loss": l} for i, l in enumerate(losses)], cfg.mode)
+        log(
+            f"central: {cfg.central.steps} steps on {data.baseline_users} users' rows, final loss "
+            f"{np.mean(losses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)"
+        )
+        _plot(out, [{"step": i + 1, "loss": x} for i, x in enumerate(losses)], cfg.mode)
         return model._replace(params=params), {}
     from keyboard_fl.train.federated import resolve_dp, train_federated
 
     private = cfg.mode == "dp-fedavg"
     dp = resolve_dp(cfg.federated, data.num_train_users, private)
     if private:
-        log(f"dp: q={dp.sampling_prob:.4g} z={dp.noise_multiplier:.4f} C={dp.clip_norm} δ={dp.delta:.0e} N={dp.population}")
+        log(
+            f"dp: q={dp.sampling_prob:.4g} z={dp.noise_multiplier:.4f} C={dp.clip_norm} "
+            f"δ={dp.delta:.0e} N={dp.population}"
+        )
     mlog = MetricsLog(out / "metrics.jsonl", resume)
     quick = first_messages(data.heldout.items(), cfg.federated.eval_messages)
 
@@ -139,15 +163,30 @@ def train_step(cfg: RunConfig, out: Path, tokenizer, data: RunData, model: Model
             q = evaluate_model(model.graphdef, params_r, tokenizer, quick, data.word_vocab, 1)
             record = {**record, "eval_top1": q["top1"], "eval_top3": q["top3"], "eval_perplexity": q["perplexity"]}
             eps = f" ε={record['epsilon']:.2f}" if "epsilon" in record else ""
-            log(f"round {r}: loss {record['train_loss']:.3f} top1 {q['top1']:.3f} top3 {q['top3']:.3f}{eps} ({record['seconds']:.2f}s/round)")
+            log(
+                f"round {r}: loss {record['train_loss']:.3f} top1 {q['top1']:.3f} top3 {q['top3']:.3f}{eps} "
+                f"({record['seconds']:.2f}s/round)"
+            )
         mlog.append(record)
 
     params, ledger, _ = train_federated(
-        model.loss_fn, model.params, data.rows, cfg.federated, dp, private=private, seed=cfg.seed,
-        ckpt_dir=out / "checkpoints", resume=resume, on_round=on_round,
+        model.loss_fn,
+        model.params,
+        data.rows,
+        cfg.federated,
+        dp,
+        private=private,
+        seed=cfg.seed,
+        ckpt_dir=out / "checkpoints",
+        resume=resume,
+        on_round=on_round,
     )
     _plot(out, mlog.records(), cfg.mode)
-    privacy = {**ledger.report(), "clip_norm": dp.clip_norm, "target_epsilon": cfg.federated.target_epsilon} if private else {}
+    privacy = (
+        {**ledger.report(), "clip_norm": dp.clip_norm, "target_epsilon": cfg.federated.target_epsilon}
+        if private
+        else {}
+    )
     return model._replace(params=params), privacy
 
 
@@ -191,8 +230,16 @@ def evaluate_step(cfg: RunConfig, tokenizer: Tokenizer, data: RunData, model: Mo
     return {"heldout_users": held, "train_users_heldout_messages": own, "ngram": ngram, "keystrokes": ksr}
 
 
-def write_step(cfg: RunConfig, out: Path, data: RunData, model: Model, quality: dict, public_only: dict | None,
-               privacy: dict, seconds: float) -> dict:
+def write_step(
+    cfg: RunConfig,
+    out: Path,
+    data: RunData,
+    model: Model,
+    quality: dict,
+    public_only: dict | None,
+    privacy: dict,
+    seconds: float,
+) -> dict:
     """``metrics.json``: quality, baselines, privacy (ε only for a dp-fedavg run), the data used."""
     held, ngram, ksr = quality["heldout_users"], quality["ngram"], quality["keystrokes"]
     metrics = {
@@ -211,8 +258,12 @@ def write_step(cfg: RunConfig, out: Path, data: RunData, model: Model, quality: 
         "seconds": seconds,
         "seed": cfg.seed,
         "public_pretrained": public_only,
-        "data": {"source": "corpus" if cfg.corpus else "simulated", "bad_lines": data.bad_lines,
-                 "train_users": data.num_train_users, "baseline_users": data.baseline_users},
+        "data": {
+            "source": "corpus" if cfg.corpus else "simulated",
+            "bad_lines": data.bad_lines,
+            "train_users": data.num_train_users,
+            "baseline_users": data.baseline_users,
+        },
     }
     if privacy:
         metrics.update(privacy)
@@ -223,7 +274,9 @@ def write_step(cfg: RunConfig, out: Path, data: RunData, model: Model, quality: 
     return metrics
 
 
-def evaluate_model(graphdef, params, tokenizer: Tokenizer, users: dict[str, list[str]], word_vocab, min_targets: int) -> dict:
+def evaluate_model(
+    graphdef, params, tokenizer: Tokenizer, users: dict[str, list[str]], word_vocab, min_targets: int
+) -> dict:
     """Whole-word top-1/top-3 (OOV excluded, reported apart), per-user spread, piece perplexity."""
     counter = TopKCounter(vocab=word_vocab)
     ids, msgs = [], []
@@ -231,7 +284,7 @@ def evaluate_model(graphdef, params, tokenizer: Tokenizer, users: dict[str, list
         ids += [uid] * len(ms)
         msgs += ms
     preds, nll, n = predict_messages(graphdef, params, tokenizer, msgs)
-    for uid, per in zip(ids, preds):
+    for uid, per in zip(ids, preds, strict=True):
         counter.add(uid, [p for _, p in per], [w for w, _ in per])
     out = counter.summary(min_targets=min_targets)
     out["perplexity"] = perplexity(nll, n) if n else float("nan")
@@ -250,7 +303,9 @@ def evaluate_ngram_baseline(ngram, data: RunData, ksr_messages: list[str], min_t
     from keyboard_fl.eval.ksr import keystroke_savings
     from keyboard_fl.eval.metrics import evaluate_topk
 
-    out = evaluate_topk(lambda ctx: ngram.top_k(ctx, 3), data.heldout, vocab=set(data.word_vocab), min_targets=min_targets)
+    out = evaluate_topk(
+        lambda ctx: ngram.top_k(ctx, 3), data.heldout, vocab=set(data.word_vocab), min_targets=min_targets
+    )
     if ksr_messages:
         out["ksr"] = keystroke_savings(ksr_messages, ngram.suggest)["ksr"]
     return out
@@ -286,14 +341,25 @@ def pretrained_cache_dir(cfg: RunConfig, tokenizer: Tokenizer, out: Path) -> Pat
     import hashlib
 
     key = hashlib.sha256(
-        json.dumps([cfg.seed, cfg.to_dict()["population"], cfg.corpus, cfg.to_dict()["model"], cfg.seq_len,
-                    cfg.to_dict()["pretrain"]], sort_keys=True).encode()
+        json.dumps(
+            [
+                cfg.seed,
+                cfg.to_dict()["population"],
+                cfg.corpus,
+                cfg.to_dict()["model"],
+                cfg.seq_len,
+                cfg.to_dict()["pretrain"],
+            ],
+            sort_keys=True,
+        ).encode()
         + tokenizer.model_proto
     ).hexdigest()[:16]
     return Path(out).parent / ".pretrained" / key
 
 
-def _public_pretraining(cfg: RunConfig, out: Path, tokenizer, data: RunData, loss_fn, params, log: Log, progress: Progress):
+def _public_pretraining(
+    cfg: RunConfig, out: Path, tokenizer, data: RunData, loss_fn, params, log: Log, progress: Progress
+):
     """Centralized pretraining on the public split only (DESIGN.md §3), shared between runs.
 
     Its result is a pure function of the seed, the population, the tokenizer,
@@ -308,12 +374,18 @@ def _public_pretraining(cfg: RunConfig, out: Path, tokenizer, data: RunData, los
         return found[1]
     t = time.perf_counter()
     params, losses = train_central(
-        loss_fn, params, data.public_rows, cfg.pretrain, cfg.seed + 7919,
+        loss_fn,
+        params,
+        data.public_rows,
+        cfg.pretrain,
+        cfg.seed + 7919,
         callback=lambda i, _: progress("public pretraining", i + 1, cfg.pretrain.steps),
     )
     checkpoint.save(cache, cfg.pretrain.steps, params, {"key": key}, keep=1)
-    log(f"public pretraining: {cfg.pretrain.steps} steps on {len(data.public_rows)} public rows, "
-        f"loss {np.mean(losses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)")
+    log(
+        f"public pretraining: {cfg.pretrain.steps} steps on {len(data.public_rows)} public rows, "
+        f"loss {np.mean(losses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)"
+    )
     return params
 
 

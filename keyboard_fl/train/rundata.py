@@ -94,7 +94,9 @@ def open_source(cfg: RunConfig, source: UserSource | None = None) -> UserSource:
         from keyboard_fl.data import ReaderConfig, SplitConfig
         from keyboard_fl.data.materialize import open_source as open_corpus
 
-        source = open_corpus(cfg.corpus, ReaderConfig(split=SplitConfig(seed=cfg.seed), skip_bad_lines=cfg.skip_bad_lines))
+        source = open_corpus(
+            cfg.corpus, ReaderConfig(split=SplitConfig(seed=cfg.seed), skip_bad_lines=cfg.skip_bad_lines)
+        )
     return source or Population(cfg.population)
 
 
@@ -135,8 +137,11 @@ def prepare(cfg: RunConfig, out: Path, log: Log, source: UserSource | None = Non
     e = cfg.eval
     data = RunData(
         word_vocab=frozenset(w for w, _ in counts.most_common(WORD_VOCAB_SIZE)),
-        public_rows=np.concatenate([user_rows(tokenizer, u.train, cfg.seq_len) for u in public]
-                                   or [np.zeros((0, cfg.seq_len + 1), np.int32)]) if cfg.pretrain.steps > 0 else None,
+        public_rows=np.concatenate(
+            [user_rows(tokenizer, u.train, cfg.seq_len) for u in public] or [np.zeros((0, cfg.seq_len + 1), np.int32)]
+        )
+        if cfg.pretrain.steps > 0
+        else None,
         rows=StreamedRows(train, tokenizer, cfg.seq_len),
         heldout=eval_users(_in_order(split_view(source, "heldout")), e.max_users, e.max_messages_per_user),
         train_user_test=first_messages(((u.user_id, u.test) for u in _in_order(train)), e.max_train_user_messages),

@@ -78,8 +78,9 @@ def client_rng(seed: int, round_: int, user: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, 0xF1, round_, int(user)]))
 
 
-def gather_cohort(rows: RowsByUser, indices: np.ndarray, mask: np.ndarray, cfg: FederatedConfig, seed: int,
-                  round_: int) -> CohortBatch:
+def gather_cohort(
+    rows: RowsByUser, indices: np.ndarray, mask: np.ndarray, cfg: FederatedConfig, seed: int, round_: int
+) -> CohortBatch:
     """Padded local steps [K, S, B, T] of the sampled users (zeros for padding slots).
 
     Only the users with ``mask`` set are made (``rows.user``): a streamed
@@ -87,12 +88,19 @@ def gather_cohort(rows: RowsByUser, indices: np.ndarray, mask: np.ndarray, cfg: 
     """
     steps = cfg.local_epochs * -(-cfg.max_examples // cfg.batch_size)
     out = np.zeros((len(indices), steps, cfg.batch_size, rows.width), np.int32)
-    for slot, (u, m) in enumerate(zip(indices, mask)):
+    for slot, (u, m) in enumerate(zip(indices, mask, strict=True)):
         if m:
-            out[slot] = client_steps(rows.user(int(u)), batch_size=cfg.batch_size, max_examples=cfg.max_examples,
-                                     epochs=cfg.local_epochs, rng=client_rng(seed, round_, int(u)))
+            out[slot] = client_steps(
+                rows.user(int(u)),
+                batch_size=cfg.batch_size,
+                max_examples=cfg.max_examples,
+                epochs=cfg.local_epochs,
+                rng=client_rng(seed, round_, int(u)),
+            )
     b = as_batch(out)
-    return CohortBatch(jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]), jnp.asarray(b["weights"]), jnp.asarray(mask))
+    return CohortBatch(
+        jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]), jnp.asarray(b["weights"]), jnp.asarray(mask)
+    )
 
 
 def prefetched(make: Callable[[int], T], rounds: Sequence[int], *, ahead: bool = True) -> Iterator[T]:
