@@ -11,7 +11,9 @@ set of long-tail words, and typing habits (greetings, sign-offs, abbreviations,
 fillers, emoji, capitalisation, punctuation, message length). Messages are a
 time-ordered sequence of clauses rendered from the shared templates in
 ``keyboard_fl/data/lang`` (the learnable everyday language) with personal parts mixed in
-(what makes the data non-IID). The number of messages per user is lognormal
+(what makes the data non-IID). Public users write the public register and
+private users the chat register, with a community and trends
+(:mod:`~keyboard_fl.data.register`, ``lang/register.json``). The number of messages per user is lognormal
 and capped: most users type little, a few type a lot.
 """
 
@@ -369,11 +371,13 @@ class Population:
                     c += " " + per.fillers[int(u() * len(per.fillers))]
                 clauses.append(c)
             if not public:
-                trend = active_trends(reg, i / per.num_messages)
-                if trend and u() < reg.trend_p:
+                if u() < reg.trend_p:
+                    trend = active_trends(reg, i / per.num_messages)
+                if trend:
                     out = []
                     render(reg.trend_templates[int(u() * len(reg.trend_templates))], out)
                     clauses.append("".join(out))
+                    trend = ()
                 if u() < per.phrase_p:
                     ph = reg.phrases.values[bisect_right(reg.phrases.cum, u() * reg.phrases.cum[-1])]
                     clauses.insert(0 if u() < 0.5 else len(clauses), ph)

@@ -178,7 +178,7 @@ _SENT = re.compile(r"([.!?]\s+)([a-z])")
 def to_public(msg: str, reg: Register) -> str:
     """Write ``msg`` in the public register: written-out forms, standard casing, final full stop."""
     for pat, table in reg.rewrite:
-        msg = pat.sub(lambda m: table[m.group(0).lower()], msg)
+        msg = pat.sub(lambda m, t=table: t[m.group(0).lower()], msg)
     msg = _SPACES.sub(" ", msg).replace(" ,", ",").replace(" .", ".").replace(" !", "!").replace(" ?", "?")
     msg = msg.strip(" ,.!?")
     if not msg:
