@@ -371,13 +371,11 @@ class Population:
                     c += " " + per.fillers[int(u() * len(per.fillers))]
                 clauses.append(c)
             if not public:
-                if u() < reg.trend_p:
-                    trend = active_trends(reg, i / per.num_messages)
-                if trend:
+                trend = active_trends(reg, i / per.num_messages)
+                if trend and u() < reg.trend_p:
                     out = []
                     render(reg.trend_templates[int(u() * len(reg.trend_templates))], out)
                     clauses.append("".join(out))
-                    trend = ()
                 if u() < per.phrase_p:
                     ph = reg.phrases.values[bisect_right(reg.phrases.cum, u() * reg.phrases.cum[-1])]
                     clauses.insert(0 if u() < 0.5 else len(clauses), ph)
