@@ -112,7 +112,9 @@ def load_suggester(run_dir: str | Path):
     if found is None:
         raise RunNotFound(f"{run_dir / 'model'}: no usable model checkpoint")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return Suggester(graphdef, found[1], tok), metrics
+    from keyboard_fl.dictionary import run_dictionary
+
+    return Suggester(graphdef, found[1], tok, dictionary=run_dictionary(run_dir)), metrics
 
 
 def load_run(run_dir: str | Path, name: str | None = None, *, backend: str = "jax") -> LoadedRun:

@@ -1,8 +1,9 @@
-// keyboard_fl demo: a phone keyboard's suggestion strip driven by /api/suggest.
-// Every key press asks for suggestions (no debounce); only the answer to the
-// latest request is shown, older ones are dropped. Typed text stays in this
-// page and in the one request that needs it.
-"use strict";
+// keyboard_fl demo: a phone keyboard's suggestion strip.
+// On this device (default): the run's export runs in the page (./ondevice/),
+// no request per key press, typed text never leaves the page. On the server
+// (?mode=server, or the toggle): every key press asks /api/suggest.
+// Either way only the answer to the latest key press is shown.
+import { OnDeviceSuggester } from "./ondevice/engine.js";
 
 (() => {
   const CONTEXT_CHARS = 400; // the model only needs the recent past; keeps requests small
@@ -18,6 +19,11 @@
   let seq = 0; // id of the latest request; answers to older ones are stale
   let shown = []; // suggestions in rank order (0 = most likely)
   let shift = false;
+  const params = new URLSearchParams(location.search);
+  let where = params.get("mode") === "server" ? "server" : "device"; // where the user wants suggestions computed
+  const engines = new Map(); // model name → Promise<OnDeviceSuggester>
+  let queue = Promise.resolve(); // on-device calls run one at a time (the engine keeps state between them)
+  const timings = []; // per key press: ms from the key press to the strip (on-device), for the benchmark
 
   // ---------- text helpers (mirror keyboard_fl.suggest.Suggester.split_context) ----------
   const beforeCaret = () => box.value.slice(0, box.selectionStart);
@@ -85,6 +91,56 @@
     el.hidden = !msg;
   }
 
+  // ---------- on this device ----------
+  const currentModel = () => models.find((x) => x.name === current);
+  const onDevice = () => where === "device" && !!(currentModel() || {}).ondevice;
+
+  function engineFor(name) {
+    const m = models.find((x) => x.name === name);
+    if (!m || !m.ondevice) return Promise.reject(new Error(`model ${name} has no export to run on this device`));
+    if (!engines.has(name)) {
+      const precision = params.get("precision") === "float32" ? "model_float" : "model";
+      engines.set(name, OnDeviceSuggester.load({ ...m.ondevice, model: m.ondevice[precision] }));
+    }
+    return engines.get(name);
+  }
+
+  function showWhere() {
+    const el = $("where");
+    const dev = onDevice();
+    el.dataset.where = dev ? "device" : "server";
+    el.textContent = dev ? "runs on this device" : "computed on the server";
+    document.body.dataset.where = el.dataset.where;
+  }
+
+  async function refreshOnDevice(my, text, t0) {
+    const name = current;
+    queue = queue.then(async () => {
+      if (my !== seq) return; // a newer key press is queued: skip this one
+      try {
+        const engine = await engineFor(name);
+        const t1 = performance.now();
+        const { words, kind } = await engine.suggestScored(text, 3);
+        const t2 = performance.now();
+        if (my !== seq) return;
+        showError("");
+        render(words.map(([w]) => w));
+        timings.push(performance.now() - t0);
+        $("latency-server").textContent = `${(t2 - t1).toFixed(1)} ms`;
+        $("latency-rtt").textContent = `${(performance.now() - t0).toFixed(1)} ms`;
+        $("kind").textContent = kind === "completion" ? "completing" : "next word";
+        strip.dataset.seq = String(my);
+      } catch (e) {
+        if (my === seq) {
+          showError(`on-device model failed: ${e.message || e}`);
+          render([]);
+          strip.dataset.seq = String(my);
+        }
+      }
+    });
+    return queue;
+  }
+
   async function refresh() {
     if (!current) return;
     const my = ++seq;
@@ -93,6 +149,7 @@
     strip.dataset.pending = String(my);
     // Dim the strip only if an answer is slow to come (no flicker at normal speed).
     setTimeout(() => { if (strip.dataset.seq !== String(my) && seq === my) strip.classList.add("stale"); }, 150);
+    if (onDevice()) return refreshOnDevice(my, text, t0);
     try {
       const r = await fetch("/api/suggest", {
         method: "POST",
@@ -129,6 +186,10 @@
     badge.textContent = m ? `${m.label} · ${m.privacy}` : "";
     badge.classList.toggle("private", !!(m && m.private));
     document.body.dataset.model = name;
+    const dev = document.querySelector("input[name=where][value=device]");
+    dev.disabled = !(m && m.ondevice);
+    showWhere();
+    if (onDevice()) engineFor(name).catch(() => {}); // start downloading the model now
     refresh();
   }
 
@@ -152,7 +213,8 @@
     title.append(name, badge);
     const metrics = document.createElement("span");
     metrics.className = "model-metrics";
-    metrics.textContent = `top-1 ${pct(m.top1)} · top-3 ${pct(m.top3)} · KSR ${pct(m.ksr)}`;
+    metrics.textContent = `top-1 ${pct(m.top1)} · top-3 ${pct(m.top3)} · KSR ${pct(m.ksr)}` +
+      (m.ondevice ? ` · on-device ${m.ondevice.precision}` : " · server only");
     label.append(input, title, metrics);
     return label;
   }
@@ -178,6 +240,8 @@
     li.className = "bubble me";
     li.textContent = msg; // page memory only; never sent anywhere
     $("thread").append(li);
+    // The words this user typed join the on-device dictionary (this page's memory only).
+    for (const e of engines.values()) e.then((eng) => eng.learn(msg)).catch(() => {});
     li.scrollIntoView({ block: "end" });
     box.value = "";
     refresh();
@@ -369,6 +433,22 @@
   canaryBox.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.isComposing) runCanaryCheck();
   });
+
+  for (const r of document.querySelectorAll("input[name=where]")) {
+    r.checked = r.value === where;
+    r.addEventListener("change", () => {
+      where = r.value;
+      showWhere();
+      refresh();
+    });
+  }
+
+  // Inspection hook for the browser tests and benchmark: the in-page engine, no server involved.
+  window.kfl = {
+    engine: (name) => engineFor(name || current),
+    timings,
+    where: () => (onDevice() ? "device" : "server"),
+  };
 
   buildKeys();
   render([]);
