@@ -10,7 +10,7 @@ DEST=keyboard_fl/demo/static/vendor/onnxruntime-web
 FILES=(ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm)
 present() {
   [ -f "$DEST/package.json" ] && grep -q "\"version\": \"$VERSION\"" "$DEST/package.json" || return 1
-  for f in "${FILES[@]}"; do [ -s "$DEST/$f" ] || return 1; done
+  for f in "${FILES[@]}" LICENSE; do [ -s "$DEST/$f" ] || return 1; done
 }
 if present; then exit 0; fi
 command -v npm >/dev/null || { echo "error: npm is needed to fetch onnxruntime-web (apt-get install npm)" >&2; exit 1; }
@@ -22,7 +22,7 @@ for f in "${FILES[@]}"; do cp "$tmp/package/dist/$f" "$DEST/$f"; done
 cp "$tmp/package/package.json" "$DEST/package.json"
 cat > "$DEST/LICENSE" <<'LIC'
 onnxruntime-web is Copyright (c) Microsoft Corporation, licensed under the MIT License
-(see "license" in package.json and https://github.com/microsoft/onnxruntime/blob/main/LICENSE):
+(see "license" in package.json, and LICENSE in the microsoft/onnxruntime repository on GitHub):
 
 Permission is hereby granted, free of charge, to any person obtaining a copy of this software and
 associated documentation files (the "Software"), to deal in the Software without restriction,

@@ -23,7 +23,8 @@ import { OnDeviceSuggester } from "./ondevice/engine.js";
   let where = params.get("mode") === "server" ? "server" : "device"; // where the user wants suggestions computed
   const engines = new Map(); // model name → Promise<OnDeviceSuggester>
   let queue = Promise.resolve(); // on-device calls run one at a time (the engine keeps state between them)
-  const timings = []; // per key press: ms from the key press to the strip (on-device), for the benchmark
+  const timings = []; // per key press: ms from the key press to the strip, for the benchmark
+  const engineTimings = []; // per key press: ms the model took (in the page, or as the server reports it)
 
   // ---------- text helpers (mirror keyboard_fl.suggest.Suggester.split_context) ----------
   const beforeCaret = () => box.value.slice(0, box.selectionStart);
@@ -117,8 +118,19 @@ import { OnDeviceSuggester } from "./ondevice/engine.js";
     const name = current;
     queue = queue.then(async () => {
       if (my !== seq) return; // a newer key press is queued: skip this one
+      let engine;
       try {
-        const engine = await engineFor(name);
+        engine = await engineFor(name);
+      } catch (e) {
+        // No runtime or no export (e.g. set-up without npm): this model falls back to the server, visibly.
+        const m = models.find((x) => x.name === name);
+        if (m) m.ondevice = null;
+        engines.delete(name);
+        showError(`this model cannot run on this device (${e.message || e}); suggestions come from the server`);
+        if (name === current) selectModel(name);
+        return;
+      }
+      try {
         const t1 = performance.now();
         const { words, kind } = await engine.suggestScored(text, 3);
         const t2 = performance.now();
@@ -126,6 +138,7 @@ import { OnDeviceSuggester } from "./ondevice/engine.js";
         showError("");
         render(words.map(([w]) => w));
         timings.push(performance.now() - t0);
+        engineTimings.push(t2 - t1);
         $("latency-server").textContent = `${(t2 - t1).toFixed(1)} ms`;
         $("latency-rtt").textContent = `${(performance.now() - t0).toFixed(1)} ms`;
         $("kind").textContent = kind === "completion" ? "completing" : "next word";
@@ -167,6 +180,8 @@ import { OnDeviceSuggester } from "./ondevice/engine.js";
       }
       showError("");
       render(data.suggestions);
+      timings.push(performance.now() - t0);
+      engineTimings.push(data.ms);
       $("latency-server").textContent = `${data.ms.toFixed(1)} ms`;
       $("latency-rtt").textContent = `${(performance.now() - t0).toFixed(1)} ms`;
       $("kind").textContent = data.kind === "completion" ? "completing" : "next word";
@@ -447,6 +462,7 @@ import { OnDeviceSuggester } from "./ondevice/engine.js";
   window.kfl = {
     engine: (name) => engineFor(name || current),
     timings,
+    engineTimings,
     where: () => (onDevice() ? "device" : "server"),
   };
 

@@ -52,31 +52,44 @@ export function prefixTables(tok, prefix, maxPrefix) {
   return { allowed, advance, v };
 }
 
-/** Log-softmax of each row of a [rows, v] Float32Array (float32, as numpy). */
-export function logSoftmax(x, rows, v) {
-  const out = new Float32Array(rows * v);
+/**
+ * Per row of [rows, v] logits: m (max), logS (f32 log Σ exp(x − m)) and end (log P(boundary)),
+ * from one pass of exp. lp[i] = f32(f32(x[i] − m) − logS), as numpy's log_softmax in float32.
+ */
+export function rowStats(x, rows, v, boundary) {
+  const m = new Float32Array(rows), logS = new Float32Array(rows), end = new Float64Array(rows);
   for (let r = 0; r < rows; r++) {
     const o = r * v;
-    let m = -Infinity;
-    for (let i = 0; i < v; i++) if (x[o + i] > m) m = x[o + i];
-    let s = 0;
-    for (let i = 0; i < v; i++) s += Math.exp(f32(x[o + i] - m));
-    const ls = f32(Math.log(s));
-    for (let i = 0; i < v; i++) out[o + i] = f32(f32(x[o + i] - m) - ls);
+    let mx = -Infinity;
+    for (let i = 0; i < v; i++) if (x[o + i] > mx) mx = x[o + i];
+    let s = 0, sb = 0;
+    for (let i = 0; i < v; i++) {
+      const e = Math.exp(f32(x[o + i] - mx));
+      s += e;
+      if (boundary[i]) sb += e;
+    }
+    m[r] = mx;
+    logS[r] = f32(Math.log(s));
+    end[r] = Math.log(sb) - Math.log(s);
   }
-  return out;
+  return { m, logS, end };
 }
 
-/** Largest k entries of x (ties to the lower index): [values, indices]. */
-export function topK(x, k) {
-  const vals = new Float32Array(k).fill(-Infinity), idx = new Int32Array(k).fill(-1);
+/** Top k of `score[b] + lp[b, i]` over allowed (b, i), ties to the lower flat index b·v + i. */
+function topAllowed(x, st, v, score, rowOf, allowed, k) {
+  const vals = new Float32Array(k).fill(NEG_INF), idx = new Int32Array(k);
+  for (let j = 0; j < k; j++) idx[j] = j; // unfilled slots: the lowest flat indices at −1e30, as numpy's top_k
   let filled = 0;
-  for (let i = 0; i < x.length; i++) {
-    const s = x[i];
-    if (filled === k && !(s > vals[k - 1])) continue;
-    let j = filled < k ? filled++ : k - 1;
-    while (j > 0 && s > vals[j - 1]) { vals[j] = vals[j - 1]; idx[j] = idx[j - 1]; j--; }
-    vals[j] = s; idx[j] = i;
+  for (let b = 0; b < score.length; b++) {
+    const row = rowOf(b) * v, o = b * v, mb = st.m[b], ls = st.logS[b], sb = score[b];
+    for (let i = 0; i < v; i++) {
+      if (!allowed[row + i]) continue;
+      const s = f32(sb + f32(f32(x[o + i] - mb) - ls));
+      if (filled === k && !(s > vals[k - 1])) continue;
+      let j = filled < k ? filled++ : k - 1;
+      while (j > 0 && s > vals[j - 1]) { vals[j] = vals[j - 1]; idx[j] = idx[j - 1]; j--; }
+      vals[j] = s; idx[j] = o + i;
+    }
   }
   return [vals, idx];
 }
@@ -87,10 +100,7 @@ export function topK(x, k) {
  */
 export async function wordSearch(step, boundary, ctx, tables, prefixLen, beam, depth) {
   const { allowed, advance, v } = tables;
-  const lp0 = logSoftmax(ctx.logits, 1, v);
-  const first = new Float32Array(v);
-  for (let i = 0; i < v; i++) first[i] = allowed[i] ? lp0[i] : NEG_INF;
-  let [score, piece] = topK(first, beam);
+  let [score, piece] = topAllowed(ctx.logits, rowStats(ctx.logits, 1, v, boundary), v, Float32Array.of(0), () => 0, allowed, beam);
   let ell = Int32Array.from(piece, (p) => Math.min(advance[p], prefixLen));
   let seq = Array.from(piece, (p) => [p]);
   const hd = ctx.c.length, ed = ctx.h.length;
@@ -99,27 +109,16 @@ export async function wordSearch(step, boundary, ctx, tables, prefixLen, beam, d
   const allPieces = [], allScores = [];
   for (let d = 0; d < depth; d++) {
     const out = await step(Int32Array.from(piece), c, h, beam);
-    const lp = logSoftmax(out.logits, beam, v);
+    const st = rowStats(out.logits, beam, v, boundary);
     const scores = new Float32Array(beam);
     for (let b = 0; b < beam; b++) {
-      const o = b * v;
-      let m = -Infinity;
-      for (let i = 0; i < v; i++) if (boundary[i] && lp[o + i] > m) m = lp[o + i];
-      let s = 0;
-      for (let i = 0; i < v; i++) if (boundary[i]) s += Math.exp(lp[o + i] - m);
-      const end = f32(Math.log(s) + m);
       const done = ell[b] === prefixLen && score[b] > NEG_INF / 2;
-      scores[b] = done ? f32(score[b] + end) : -Infinity;
+      scores[b] = done ? f32(score[b] + f32(st.end[b])) : -Infinity;
     }
-    allPieces.push(seq.map((s) => s.slice()));
+    allPieces.push(seq);
     allScores.push(scores);
     if (d === depth - 1) break;
-    const ext = new Float32Array(beam * v);
-    for (let b = 0; b < beam; b++) {
-      const row = (1 + ell[b]) * v, o = b * v;
-      for (let i = 0; i < v; i++) ext[o + i] = allowed[row + i] ? f32(score[b] + lp[o + i]) : NEG_INF;
-    }
-    const [s2, flat] = topK(ext, beam);
+    const [s2, flat] = topAllowed(out.logits, st, v, score, (b) => 1 + ell[b], allowed, beam);
     const parent = Int32Array.from(flat, (f) => Math.floor(f / v));
     piece = Int32Array.from(flat, (f) => f % v);
     ell = Int32Array.from(parent, (p, b) => Math.min(ell[p] + advance[piece[b]], prefixLen));
