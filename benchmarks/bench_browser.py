@@ -9,7 +9,8 @@ word search, dictionary). Measured for the page's on-device engine with the
 float32 and the int8 model (onnxruntime-web 1.30, WASM, one thread), and, side
 by side on the same key presses, for server mode (one ``POST /api/suggest`` per
 key press to the JAX model). Also: every byte the page downloads on first load,
-by file, and the time to the first suggestion.
+by file (bytes on the wire: the WASM runtime is sent gzipped), and the time
+to the first suggestion, each mode in a fresh browser (nothing cached).
 
 Without ``--run`` it builds an *untrained* run of the default size (the
 ``default`` preset's CIFG-LSTM: 2,048 pieces, embedding 64, 256 units; its
@@ -127,24 +128,22 @@ def stats(xs) -> dict:
 
 
 def first_load(browser, url: str) -> tuple[object, dict]:
-    """Open ``url`` in a fresh page; bytes of every response until the first suggestion is shown."""
+    """Open ``url`` in a fresh page; bytes on the wire (Resource Timing ``transferSize``) until the first suggestion."""
+    from urllib.parse import urlsplit
+
     page = browser.new_page()
-    sizes: dict[str, int] = {}
-
-    def done(req):
-        s = req.sizes()
-        sizes[req.url] = sizes.get(req.url, 0) + s["responseBodySize"] + s["responseHeadersSize"]
-
-    page.on("requestfinished", done)
     t0 = time.perf_counter()
     page.goto(url)
     page.wait_for_selector(".model-card")
     page.wait_for_function(FRESH, arg=0, timeout=60_000)
     ms = (time.perf_counter() - t0) * 1e3
-    page.remove_listener("requestfinished", done)
-    base = url.split("/?")[0]
-    by_file = {u.replace(base, ""): b for u, b in sorted(sizes.items(), key=lambda kv: -kv[1])}
-    return page, {"bytes": sum(sizes.values()), "requests": len(sizes), "by_file": by_file, "ms_to_first_suggestion": ms}
+    entries = page.evaluate(
+        "[...performance.getEntriesByType('navigation'), ...performance.getEntriesByType('resource')]"
+        ".map((e) => [e.name, e.transferSize, e.decodedBodySize])"
+    )
+    by_file = {urlsplit(u).path: {"wire": w, "decoded": d} for u, w, d in sorted(entries, key=lambda e: -e[1])}
+    return page, {"bytes": sum(e[1] for e in entries), "decoded_bytes": sum(e[2] for e in entries),
+                  "requests": len(entries), "by_file": by_file, "ms_to_first_suggestion": ms}
 
 
 def main() -> None:
@@ -162,8 +161,8 @@ def main() -> None:
 
     result: dict = {**manifest_run, "messages": len(texts), "modes": {}}
     with serving({"bench": load_run(run, "bench")}) as base, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         for mode, query in (("device_float32", "?precision=float32"), ("device_int8", ""), ("server_jax", "?mode=server")):
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)  # cold: nothing cached
             ctx = browser.new_context(viewport={"width": 375, "height": 812})
             page, load = first_load(ctx, base + "/" + query)
             assert page.evaluate("window.kfl.where()") == ("server" if mode.startswith("server") else "device")
@@ -175,8 +174,8 @@ def main() -> None:
                 "key_presses": typed["key_presses"],
             }
             ctx.close()
-        result["chromium"] = browser.version
-        browser.close()
+            result["chromium"] = browser.version
+            browser.close()
     man = json.loads((run / "export" / "manifest.json").read_text())
     result["model"] = {k: man[k] for k in ("vocab_size", "embed_dim", "hidden_dim", "params")} | {
         "files": {k: v["bytes"] for k, v in man["files"].items()}}

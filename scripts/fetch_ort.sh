@@ -10,7 +10,7 @@ DEST=keyboard_fl/demo/static/vendor/onnxruntime-web
 FILES=(ort.wasm.min.mjs ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm)
 present() {
   [ -f "$DEST/package.json" ] && grep -q "\"version\": \"$VERSION\"" "$DEST/package.json" || return 1
-  for f in "${FILES[@]}" LICENSE; do [ -s "$DEST/$f" ] || return 1; done
+  for f in "${FILES[@]}" LICENSE ort-wasm-simd-threaded.wasm.gz; do [ -s "$DEST/$f" ] || return 1; done
 }
 if present; then exit 0; fi
 command -v npm >/dev/null || { echo "error: npm is needed to fetch onnxruntime-web (apt-get install npm)" >&2; exit 1; }
@@ -19,6 +19,7 @@ trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && npm pack --silent "onnxruntime-web@$VERSION" >/dev/null && tar xzf "onnxruntime-web-$VERSION.tgz")
 mkdir -p "$DEST"
 for f in "${FILES[@]}"; do cp "$tmp/package/dist/$f" "$DEST/$f"; done
+gzip -9 -n -c "$DEST/ort-wasm-simd-threaded.wasm" > "$DEST/ort-wasm-simd-threaded.wasm.gz"  # served when the browser accepts gzip
 cp "$tmp/package/package.json" "$DEST/package.json"
 cat > "$DEST/LICENSE" <<'LIC'
 onnxruntime-web is Copyright (c) Microsoft Corporation, licensed under the MIT License

@@ -188,6 +188,11 @@ def ondevice_files(model: _Model) -> dict | None:
 
 
 TOKENIZER_JSON, WORDS_TXT = "tokenizer.json", "words.txt"
+ORT_DIR = STATIC / "vendor" / "onnxruntime-web"
+ORT_MEDIA = {  # the runtime files the page loads (application/wasm: the browser compiles while it downloads)
+    "ort.wasm.min.mjs": "text/javascript", "ort-wasm-simd-threaded.mjs": "text/javascript",
+    "ort-wasm-simd-threaded.wasm": "application/wasm",
+}
 EXPORT_FILES = {  # the only files of an export the page may fetch, with their media types
     "manifest.json": "application/json", "model.onnx": "application/octet-stream",
     "model.int8.onnx": "application/octet-stream", TOKENIZER_JSON: "application/json", WORDS_TXT: "text/plain; charset=utf-8",
@@ -270,6 +275,18 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True, exp
     @app.get("/", include_in_schema=False)
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
+
+    @app.get("/static/vendor/onnxruntime-web/{file}", include_in_schema=False)
+    def ort_file(file: str, request: Request):
+        """The vendored runtime (scripts/fetch_ort.sh): cached by the browser, the WASM sent gzipped when accepted."""
+        path = ORT_DIR / file
+        if file not in ORT_MEDIA or not path.is_file():
+            raise ApiError(404, "onnxruntime-web is not installed here: run scripts/fetch_ort.sh (scripts/setup.sh does)")
+        headers = {"Cache-Control": "public, max-age=604800", "Vary": "Accept-Encoding"}
+        gz = path.with_name(file + ".gz")
+        if gz.is_file() and "gzip" in request.headers.get("accept-encoding", ""):
+            return FileResponse(gz, media_type=ORT_MEDIA[file], headers=headers | {"Content-Encoding": "gzip"})
+        return FileResponse(path, media_type=ORT_MEDIA[file], headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
