@@ -25,14 +25,14 @@ ORT = Path(__file__).parents[1] / "keyboard_fl/demo/static/vendor/onnxruntime-we
 MODEL = "dp-fedavg"
 MESSAGE = "see you tomorrow at the park"
 
-IN_PAGE = """async ([texts, precision]) => {
-  const m = (await (await fetch('/api/models')).json()).models.find((x) => x.name === %r);
+IN_PAGE = """async ([texts, precision, model]) => {
+  const m = (await (await fetch('/api/models')).json()).models.find((x) => x.name === model);
   const { OnDeviceSuggester } = await import('/static/ondevice/engine.js');
   const e = await OnDeviceSuggester.load({ ...m.ondevice, model: m.ondevice[precision] });
   const out = [];
   for (const t of texts) out.push((await e.suggestScored(t, 3, { userWords: false })).words);
   return out;
-}""" % MODEL
+}"""
 
 
 def heldout_prefixes(run_dir: Path, n: int, seed: int = 0) -> list[str]:
@@ -156,7 +156,7 @@ def test_in_page_suggestions_equal_onnx_suggester(device_page, tiny_runs):
 
     texts = heldout_prefixes(tiny_runs[MODEL], 300, seed=1)
     export = tiny_runs[MODEL] / "export"
-    page_float = device_page.evaluate(IN_PAGE, [texts, "model_float"])
+    page_float = device_page.evaluate(IN_PAGE, [texts, "model_float", MODEL])
     py_float = OnnxSuggester(export, int8=False)
     mismatches = []
     for t, got in zip(texts, page_float):
@@ -168,7 +168,7 @@ def test_in_page_suggestions_equal_onnx_suggester(device_page, tiny_runs):
 
     # int8: onnxruntime-web's WASM kernels quantize activations unlike native onnxruntime's;
     # the suggestions mostly agree (reported) but are not bit-identical.
-    page_int8 = device_page.evaluate(IN_PAGE, [texts, "model"])
+    page_int8 = device_page.evaluate(IN_PAGE, [texts, "model", MODEL])
     py_int8 = OnnxSuggester(export, int8=True)
     top1 = np.mean([(g[:1] and g[0][0]) == (w[:1] and w[0][0]) for g, w in zip(page_int8, (py_int8.suggest_scored(t) for t in texts))])
     print(f"int8: in-page top-1 equals OnnxSuggester's on {top1:.1%} of {len(texts)} prefixes")
@@ -190,7 +190,7 @@ def test_no_back_end_suggests_a_non_word(device_page, tiny_runs):
     backends["onnx-float"] = [float_s.suggest(t) for t in texts]
     backends["onnx-int8"] = [int8_s.suggest(t) for t in texts]
     for precision in ("model_float", "model"):
-        backends[f"page-{precision}"] = [[w for w, _ in ws] for ws in device_page.evaluate(IN_PAGE, [texts, precision])]
+        backends[f"page-{precision}"] = [[w for w, _ in ws] for ws in device_page.evaluate(IN_PAGE, [texts, precision, MODEL])]
     for name, out in backends.items():
         outside = [(t, s) for t, ss in zip(texts, out) for s in ss if s not in words]
         assert not outside, f"{name}: {len(outside)} suggestions outside the dictionary, e.g. {outside[:5]}"

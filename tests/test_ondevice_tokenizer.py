@@ -61,8 +61,9 @@ def _node_results(export_dir: Path, texts: list[str], tmp_path: Path):
 
 
 def test_in_page_tokenizer_equals_sentencepiece(export_dir, tiny_runs, tmp_path):
-    from keyboard_fl.tokenizer import Tokenizer
     from test_demo_ondevice import heldout_prefixes
+
+    from keyboard_fl.tokenizer import Tokenizer
 
     tok = Tokenizer.load(export_dir / "tokenizer.model")
     texts = ODD + heldout_prefixes(tiny_runs["dp-fedavg"], 1200, seed=3)
