@@ -74,7 +74,9 @@ def serving(runs: dict[str, Path]):
     from keyboard_fl.demo.app import create_app
 
     app = create_app(runs, export=True)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="off"))
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="off")
+    )
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     while not srv.started:
@@ -100,7 +102,10 @@ def heldout_texts(run: Path, keys: int) -> list[str]:
     return out
 
 
-FRESH = "(p) => { const s = document.getElementById('strip'); return s.dataset.seq === s.dataset.pending && Number(s.dataset.seq) > p; }"
+FRESH = (
+    "(p) => { const s = document.getElementById('strip');"
+    " return s.dataset.seq === s.dataset.pending && Number(s.dataset.seq) > p; }"
+)
 
 
 def type_and_time(page, texts: list[str]) -> dict:
@@ -116,15 +121,25 @@ def type_and_time(page, texts: list[str]) -> dict:
             server_ms.append((time.perf_counter() - t0) * 1e3)
             seq = int(page.get_attribute("#strip", "data-seq"))
     timings = page.evaluate("[window.kfl.timings.slice(), window.kfl.engineTimings.slice()]")
-    return {"key_presses": len(server_ms), "key_to_strip_ms": timings[0], "engine_ms": timings[1], "driver_ms": server_ms}
+    return {
+        "key_presses": len(server_ms),
+        "key_to_strip_ms": timings[0],
+        "engine_ms": timings[1],
+        "driver_ms": server_ms,
+    }
 
 
 def stats(xs) -> dict:
     a = np.asarray(xs, float)
     if not a.size:
         return {}
-    return {"n": int(a.size), "p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)),
-            "mean_ms": float(a.mean()), "max_ms": float(a.max())}
+    return {
+        "n": int(a.size),
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "mean_ms": float(a.mean()),
+        "max_ms": float(a.max()),
+    }
 
 
 def first_load(browser, url: str) -> tuple[object, dict]:
@@ -142,8 +157,13 @@ def first_load(browser, url: str) -> tuple[object, dict]:
         ".map((e) => [e.name, e.transferSize, e.decodedBodySize])"
     )
     by_file = {urlsplit(u).path: {"wire": w, "decoded": d} for u, w, d in sorted(entries, key=lambda e: -e[1])}
-    return page, {"bytes": sum(e[1] for e in entries), "decoded_bytes": sum(e[2] for e in entries),
-                  "requests": len(entries), "by_file": by_file, "ms_to_first_suggestion": ms}
+    return page, {
+        "bytes": sum(e[1] for e in entries),
+        "decoded_bytes": sum(e[2] for e in entries),
+        "requests": len(entries),
+        "by_file": by_file,
+        "ms_to_first_suggestion": ms,
+    }
 
 
 def main() -> None:
@@ -153,7 +173,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/browser_latency.json")
     a = ap.parse_args()
     run = a.run or untrained_default_run(ROOT / "benchmarks/.cache/untrained-default")
-    manifest_run = {"run": str(a.run) if a.run else "untrained default-size run (random weights; no trained default run here)"}
+    manifest_run = {
+        "run": str(a.run) if a.run else "untrained default-size run (random weights; no trained default run here)"
+    }
     texts = heldout_texts(run, a.keys)
     from playwright.sync_api import sync_playwright
 
@@ -161,7 +183,11 @@ def main() -> None:
 
     result: dict = {**manifest_run, "messages": len(texts), "modes": {}}
     with serving({"bench": load_run(run, "bench")}) as base, sync_playwright() as p:
-        for mode, query in (("device_float32", "?precision=float32"), ("device_int8", ""), ("server_jax", "?mode=server")):
+        for mode, query in (
+            ("device_float32", "?precision=float32"),
+            ("device_int8", ""),
+            ("server_jax", "?mode=server"),
+        ):
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)  # cold: nothing cached
             ctx = browser.new_context(viewport={"width": 375, "height": 812})
             page, load = first_load(ctx, base + "/" + query)
@@ -178,19 +204,25 @@ def main() -> None:
             browser.close()
     man = json.loads((run / "export" / "manifest.json").read_text())
     result["model"] = {k: man[k] for k in ("vocab_size", "embed_dim", "hidden_dim", "params")} | {
-        "files": {k: v["bytes"] for k, v in man["files"].items()}}
+        "files": {k: v["bytes"] for k, v in man["files"].items()}
+    }
     m = result["modes"]
     result["ratios"] = {
-        "int8_over_float32_p50": m["device_int8"]["key_to_strip"]["p50_ms"] / m["device_float32"]["key_to_strip"]["p50_ms"],
-        "server_over_device_float32_p50": m["server_jax"]["key_to_strip"]["p50_ms"] / m["device_float32"]["key_to_strip"]["p50_ms"],
+        "int8_over_float32_p50": m["device_int8"]["key_to_strip"]["p50_ms"]
+        / m["device_float32"]["key_to_strip"]["p50_ms"],
+        "server_over_device_float32_p50": m["server_jax"]["key_to_strip"]["p50_ms"]
+        / m["device_float32"]["key_to_strip"]["p50_ms"],
     }
     result["goal"] = "p99 ≤ 5 ms per key press in the browser"
     result["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(), "loadavg": os.getloadavg()}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     for k, v in m.items():
-        print(f"{k}: key→strip p50 {v['key_to_strip']['p50_ms']:.2f} ms p99 {v['key_to_strip']['p99_ms']:.2f} ms; "
-              f"engine p50 {v['engine'].get('p50_ms', float('nan')):.2f} ms; first load {v['first_load']['bytes']:,} bytes")
+        print(
+            f"{k}: key→strip p50 {v['key_to_strip']['p50_ms']:.2f} ms p99 {v['key_to_strip']['p99_ms']:.2f} ms; "
+            f"engine p50 {v['engine'].get('p50_ms', float('nan')):.2f} ms; "
+            f"first load {v['first_load']['bytes']:,} bytes"
+        )
     print(f"wrote {a.out}")
 
 

@@ -47,7 +47,7 @@ def measure(run_dir: Path) -> dict:
         preds, _, _ = predict_messages(base.graphdef, base.params, tok, msgs, dictionary=dictionary)
         counter = TopKCounter(vocab=data.word_vocab)
         shown = nonwords = 0
-        for uid, per in zip(ids, preds):
+        for uid, per in zip(ids, preds, strict=True):
             counter.add(uid, [p for _, p in per], [w for w, _ in per])
             for _, p in per:
                 shown += len(p)
@@ -55,8 +55,14 @@ def measure(run_dir: Path) -> dict:
         s = counter.summary(min_targets=cfg.eval.min_targets)
         sugg = Suggester(base.graphdef, base.params, tok, dictionary=dictionary)
         k = keystroke_savings(ksr_msgs, sugg.suggest) if ksr_msgs else {"ksr": None}
-        out[name] = {"top1": s["top1"], "top3": s["top3"], "targets": s["targets"], "ksr": k["ksr"],
-                     "suggestions": shown, "non_words": nonwords}
+        out[name] = {
+            "top1": s["top1"],
+            "top3": s["top3"],
+            "targets": s["targets"],
+            "ksr": k["ksr"],
+            "suggestions": shown,
+            "non_words": nonwords,
+        }
     return out
 
 
@@ -70,8 +76,11 @@ def main() -> None:
     a.out.write_text(json.dumps({"runs": results}, indent=2) + "\n")
     for r in results:
         u, d = r["unfiltered"], r["dictionary"]
-        print(f"{r['run']}: top-1 {u['top1']:.3f}→{d['top1']:.3f} top-3 {u['top3']:.3f}→{d['top3']:.3f} "
-              f"KSR {u['ksr']}→{d['ksr']} non-words {u['non_words']}/{u['suggestions']}→{d['non_words']}/{d['suggestions']}")
+        print(
+            f"{r['run']}: top-1 {u['top1']:.3f}→{d['top1']:.3f} top-3 {u['top3']:.3f}→{d['top3']:.3f} "
+            f"KSR {u['ksr']}→{d['ksr']} "
+            f"non-words {u['non_words']}/{u['suggestions']}→{d['non_words']}/{d['suggestions']}"
+        )
     print(f"wrote {a.out}")
 
 

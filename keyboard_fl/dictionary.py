@@ -97,7 +97,9 @@ def run_word_list(run_dir: str | Path) -> list[str]:
         from keyboard_fl.data import ReaderConfig, SplitConfig
         from keyboard_fl.data.materialize import open_source
 
-        source = open_source(cfg.corpus, ReaderConfig(split=SplitConfig(seed=cfg.seed), skip_bad_lines=cfg.skip_bad_lines))
+        source = open_source(
+            cfg.corpus, ReaderConfig(split=SplitConfig(seed=cfg.seed), skip_bad_lines=cfg.skip_bad_lines)
+        )
     else:
         from keyboard_fl.data import Population
 
@@ -112,4 +114,12 @@ def run_dictionary(run_dir: str | Path) -> Dictionary:
     return Dictionary(frozenset(run_word_list(run_dir)))
 
 
-__all__ = ["WORDS_NAME", "WORD_LIST_SIZE", "Dictionary", "public_vocabulary", "run_dictionary", "run_word_list", "save_words"]
+__all__ = [
+    "WORDS_NAME",
+    "WORD_LIST_SIZE",
+    "Dictionary",
+    "public_vocabulary",
+    "run_dictionary",
+    "run_word_list",
+    "save_words",
+]

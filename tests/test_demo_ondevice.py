@@ -145,7 +145,9 @@ def test_server_mode_stays_as_a_labelled_option(device_page):
     with page.expect_request(lambda r: r.url.endswith("/api/suggest")):
         page.click("input[name=where][value=server]")
     seq = _wait_fresh(page, seq)
-    assert page.inner_text("#where") == "computed on the server" and page.get_attribute("#where", "data-where") == "server"
+    assert (
+        page.inner_text("#where") == "computed on the server" and page.get_attribute("#where", "data-where") == "server"
+    )
     page.click("input[name=where][value=device]")
     _wait_fresh(page, seq)
     assert page.inner_text("#where") == "runs on this device"
@@ -159,9 +161,11 @@ def test_in_page_suggestions_equal_onnx_suggester(device_page, tiny_runs):
     page_float = device_page.evaluate(IN_PAGE, [texts, "model_float", MODEL])
     py_float = OnnxSuggester(export, int8=False)
     mismatches = []
-    for t, got in zip(texts, page_float):
+    for t, got in zip(texts, page_float, strict=False):
         want = py_float.suggest_scored(t, 3)
-        if [w for w, _ in got] != [w for w, _ in want] or not np.allclose([s for _, s in got], [s for _, s in want], atol=1e-4):
+        if [w for w, _ in got] != [w for w, _ in want] or not np.allclose(
+            [s for _, s in got], [s for _, s in want], atol=1e-4
+        ):
             mismatches.append((t, got, want))
     assert not mismatches, f"{len(mismatches)}/{len(texts)} differ, e.g. {mismatches[:3]}"
     assert sum(bool(g) for g in page_float) > 250  # the prefixes really were answered
@@ -170,7 +174,12 @@ def test_in_page_suggestions_equal_onnx_suggester(device_page, tiny_runs):
     # the suggestions mostly agree (reported) but are not bit-identical.
     page_int8 = device_page.evaluate(IN_PAGE, [texts, "model", MODEL])
     py_int8 = OnnxSuggester(export, int8=True)
-    top1 = np.mean([(g[:1] and g[0][0]) == (w[:1] and w[0][0]) for g, w in zip(page_int8, (py_int8.suggest_scored(t) for t in texts))])
+    top1 = np.mean(
+        [
+            (g[:1] and g[0][0]) == (w[:1] and w[0][0])
+            for g, w in zip(page_int8, (py_int8.suggest_scored(t) for t in texts), strict=False)
+        ]
+    )
     print(f"int8: in-page top-1 equals OnnxSuggester's on {top1:.1%} of {len(texts)} prefixes")
     assert top1 > 0.7
 
@@ -190,9 +199,11 @@ def test_no_back_end_suggests_a_non_word(device_page, tiny_runs):
     backends["onnx-float"] = [float_s.suggest(t) for t in texts]
     backends["onnx-int8"] = [int8_s.suggest(t) for t in texts]
     for precision in ("model_float", "model"):
-        backends[f"page-{precision}"] = [[w for w, _ in ws] for ws in device_page.evaluate(IN_PAGE, [texts, precision, MODEL])]
+        backends[f"page-{precision}"] = [
+            [w for w, _ in ws] for ws in device_page.evaluate(IN_PAGE, [texts, precision, MODEL])
+        ]
     for name, out in backends.items():
-        outside = [(t, s) for t, ss in zip(texts, out) for s in ss if s not in words]
+        outside = [(t, s) for t, ss in zip(texts, out, strict=False) for s in ss if s not in words]
         assert not outside, f"{name}: {len(outside)} suggestions outside the dictionary, e.g. {outside[:5]}"
         assert sum(map(len, out)) > 2000, name  # most prefixes get suggestions
     # Without the filter the same model does offer non-words: the test can fail.

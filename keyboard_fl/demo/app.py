@@ -160,12 +160,17 @@ ORT_MEDIA = {  # the runtime files the page loads (application/wasm: the browser
 }
 EXPORT_FILES = {  # the only files of an export the page may fetch, with their media types
     "manifest.json": "application/json", "model.onnx": "application/octet-stream",
-    "model.int8.onnx": "application/octet-stream", TOKENIZER_JSON: "application/json", WORDS_TXT: "text/plain; charset=utf-8",
+    "model.int8.onnx": "application/octet-stream",
+    TOKENIZER_JSON: "application/json",
+    WORDS_TXT: "text/plain; charset=utf-8",
 }
 
 
 def ensure_exports(runs: Mapping[str, Path | LoadedRun]) -> None:
-    """Export (``keyboard-fl export``) every run whose export lacks a file the page needs; failures are reported, not fatal."""
+    """Export (``keyboard-fl export``) every run whose export lacks a file the page needs.
+
+    A failure is reported and the model stays server-only.
+    """
     from keyboard_fl.export import export_run
 
     for name, r in runs.items():
@@ -175,7 +180,8 @@ def ensure_exports(runs: Mapping[str, Path | LoadedRun]) -> None:
         try:
             export_run(path)
         except Exception as e:  # noqa: BLE001 - that model stays server-only
-            sys.stderr.write(f"model {name}: no on-device export ({type(e).__name__}: {e}); it runs on the server only\n")
+            why = f"{type(e).__name__}: {e}"
+            sys.stderr.write(f"model {name}: no on-device export ({why}); it runs on the server only\n")
 
 
 def _planted(run: LoadedRun) -> dict:
@@ -255,7 +261,7 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True, exp
         """The vendored runtime (scripts/fetch_ort.sh): cached by the browser, the WASM sent gzipped when accepted."""
         path = ORT_DIR / file
         if file not in ORT_MEDIA or not path.is_file():
-            raise ApiError(404, "onnxruntime-web is not installed here: run scripts/fetch_ort.sh (scripts/setup.sh does)")
+            raise ApiError(404, "onnxruntime-web is not installed here: run scripts/fetch_ort.sh (setup.sh does)")
         headers = {"Cache-Control": "public, max-age=604800", "Vary": "Accept-Encoding"}
         gz = path.with_name(file + ".gz")
         if gz.is_file() and "gzip" in request.headers.get("accept-encoding", ""):
