@@ -411,7 +411,7 @@ def stats(
 ):
     """Show that the simulated data looks like typing: users, messages, words, overlap, samples."""
     from keyboard_fl.data import Population
-    from keyboard_fl.data.stats import population_stats, rank_frequency_plot
+    from keyboard_fl.data.stats import population_stats, rank_frequency_plot, register_gap_stats
 
     cfg = _config(preset, "central", seed)
     pop = Population(cfg.population)
@@ -425,6 +425,18 @@ def stats(
     console.print(t)
     for m in samples[:12]:
         console.print(f"  [cyan]›[/] {m}", highlight=False)
+    g = register_gap_stats(pop, split=split, max_users=max_users)
+    t = Table(title=f"what private typing holds that public text lacks ({split}, first {g['users']} users)")
+    t.add_column("kind")
+    t.add_column("value", justify="right")
+    t.add_row(f"OOV rate against the {g['public_vocabulary']} most frequent public words", f"{g['oov_rate']:.1%}")
+    t.add_row("phrases typed by ≥5% of users that the public split never contains", str(g["shared_phrases"]))
+    for x in g["top_shared_phrases"]:
+        t.add_row(f"  “{x['phrase']}”", f"{x['user_share']:.1%} of users")
+    t.add_row("words (names) typed by one user only, never in public text", str(g["single_user_words"]))
+    if g["single_user_word_examples"]:
+        t.add_row(f"  e.g. “{g['single_user_word_examples'][0]}”", "1 user")
+    console.print(t)
     if plot:
         rank_frequency_plot(pop, plot)
         console.print(f"wrote {plot}")

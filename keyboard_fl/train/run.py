@@ -224,7 +224,7 @@ def evaluate_step(cfg: RunConfig, tokenizer: Tokenizer, data: RunData, model: Mo
     held = evaluate_model(model.graphdef, model.params, tokenizer, data.heldout, data.word_vocab, e.min_targets)
     own = evaluate_model(model.graphdef, model.params, tokenizer, data.train_user_test, data.word_vocab, e.min_targets)
     ksr_msgs = [m for ms in data.heldout.values() for m in ms][: e.ksr_messages]
-    ksr = _ksr(model.graphdef, model.params, tokenizer, ksr_msgs) if ksr_msgs else {}
+    ksr = _ksr(model.graphdef, model.params, tokenizer, ksr_msgs, data.word_vocab) if ksr_msgs else {}
     ngram = evaluate_ngram_baseline(fit_ngram(data), data, ksr_msgs, e.min_targets)
     log(f"evaluation ({time.perf_counter() - t:.1f}s)")
     return {"heldout_users": held, "train_users_heldout_messages": own, "ngram": ngram, "keystrokes": ksr}
@@ -283,7 +283,7 @@ def evaluate_model(
     for uid, ms in users.items():
         ids += [uid] * len(ms)
         msgs += ms
-    preds, nll, n = predict_messages(graphdef, params, tokenizer, msgs)
+    preds, nll, n = predict_messages(graphdef, params, tokenizer, msgs, dictionary=word_vocab)  # real words only
     for uid, per in zip(ids, preds, strict=True):
         counter.add(uid, [p for _, p in per], [w for w, _ in per])
     out = counter.summary(min_targets=min_targets)
@@ -311,11 +311,11 @@ def evaluate_ngram_baseline(ngram, data: RunData, ksr_messages: list[str], min_t
     return out
 
 
-def _ksr(graphdef, params, tokenizer, messages) -> dict:
+def _ksr(graphdef, params, tokenizer, messages, dictionary=None) -> dict:
     from keyboard_fl.eval.ksr import keystroke_savings
     from keyboard_fl.suggest import Suggester
 
-    s = Suggester(graphdef, params, tokenizer)
+    s = Suggester(graphdef, params, tokenizer, dictionary=dictionary)
     res = keystroke_savings(messages, s.suggest)
     return {k: res[k] for k in ("ksr", "keystrokes", "characters", "accepted_words")}
 

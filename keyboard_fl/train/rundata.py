@@ -16,7 +16,6 @@ The tokenizer and pretraining read the public split only (DESIGN.md §3).
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from keyboard_fl import text as text_lib
 from keyboard_fl.config import RunConfig
 from keyboard_fl.data import Population, User, UserSource
 from keyboard_fl.data.access import SplitView, UserIds, split_view
+from keyboard_fl.dictionary import public_vocabulary
 from keyboard_fl.tokenizer import Tokenizer, train_tokenizer
 from keyboard_fl.train.examples import user_rows
 from keyboard_fl.train.stream import StreamedRows
@@ -133,10 +132,11 @@ def prepare(cfg: RunConfig, out: Path, log: Log, source: UserSource | None = Non
     tokenizer = load_tokenizer(cfg, source, out, log)
     t = time.perf_counter()
     public = list(source.users("public"))
-    counts = collections.Counter(w for u in public for m in u.train for w in text_lib.words(m))
     e = cfg.eval
     data = RunData(
-        word_vocab=frozenset(w for w, _ in counts.most_common(WORD_VOCAB_SIZE)),
+        word_vocab=frozenset(
+            public_vocabulary((m for u in public for m in u.train), WORD_VOCAB_SIZE)
+        ),  # the strip's dictionary too
         public_rows=np.concatenate(
             [user_rows(tokenizer, u.train, cfg.seq_len) for u in public] or [np.zeros((0, cfg.seq_len + 1), np.int32)]
         )
