@@ -43,7 +43,7 @@ from __future__ import annotations
 import time
 from logging import INFO, WARNING
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import jax
 import numpy as np
@@ -57,10 +57,9 @@ from keyboard_fl.fl.round import AggregatorConfig, ServerState, dp_mean_delta, s
 from keyboard_fl.fl.sampling import sample_cohort
 from keyboard_fl.flower.task import arrays_to_params, params_to_arrays
 from keyboard_fl.privacy import PrivacyLedger, clip_update
+from keyboard_fl.typing import PyTree
 
 __all__ = ["DpFedAvg"]
-
-PyTree = Any
 
 
 def _server_update(server_opt: optax.GradientTransformation, agg: AggregatorConfig):
