@@ -202,7 +202,7 @@ def main(
 def _with_canaries(cfg, seed: int):
     from keyboard_fl.privacy.canaries import CanaryConfig
 
-    return dataclasses.replace(cfg, canaries=CanaryConfig(seed=seed + 1234))
+    return dataclasses.replace(cfg, canaries=CanaryConfig(seed=seed))
 
 
 def _has_canaries(run_dir: Path) -> bool:

@@ -25,7 +25,9 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from keyboard_fl import rng
 from keyboard_fl.models import ModelConfig, Params, init_params, make_model, split
+from keyboard_fl.rng import Stream
 from keyboard_fl.tokenizer import Tokenizer
 
 __all__ = [
@@ -165,7 +167,7 @@ def load_model(settings: FlowerSettings) -> tuple[Tokenizer, ModelConfig, Any, P
     tokenizer = Tokenizer.load(settings.tokenizer)
     cfg = settings.run_config()
     model_cfg = dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
-    graphdef, params = init_params(model_cfg, jax.random.fold_in(jax.random.key(cfg.seed), 1))  # as train.run
+    graphdef, params = init_params(model_cfg, rng.key(cfg.seed, Stream.INIT))  # as train.run
     return tokenizer, model_cfg, graphdef, params
 
 

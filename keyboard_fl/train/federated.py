@@ -2,7 +2,8 @@
 
 The round itself (:func:`keyboard_fl.fl.build_round`) is one jitted function;
 this host loop only feeds it. Each round's randomness is derived from the
-run's seed and the round number (``fold_in``), so a run resumed from any
+run's seed and the round number through :mod:`keyboard_fl.rng` (streams
+``COHORT``, ``ROUND``, ``CLIENT_DATA``, ``FAULTS``), so a run resumed from any
 checkpoint replays exactly the rounds an uninterrupted run would have.
 
 Privacy bookkeeping (DESIGN.md §3): users are Poisson-sampled with
@@ -12,8 +13,8 @@ server state; the host loop never looks at a user's text, only at the rows
 the client function trains on.
 
 Client faults (:mod:`keyboard_fl.fl.faults`, ``cfg.dropout_prob`` and
-``cfg.straggler_deadline``) are drawn after sampling from a key derived from
-the round key, so they are as deterministic and resume-safe as the rest;
+``cfg.straggler_deadline``) are drawn after sampling from their own stream
+(``Stream.FAULTS`` and the round), so they are as deterministic and resume-safe as the rest;
 the faulted users are masked out of the cohort and counted per round
 (``dropped_clients``, ``stragglers``; ``sampled_clients`` is the Poisson
 draw, ``cohort_size`` the users that reported). The ledger keeps q.
@@ -30,7 +31,6 @@ import dataclasses
 import time
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -41,6 +41,7 @@ from keyboard_fl.fl.round import AggregatorConfig, CohortBatch, ServerState, bui
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh
 from keyboard_fl.models import Params
+from keyboard_fl.rng import Stream, generator, key as stream_key
 from keyboard_fl.privacy import PrivacyLedger, calibrate_noise_multiplier, default_delta
 from keyboard_fl.train.examples import UserRows, as_batch, client_steps
 
@@ -78,7 +79,7 @@ def gather_cohort(rows: UserRows, indices: np.ndarray, mask: np.ndarray, cfg: Fe
     out = np.zeros((len(indices), steps, cfg.batch_size, width), np.int32)
     for slot, (u, m) in enumerate(zip(indices, mask)):
         if m:
-            rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF1, round_, int(u)]))
+            rng = generator(seed, Stream.CLIENT_DATA, round_, int(u))
             out[slot] = client_steps(rows.user(int(u)), batch_size=cfg.batch_size, max_examples=cfg.max_examples, epochs=cfg.local_epochs, rng=rng)
     b = as_batch(out)
     return CohortBatch(jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]), jnp.asarray(b["weights"]), jnp.asarray(mask))
@@ -128,16 +129,14 @@ def train_federated(
                 ledger = PrivacyLedger.from_dict(meta["ledger"])
                 if ledger.rounds != start:
                     raise checkpoint.CheckpointError(f"{ckpt_dir}: ledger has {ledger.rounds} rounds, checkpoint {start}")
-    root = jax.random.key(seed)
-    fl_key = jax.random.fold_in(root, 0xFED)
     multiple = capacity_multiple(mesh.size, cfg.client_chunk)  # = client_chunk on one device
     capacity = cohort_capacity(n, dp.sampling_prob, multiple=multiple)
     for r in range(start, cfg.rounds):
-        k_sample, k_round = jax.random.split(jax.random.fold_in(fl_key, r))
+        k_sample, k_round = stream_key(seed, Stream.COHORT, r), stream_key(seed, Stream.ROUND, r)
         indices, mask, count = sample_cohort_exact(k_sample, n, dp.sampling_prob, capacity, multiple=multiple)
         indices, mask = np.asarray(indices), np.asarray(mask)
         t0 = time.perf_counter()
-        faults = apply_faults(fault_key(jax.random.fold_in(fl_key, r)), indices, mask, seed=seed,
+        faults = apply_faults(fault_key(seed, r), indices, mask, seed=seed,
                               dropout_prob=cfg.dropout_prob, straggler_deadline=cfg.straggler_deadline)
         cohort = gather_cohort(rows, indices, faults.mask, cfg, seed, r)  # faulted users never train
         state, m = round_fn(state, cohort, k_round)

@@ -20,16 +20,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-import jax
 import numpy as np
 
-from keyboard_fl import checkpoint
+from keyboard_fl import checkpoint, rng
 from keyboard_fl import text as text_lib
 from keyboard_fl.config import RunConfig
 from keyboard_fl.data import Population, UserSource
 from keyboard_fl.eval.metrics import TopKCounter, perplexity
 from keyboard_fl.eval.neural import predict_messages
 from keyboard_fl.models import init_params, make_loss_fn, param_count
+from keyboard_fl.rng import Stream
 from keyboard_fl.tokenizer import Tokenizer, train_tokenizer
 from keyboard_fl.train.central import train_central
 from keyboard_fl.train.examples import UserRows, user_rows
@@ -194,8 +194,7 @@ def run(
     t_start = time.perf_counter()
     tokenizer, data = prepare(cfg, out, log, source)
     model_cfg = type(cfg.model)(**{**cfg.model.__dict__, "vocab_size": tokenizer.vocab_size})
-    root = jax.random.key(cfg.seed)
-    graphdef, params = init_params(model_cfg, jax.random.fold_in(root, 1))
+    graphdef, params = init_params(model_cfg, rng.key(cfg.seed, Stream.INIT))
     loss_fn = make_loss_fn(graphdef)
     log(f"model: {model_cfg.kind}, {param_count(params):,} parameters")
 
@@ -301,7 +300,7 @@ def pretrained_cache_dir(cfg: RunConfig, tokenizer: Tokenizer, out: Path) -> Pat
     import hashlib
 
     key = hashlib.sha256(
-        json.dumps([cfg.seed, cfg.to_dict()["population"], cfg.corpus, cfg.to_dict()["model"], cfg.seq_len,
+        json.dumps(["rng/1", cfg.seed, cfg.to_dict()["population"], cfg.corpus, cfg.to_dict()["model"], cfg.seq_len,
                     cfg.to_dict()["pretrain"]], sort_keys=True).encode()
         + tokenizer.model_proto
     ).hexdigest()[:16]
@@ -323,7 +322,7 @@ def _public_pretraining(cfg: RunConfig, out: Path, tokenizer, data: RunData, los
         return found[1]
     t = time.perf_counter()
     params, losses = train_central(
-        loss_fn, params, data.public_rows, cfg.pretrain, cfg.seed + 7919,
+        loss_fn, params, data.public_rows, cfg.pretrain, cfg.seed, stream=Stream.PRETRAIN,
         callback=lambda i, _: progress("public pretraining", i + 1, cfg.pretrain.steps),
     )
     checkpoint.save(cache, cfg.pretrain.steps, params, {"key": key}, keep=1)
