@@ -35,7 +35,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keyboard_fl.demo.canary import canary_format, check, run_canaries
 from keyboard_fl.demo.incremental import IncrementalSuggester
-from keyboard_fl.models_registry import LoadedRun, RunNotFound, discover_runs, load_run
+from keyboard_fl.demo.loading import LoadedRun, load_run
+from keyboard_fl.runs import DP_FEDAVG, RunNotFound, discover_runs
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +294,7 @@ def _answer(model: _Model, text: str) -> JSONResponse:
 
 def _default_model(models: Mapping[str, _Model]) -> str:
     for m in models.values():
-        if m.info["mode"] == "dp-fedavg":
+        if m.info["mode"] == DP_FEDAVG:
             return m.info["name"]
     return next(iter(models))
 

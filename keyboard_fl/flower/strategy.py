@@ -59,6 +59,7 @@ from keyboard_fl.fl.sampling import sample_cohort
 from keyboard_fl.flower.task import arrays_to_params, params_to_arrays
 from keyboard_fl.privacy import PrivacyLedger, clip_update
 from keyboard_fl.rng import Stream
+from keyboard_fl.runs import DP_FEDAVG
 from keyboard_fl.typing import PyTree
 
 __all__ = ["DpFedAvg"]
@@ -140,7 +141,7 @@ class DpFedAvg(Strategy):
         self.clip_norm = float(clip_norm)
         self.expected_cohort = ledger.sampling_prob * ledger.population
         self.agg = AggregatorConfig(
-            mode="dp-fedavg", clip_norm=self.clip_norm, noise_multiplier=ledger.noise_multiplier,
+            mode=DP_FEDAVG, clip_norm=self.clip_norm, noise_multiplier=ledger.noise_multiplier,
             expected_cohort=self.expected_cohort,
         )
         self.template = params

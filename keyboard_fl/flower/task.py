@@ -28,6 +28,7 @@ import numpy as np
 from keyboard_fl import rng
 from keyboard_fl.models import ModelConfig, Params, init_params, make_model, split
 from keyboard_fl.rng import Stream
+from keyboard_fl.runs import DP_FEDAVG
 from keyboard_fl.tokenizer import Tokenizer
 
 __all__ = [
@@ -97,7 +98,7 @@ class FlowerSettings:
         """The preset (a ``RunConfig``) with this run's seed and local-training overrides."""
         from keyboard_fl.config import preset  # server side only: it imports scipy
 
-        cfg = preset(self.preset, mode="dp-fedavg", seed=self.seed)
+        cfg = preset(self.preset, mode=DP_FEDAVG, seed=self.seed)
         fed = cfg.federated
         changes = {}
         if self.client_lr:

@@ -41,6 +41,7 @@ from keyboard_fl.fl.round import AggregatorConfig, CohortBatch, ServerState, bui
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh
 from keyboard_fl.models import Params
+from keyboard_fl.runs import DP_FEDAVG, FEDAVG
 from keyboard_fl.rng import Stream, generator, key as stream_key
 from keyboard_fl.privacy import PrivacyLedger, calibrate_noise_multiplier, default_delta
 from keyboard_fl.train.examples import UserRows, as_batch, client_steps
@@ -106,7 +107,7 @@ def train_federated(
     n = len(rows)
     server_opt = make_server_optimizer(cfg.server_optimizer, cfg.server_lr)
     agg = AggregatorConfig(
-        mode="dp-fedavg" if private else "fedavg",
+        mode=DP_FEDAVG if private else FEDAVG,
         clip_norm=dp.clip_norm if private else 1.0,
         noise_multiplier=dp.noise_multiplier,
         expected_cohort=dp.sampling_prob * n,

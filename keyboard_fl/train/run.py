@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from keyboard_fl import checkpoint, rng
+from keyboard_fl import checkpoint, rng, runs
 from keyboard_fl import text as text_lib
 from keyboard_fl.config import RunConfig
 from keyboard_fl.data import Population, UserSource
@@ -111,7 +111,7 @@ def _ksr(graphdef, params, tokenizer, messages) -> dict:
     from keyboard_fl.suggest import Suggester
 
     s = Suggester(graphdef, params, tokenizer)
-    res = keystroke_savings(messages, s.suggest)
+    res = keystroke_savings(messages, s)
     return {k: res[k] for k in ("ksr", "keystrokes", "characters", "accepted_words")}
 
 
@@ -148,7 +148,7 @@ def prepare(cfg: RunConfig, out: Path, log: Log, source: UserSource | None = Non
         canaries, _ = draw_canaries(cfg.canaries, [u.user_id for u in source.users("train")])
         source = CanarySource(source, canaries, cfg.canaries.prefix, cfg.canaries.seed)
         log(f"canaries: {len(canaries)} secrets planted in {sum(len(c.user_ids) for c in canaries)} training users")
-    tok_path = out / "tokenizer.model"
+    tok_path = out / runs.TOKENIZER_FILE
     if tok_path.exists():
         tokenizer = Tokenizer.load(tok_path)
     else:
@@ -182,13 +182,13 @@ def run(
     """Train and evaluate one run into ``out``; return its final metrics."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg_path = out / "config.json"
+    cfg_path = out / runs.CONFIG_FILE
     if resume and cfg_path.exists():
         saved = RunConfig.load(cfg_path)
         if saved != cfg:
             log(f"resuming with the run's saved configuration from {cfg_path}")
         cfg = saved
-    elif not resume and (out / "metrics.json").exists():
+    elif not resume and (out / runs.METRICS_FILE).exists():
         raise FileExistsError(f"{out} already holds a finished run; pass --resume or choose another --out")
     checkpoint.atomic_write_text(cfg_path, cfg.to_json() + "\n")
     t_start = time.perf_counter()
@@ -198,7 +198,7 @@ def run(
     loss_fn = make_loss_fn(graphdef)
     log(f"model: {model_cfg.kind}, {param_count(params):,} parameters")
 
-    jsonl = out / "metrics.jsonl"
+    jsonl = out / runs.HISTORY_FILE
     quick = first_messages(data.heldout.items(), cfg.federated.eval_messages)
 
     privacy: dict[str, Any] = {}
@@ -220,7 +220,7 @@ def run(
     else:
         from keyboard_fl.train.federated import resolve_dp, train_federated
 
-        private = cfg.mode == "dp-fedavg"
+        private = cfg.mode == runs.DP_FEDAVG
         dp = resolve_dp(cfg.federated, len(data.rows), private)
         if private:
             log(f"dp: q={dp.sampling_prob:.4g} z={dp.noise_multiplier:.4f} C={dp.clip_norm} δ={dp.delta:.0e} N={dp.population}")
@@ -244,11 +244,11 @@ def run(
 
         params, ledger, history = train_federated(
             loss_fn, params, data.rows, cfg.federated, dp, private=private, seed=cfg.seed,
-            ckpt_dir=out / "checkpoints", resume=resume, on_round=on_round,
+            ckpt_dir=out / runs.CHECKPOINTS_DIR, resume=resume, on_round=on_round,
         )
         if private:
             privacy = {**ledger.report(), "clip_norm": dp.clip_norm, "target_epsilon": cfg.federated.target_epsilon}
-    checkpoint.save(out / "model", 0, params, {"config": cfg.to_dict(), "vocab_size": tokenizer.vocab_size}, keep=1)
+    checkpoint.save(out / runs.MODEL_DIR, 0, params, {"config": cfg.to_dict(), "vocab_size": tokenizer.vocab_size}, keep=1)
 
     log("evaluating …")
     t = time.perf_counter()
@@ -261,7 +261,7 @@ def run(
     if ksr_msgs:
         from keyboard_fl.eval.ksr import keystroke_savings
 
-        ngram["ksr"] = keystroke_savings(ksr_msgs, ngram.pop("_model").suggest)["ksr"]
+        ngram["ksr"] = keystroke_savings(ksr_msgs, ngram.pop("_model"))["ksr"]
     ngram.pop("_model", None)
     log(f"evaluation ({time.perf_counter() - t:.1f}s)")
     metrics = {
@@ -279,7 +279,7 @@ def run(
         "ngram": ngram,
         "keystrokes": ksr,
         "privacy_unit": "user",
-        "epsilon": privacy.get("epsilon", float("inf")) if cfg.mode == "dp-fedavg" else float("inf"),
+        "epsilon": privacy.get("epsilon", float("inf")) if cfg.mode == runs.DP_FEDAVG else float("inf"),
         "seconds": time.perf_counter() - t_start,
         "seed": cfg.seed,
         "public_pretrained": None if public_only is None else {k: public_only[k] for k in ("top1", "top3", "perplexity")},
@@ -290,7 +290,7 @@ def run(
         metrics["population"] = privacy["population"]
     else:
         metrics["private"] = False
-    write_json(out / "metrics.json", metrics)
+    write_json(out / runs.METRICS_FILE, metrics)
     _plot(out, history, cfg.mode)
     return metrics
 
@@ -304,7 +304,7 @@ def pretrained_cache_dir(cfg: RunConfig, tokenizer: Tokenizer, out: Path) -> Pat
                     cfg.to_dict()["pretrain"]], sort_keys=True).encode()
         + tokenizer.model_proto
     ).hexdigest()[:16]
-    return Path(out).parent / ".pretrained" / key
+    return Path(out).parent / runs.PRETRAINED_DIR / key
 
 
 def _public_pretraining(cfg: RunConfig, out: Path, tokenizer, data: RunData, loss_fn, params, log: Log, progress: Progress):
@@ -348,5 +348,5 @@ def _plot(out: Path, history: list[dict], mode: str) -> None:
     ax.set_title(f"{mode} learning curve")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "learning_curve.png", dpi=110)
+    fig.savefig(out / runs.CURVE_FILE, dpi=110)
     plt.close(fig)
