@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from keyboard_fl import runs as run_dirs
-from keyboard_fl.runs import DP_FEDAVG, MODES, privacy_label
+from keyboard_fl.runs import CENTRAL, DP_FEDAVG, MODES, privacy_label
 from keyboard_fl.tables import ProgressBars, audit_table, pct, results_table
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help="A private phone keyboard: federated, differentially private next-word prediction.")
@@ -301,7 +301,7 @@ def generate(
     from keyboard_fl.data import Population
     from keyboard_fl.data.materialize import materialize
 
-    cfg = _config(preset, "central", seed)
+    cfg = _config(preset, CENTRAL, seed)
     manifest = materialize(Population(cfg.population), out, splits=tuple(split))
     console.print_json(json.dumps(manifest, default=str))
 
@@ -319,7 +319,7 @@ def stats(
     from keyboard_fl.data import Population
     from keyboard_fl.data.stats import population_stats, rank_frequency_plot
 
-    cfg = _config(preset, "central", seed)
+    cfg = _config(preset, CENTRAL, seed)
     pop = Population(cfg.population)
     s = population_stats(pop, split=split, max_users=max_users)
     samples = s.pop("sample_messages", [])
@@ -348,7 +348,7 @@ def tokenizer(
     from keyboard_fl.data import Population
     from keyboard_fl.tokenizer import train_tokenizer
 
-    cfg = _config(preset, "central", seed)
+    cfg = _config(preset, CENTRAL, seed)
     tcfg = cfg.tokenizer if vocab_size is None else dataclasses.replace(cfg.tokenizer, vocab_size=vocab_size)
     tok = train_tokenizer((m for u in Population(cfg.population).users("public") for m in u.train), tcfg)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,6 @@ end only once all of ``p`` is spelled. The compatibility table
 from __future__ import annotations
 
 import functools
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -206,10 +206,10 @@ def run(
     public_only = None
     if cfg.pretrain.steps > 0:
         params = _public_pretraining(cfg, out, tokenizer, data, loss_fn, params, log, progress)
-        if cfg.mode == "central":  # the starting point of every mode, reported once as a baseline
+        if cfg.mode == runs.CENTRAL:  # the starting point of every mode, reported once as a baseline
             public_only = evaluate_model(graphdef, params, tokenizer, data.heldout, data.word_vocab, cfg.eval.min_targets)
             log(f"public-only model (before any private data): top1 {public_only['top1']:.3f} top3 {public_only['top3']:.3f}")
-    if cfg.mode == "central":
+    if cfg.mode == runs.CENTRAL:
         t = time.perf_counter()
         params, losses = train_central(
             loss_fn, params, data.rows.rows, cfg.central, cfg.seed,
@@ -340,8 +340,8 @@ def _plot(out: Path, history: list[dict], mode: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    key = "step" if mode == "central" else "round"
-    lk = "loss" if mode == "central" else "train_loss"
+    key = "step" if mode == runs.CENTRAL else "round"
+    lk = "loss" if mode == runs.CENTRAL else "train_loss"
     ax.plot([h[key] for h in history], [h[lk] for h in history], lw=1)
     ax.set_xlabel(key)
     ax.set_ylabel("training loss (nats / piece)")
