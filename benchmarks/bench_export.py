@@ -2,7 +2,7 @@
 
 On one finished run (default ``runs/main/dp-fedavg``):
 
-* exports it (``keyboard_fl.runs.export_onnx``: ``RUN/export/model.onnx`` and
+* exports it (``keyboard_fl.loading.export_onnx``: ``RUN/export/model.onnx`` and
   ``model.int8.onnx``) and reports the file sizes;
 * whole-word next-word top-1/top-3 on the targets of ~300 held-out messages
   (every word of a message, predicted from the text before it, all targets
@@ -125,7 +125,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from keyboard_fl.export import OnnxSuggester
-    from keyboard_fl.runs import export_onnx, load_suggester
+    from keyboard_fl.loading import export_onnx, load_suggester
 
     info = machine_info()
     t = time.perf_counter()

@@ -144,7 +144,8 @@ def audit(graphdef, params, tokenizer: Tokenizer, suggester, canaries: Sequence[
 def audit_run(run_dir: str | Path) -> dict:
     """Audit a finished run trained with canaries; the result is added to its metrics.json."""
     from keyboard_fl.config import RunConfig
-    from keyboard_fl.runs import CONFIG_FILE, METRICS_FILE, load_suggester
+    from keyboard_fl.loading import load_suggester
+    from keyboard_fl.runs import CONFIG_FILE, METRICS_FILE
     from keyboard_fl.train.run import write_json
 
     run_dir = Path(run_dir)

@@ -191,7 +191,9 @@ def suggest(
 ):
     """Print the suggestion strip for a text, or show it live while typing (-i)."""
     run = run or MAIN_DIR / DP_FEDAVG
-    s, m = run_dirs.load_suggester(run)
+    from keyboard_fl.loading import load_suggester
+
+    s, m = load_suggester(run)
     if interactive or text is None:
         from keyboard_fl.interactive import run_interactive
 
@@ -244,7 +246,9 @@ def export(
     quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="also write int8 weights (model.int8.onnx)"),
 ):
     """Export a run for on-device use: per-step ONNX model (float and int8), tokenizer and manifest."""
-    manifest = run_dirs.export_onnx(run_dir, out, quantize=quantize)
+    from keyboard_fl.loading import export_onnx
+
+    manifest = export_onnx(run_dir, out, quantize=quantize)
     files = manifest.get("files", {})
     for name, info in files.items():
         size = info.get("bytes") if isinstance(info, dict) else info

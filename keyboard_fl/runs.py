@@ -16,8 +16,9 @@ A run is a directory written by :func:`keyboard_fl.train.run.run`::
 This module owns those names, :func:`is_finished`, :func:`load_metrics`, the
 mode names (``central``, ``fedavg``, ``dp-fedavg``) and labels, and the one
 privacy label (:func:`privacy_label`) shown by the CLI, the demo and the
-notebooks. Loading a model is :func:`load_suggester` (JAX); the ONNX back-end
-is loaded beside the demo (:mod:`keyboard_fl.demo.loading`).
+notebooks. It imports nothing else of the package (the config imports its
+mode names). Loading a run's model is :mod:`keyboard_fl.loading`; the ONNX
+back-end is loaded beside the demo (:mod:`keyboard_fl.demo.loading`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ MODE_LABELS = {CENTRAL: "Central", FEDAVG: "FedAvg", DP_FEDAVG: "DP-FedAvg"}
 __all__ = [
     "CENTRAL", "CHECKPOINTS_DIR", "CONFIG_FILE", "CURVE_FILE", "DP_FEDAVG", "EXPORT_DIR", "FEDAVG", "HISTORY_FILE",
     "METRICS_FILE", "MODEL_DIR", "MODES", "MODE_LABELS", "PRETRAINED_DIR", "RunNotFound", "SUMMARY_FILE",
-    "TOKENIZER_FILE", "discover_runs", "export_onnx", "is_finished", "is_private", "load_history", "load_metrics", "load_suggester",
+    "TOKENIZER_FILE", "discover_runs", "is_finished", "is_private", "load_history", "load_metrics",
     "mode_label", "model_info", "privacy_label",
 ]
 
@@ -155,46 +156,3 @@ def model_info(name: str, metrics: Mapping) -> dict:
         "ksr": _num(metrics.get("ksr")),
         "params": metrics.get("params") if isinstance(metrics.get("params"), int) else None,
     }
-
-
-def load_suggester(run_dir: str | Path):
-    """``(Suggester, metrics)`` of a finished run (JAX); :class:`RunNotFound` if it is not one."""
-    import dataclasses
-
-    import jax
-
-    from keyboard_fl import checkpoint
-    from keyboard_fl.models import ModelConfig, init_params
-    from keyboard_fl.suggest import Suggester
-    from keyboard_fl.tokenizer import Tokenizer
-
-    run_dir = Path(run_dir)
-    metrics = load_metrics(run_dir)
-    cfg_path = run_dir / CONFIG_FILE
-    try:
-        model = json.loads(cfg_path.read_text()).get("model", {})
-        model_cfg = ModelConfig(**model)
-    except (OSError, json.JSONDecodeError, TypeError, AttributeError) as e:
-        raise ValueError(f"{cfg_path}: cannot read the model configuration ({type(e).__name__}: {e})") from None
-    tok = Tokenizer.load(run_dir / TOKENIZER_FILE)
-    graphdef, template = init_params(dataclasses.replace(model_cfg, vocab_size=tok.vocab_size), jax.random.key(0))
-    found = checkpoint.load_latest(run_dir / MODEL_DIR, template)
-    if found is None:
-        raise RunNotFound(f"{run_dir / MODEL_DIR}: no usable model checkpoint")
-    return Suggester(graphdef, found[1], tok), metrics
-
-
-def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, quantize: bool = True) -> dict:
-    """Export a finished run to ONNX in ``out_dir`` (default ``<run>/export``); returns the manifest."""
-    from keyboard_fl.export.onnx_export import ACCOUNTING_KEYS, export_run
-
-    run_dir = Path(run_dir)
-    suggester, metrics = load_suggester(run_dir)
-    model_cfg = json.loads((run_dir / CONFIG_FILE).read_text()).get("model", {})
-    info = model_info(run_dir.name, metrics) | {
-        "model_config": model_cfg,
-        "accounting": {k: metrics[k] for k in ACCOUNTING_KEYS if k in metrics},
-    }
-    out = Path(out_dir) if out_dir is not None else run_dir / EXPORT_DIR
-    return export_run(suggester.graphdef, suggester.params, suggester.tokenizer, info, out,
-                      search=suggester.config, quantize=quantize)

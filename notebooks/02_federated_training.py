@@ -106,7 +106,7 @@ nu.show_table(["run", "last round", "mean cohort", "median update norm", "clippe
 # expected: users with a distinctive vocabulary are hard for any shared model.
 
 # %%
-from keyboard_fl.runs import load_suggester
+from keyboard_fl.loading import load_suggester
 
 source, users = nu.heldout_messages(runs[nu.CENTRAL])
 vocab = nu.word_vocab(source)

@@ -15,7 +15,7 @@
 # # 04 · Private suggestions, side by side
 #
 # What a user actually sees: the three-word suggestion strip. This notebook loads the central,
-# FedAvg and DP-FedAvg models (`keyboard_fl.runs.load_suggester`) and shows their
+# FedAvg and DP-FedAvg models (`keyboard_fl.loading.load_suggester`) and shows their
 # suggestions for the same texts — after a space (next word) and inside a partial word
 # (completions).
 
@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from keyboard_fl.runs import load_suggester
+from keyboard_fl.loading import load_suggester
 
 runs = nu.main_runs(PRESET)  # trains what is missing (tiny: ~30 s)
 suggesters, metrics = {}, {}

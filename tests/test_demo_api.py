@@ -123,7 +123,7 @@ def test_odd_text_gets_an_answer(client, model, text):
 
 def test_incremental_suggester_gives_the_same_answers(tiny_runs):
     from keyboard_fl.demo.incremental import IncrementalSuggester
-    from keyboard_fl.runs import load_suggester
+    from keyboard_fl.loading import load_suggester
 
     base, _ = load_suggester(tiny_runs["fedavg"])
     fast = IncrementalSuggester(base)

@@ -12,7 +12,7 @@ pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from keyboard_fl.export import OnnxSuggester  # noqa: E402
-from keyboard_fl.runs import export_onnx  # noqa: E402
+from keyboard_fl.loading import export_onnx  # noqa: E402
 
 
 def heldout_messages(run_dir, n: int) -> list[str]:
@@ -50,7 +50,7 @@ def exported(tiny_runs, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def jax_suggester(exported):
-    from keyboard_fl.runs import load_suggester
+    from keyboard_fl.loading import load_suggester
 
     return load_suggester(exported[0])[0]
 

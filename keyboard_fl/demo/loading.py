@@ -10,6 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from keyboard_fl import runs
+from keyboard_fl.loading import export_onnx, load_suggester
 from keyboard_fl.suggester import Suggester
 
 BACKENDS = ("jax", "onnx")
@@ -42,9 +43,9 @@ def load_run(run_dir: str | Path, name: str | None = None, *, backend: str = "ja
 
         export_dir = run_dir / runs.EXPORT_DIR
         if not (export_dir / MANIFEST_NAME).exists():
-            runs.export_onnx(run_dir)
+            export_onnx(run_dir)
         return LoadedRun(name, run_dir, OnnxSuggester(export_dir, int8=True), runs.load_metrics(run_dir))
     if backend != "jax":
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    suggester, metrics = runs.load_suggester(run_dir)
+    suggester, metrics = load_suggester(run_dir)
     return LoadedRun(name, run_dir, suggester, metrics)

@@ -2,7 +2,7 @@
 
 ``export_run`` (graph, params, tokenizer, info → files) lives in
 :mod:`keyboard_fl.export.onnx_export` (builds the graph with ``onnx.helper``; a run
-directory is exported by :func:`keyboard_fl.runs.export_onnx`); ``OnnxSuggester`` in
+directory is exported by :func:`keyboard_fl.loading.export_onnx`); ``OnnxSuggester`` in
 :mod:`keyboard_fl.export.runner` (numpy + onnxruntime only). Imports are lazy so that
 importing the package pulls in neither JAX nor onnxruntime.
 """
