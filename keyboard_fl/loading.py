@@ -13,6 +13,7 @@ import jax
 
 from keyboard_fl import checkpoint
 from keyboard_fl.config import RunConfig
+from keyboard_fl.dictionary import run_dictionary, run_word_list
 from keyboard_fl.models import init_params
 from keyboard_fl.runs import CONFIG_FILE, EXPORT_DIR, MODEL_DIR, TOKENIZER_FILE, RunNotFound, load_metrics, model_info
 from keyboard_fl.suggest import Suggester
@@ -32,7 +33,7 @@ def load_suggester(run_dir: str | Path):
     found = checkpoint.load_latest(run_dir / MODEL_DIR, template)
     if found is None:
         raise RunNotFound(f"{run_dir / MODEL_DIR}: no usable model checkpoint")
-    return Suggester(graphdef, found[1], tok), metrics
+    return Suggester(graphdef, found[1], tok, dictionary=run_dictionary(run_dir)), metrics
 
 
 def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, quantize: bool = True) -> dict:
@@ -48,4 +49,4 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, quant
     }
     out = Path(out_dir) if out_dir is not None else run_dir / EXPORT_DIR
     return export_run(suggester.graphdef, suggester.params, suggester.tokenizer, info, out,
-                      search=suggester.config, quantize=quantize)
+                      words=run_word_list(run_dir), search=suggester.config, quantize=quantize)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -14,22 +15,38 @@ from keyboard_fl.rng import Stream
 
 PACKAGE = Path(rng.__file__).resolve().parent
 
-# A hex literal of 2+ digits or ``seed + <number>`` anywhere in the package's code is a
-# hand-picked seed constant (masks and byte values are written in decimal or as
-# ``(1 << 64) - 1``); randomness must come from keyboard_fl.rng instead.
-SEED_CONSTANT = re.compile(r"0x[0-9A-Fa-f]{2,}|seed\s*\+\s*[0-9]")
+# Hand-picked seed constants: a hex literal (``fold_in(root, 0xFED)``,
+# ``SeedSequence([seed, 0xCE])``) or ``seed + <number>``. A hex literal compared
+# with something (a Unicode range, ``0xD800 <= cp``) is not a seed; any other is
+# reported, so randomness has to come from keyboard_fl.rng.
+SEED_PLUS = re.compile(r"seed\s*\+\s*[0-9]")
+
+
+def seed_constants(source: str, name: str = "<src>") -> list[str]:
+    """``line: text`` of each hand-picked seed constant in ``source``."""
+    tree = ast.parse(source, name)
+    lines = source.splitlines()
+    compared = {id(c) for n in ast.walk(tree) if isinstance(n, ast.Compare) for c in [n.left, *n.comparators]}
+    hits = []
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Constant) and type(n.value) is int and id(n) not in compared:
+            text = ast.get_source_segment(source, n) or ""
+            if text[:2].lower() == "0x":
+                hits.append(n.lineno)
+    hits += [i for i, line in enumerate(lines, 1) if SEED_PLUS.search(line)]
+    return [f"{i}: {lines[i - 1].strip()}" for i in sorted(set(hits))]
 
 
 def test_no_hand_picked_seed_constants_in_the_package():
-    hits = [f"{p.relative_to(PACKAGE.parent)}:{i}: {line.strip()}"
-            for p in sorted(PACKAGE.rglob("*.py"))
-            for i, line in enumerate(p.read_text().splitlines(), 1) if SEED_CONSTANT.search(line)]
+    hits = [f"{p.relative_to(PACKAGE.parent)}:{h}" for p in sorted(PACKAGE.rglob("*.py")) for h in seed_constants(p.read_text(), str(p))]
     assert hits == [], "derive these from keyboard_fl.rng streams:\n" + "\n".join(hits)
 
 
-def test_grep_would_catch_the_old_constants():
-    for line in ("fold_in(root, 0xFED)", "SeedSequence([seed, 0xCE])", "cfg.seed + 7919", "CanaryConfig(seed=seed + 1234)"):
-        assert SEED_CONSTANT.search(line), line
+def test_the_check_catches_the_old_constants():
+    for line in ("k = fold_in(root, 0xFED)", "s = SeedSequence([seed, 0xCE])", "x = f(cfg.seed + 7919)",
+                 "c = CanaryConfig(seed=seed + 1234)", "_FAULT_TAG = 0xFA17"):
+        assert seed_constants(line), line
+    assert seed_constants("ok = 0xD800 <= cp <= 0xDFFF") == []
 
 
 def _bits(key) -> tuple[int, ...]:

@@ -44,7 +44,10 @@ def load_run(run_dir: str | Path, name: str | None = None, *, backend: str = "ja
         export_dir = run_dir / runs.EXPORT_DIR
         if not (export_dir / MANIFEST_NAME).exists():
             export_onnx(run_dir)
-        return LoadedRun(name, run_dir, OnnxSuggester(export_dir, int8=True), runs.load_metrics(run_dir))
+        from keyboard_fl.dictionary import run_dictionary
+
+        onnx_s = OnnxSuggester(export_dir, int8=True, dictionary=run_dictionary(run_dir))  # also for older exports
+        return LoadedRun(name, run_dir, onnx_s, runs.load_metrics(run_dir))
     if backend != "jax":
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     suggester, metrics = load_suggester(run_dir)

@@ -10,7 +10,8 @@ float). The keyboard runs the step once per context piece and once per beam
 depth (:mod:`keyboard_fl.export.runner`).
 
 Files under ``<run_dir>/export/``: ``model.onnx`` (float32), ``model.int8.onnx``
-(dynamic int8 weights), ``tokenizer.model`` and ``manifest.json``.
+(dynamic int8 weights), ``tokenizer.model``, ``tokenizer.json`` and ``words.txt`` (for the
+in-page keyboard, :mod:`keyboard_fl.export.web`) and ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -107,7 +108,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_run(graphdef, params, tokenizer, info: Mapping[str, Any], out_dir, *,
+def export_run(graphdef, params, tokenizer, info: Mapping[str, Any], out_dir, *, words: Sequence[str] = (),
                search: SearchConfig = SearchConfig(), quantize: bool = True) -> dict:
     """Export one model to ``out_dir``; returns the manifest (also written as ``manifest.json``).
 
@@ -118,6 +119,7 @@ def export_run(graphdef, params, tokenizer, info: Mapping[str, Any], out_dir, *,
         (name, mode, private, epsilon, delta, privacy, top1, top3, ksr, params), plus
         optional ``model_config`` (dict) and ``accounting`` (accountant, neighbouring,
         noise_multiplier, clip_norm).
+      words: the dictionary of real words the strip may show (``words.txt``; the run's public word list).
       search: the suggestion search the on-device runner should use.
     """
     import onnx
@@ -149,6 +151,13 @@ def export_run(graphdef, params, tokenizer, info: Mapping[str, Any], out_dir, *,
         (out / INT8_NAME).unlink()  # never leave a stale int8 model beside a new float one
     tokenizer.save(out / TOKENIZER_NAME)
     files.append(TOKENIZER_NAME)
+    # For the in-page keyboard: the tokenizer as JSON and the dictionary (real words only).
+    from keyboard_fl.dictionary import WORDS_NAME, save_words
+    from keyboard_fl.export.web import TOKENIZER_JSON_NAME, write_tokenizer_json
+
+    write_tokenizer_json(tokenizer, out / TOKENIZER_JSON_NAME)
+    save_words(out / WORDS_NAME, words)
+    files += [TOKENIZER_JSON_NAME, WORDS_NAME]
 
     model_cfg = dict(info.get("model_config") or {})
     model_cfg["vocab_size"] = int(w["embedding"].shape[0])
