@@ -32,15 +32,17 @@ def jax_backend(public):
 
 
 @pytest.fixture(scope="module")
-def onnx_backend(jax_backend, tmp_path_factory):
+def onnx_backend(jax_backend, public, tmp_path_factory):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     from keyboard_fl.export import OnnxSuggester
+    from keyboard_fl.dictionary import public_vocabulary
     from keyboard_fl.export.onnx_export import export_run
 
     out = tmp_path_factory.mktemp("export")
     info = model_info("random", {"mode": "fedavg", "params": 1})
-    manifest = export_run(jax_backend.graphdef, jax_backend.params, jax_backend.tokenizer, info, out, quantize=False)
+    words = public_vocabulary(public)
+    manifest = export_run(jax_backend.graphdef, jax_backend.params, jax_backend.tokenizer, info, out, words=words, quantize=False)
     assert manifest["run"] == "random" and manifest["privacy"]["privacy"] == "not private"
     return OnnxSuggester(out)
 
@@ -76,8 +78,10 @@ def test_incremental_wrapper_gives_the_same_strip_for_every_backend(backend):
 
 
 def test_onnx_and_jax_agree(jax_backend, onnx_backend):
+    assert onnx_backend.dictionary is not None and len(onnx_backend.dictionary) > 100  # words.txt of the export
+    same = JaxSuggester(jax_backend.graphdef, jax_backend.params, jax_backend.tokenizer, dictionary=onnx_backend.dictionary)
     for text in TEXTS:
-        assert onnx_backend.suggest(text, 3) == jax_backend.suggest(text, 3)
+        assert onnx_backend.suggest(text, 3) == same.suggest(text, 3)
 
 
 def test_ksr_takes_a_suggester_or_a_function(ngram_backend):

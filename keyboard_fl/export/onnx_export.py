@@ -108,7 +108,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_run(graphdef, params, tokenizer, info: Mapping[str, Any], out_dir, *, words: Sequence[str] = (),
+def export_run(graphdef, params, tokenizer, info: Mapping[str, Any], out_dir, *, words: Sequence[str],
                search: SearchConfig = SearchConfig(), quantize: bool = True) -> dict:
     """Export one model to ``out_dir``; returns the manifest (also written as ``manifest.json``).
 
@@ -127,6 +127,8 @@ def export_run(graphdef, params, tokenizer, info: Mapping[str, Any], out_dir, *,
     from keyboard_fl.models import merge
     from keyboard_fl.tokenizer import BOS_ID
 
+    if not words:
+        raise ValueError("export needs the dictionary's word list (words=...), e.g. keyboard_fl.dictionary.run_word_list(run_dir)")
     missing = [k for k in _INFO_KEYS if k not in info]
     if missing:
         raise ValueError(f"export info lacks {', '.join(missing)} (give keyboard_fl.runs.model_info(...))")
