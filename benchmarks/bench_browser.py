@@ -179,7 +179,7 @@ def main() -> None:
     texts = heldout_texts(run, a.keys)
     from playwright.sync_api import sync_playwright
 
-    from keyboard_fl.models_registry import load_run
+    from keyboard_fl.demo.loading import load_run
 
     result: dict = {**manifest_run, "messages": len(texts), "modes": {}}
     with serving({"bench": load_run(run, "bench")}) as base, sync_playwright() as p:

@@ -28,7 +28,7 @@ def measure(run_dir: Path) -> dict:
     from keyboard_fl.eval.ksr import keystroke_savings
     from keyboard_fl.eval.metrics import TopKCounter
     from keyboard_fl.eval.neural import predict_messages
-    from keyboard_fl.models_registry import load_suggester
+    from keyboard_fl.loading import load_suggester
     from keyboard_fl.suggest import Suggester
     from keyboard_fl.train.run import _ksr_messages, prepare
 

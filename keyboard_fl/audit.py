@@ -144,14 +144,13 @@ def audit(graphdef, params, tokenizer: Tokenizer, suggester, canaries: Sequence[
 
 def audit_run(run_dir: str | Path) -> dict:
     """Audit a finished run trained with canaries; the result is added to its metrics.json."""
-    import json
-
     from keyboard_fl.config import RunConfig
-    from keyboard_fl.models_registry import load_suggester
+    from keyboard_fl.loading import load_suggester
+    from keyboard_fl.runs import CONFIG_FILE, METRICS_FILE
     from keyboard_fl.train.run import write_json
 
     run_dir = Path(run_dir)
-    cfg = RunConfig.load(run_dir / "config.json")
+    cfg = RunConfig.load(run_dir / CONFIG_FILE)
     if cfg.canaries is None:
         raise ValueError(f"{run_dir} was trained without canaries; train with --canaries to audit it")
     canaries, refs = planted_canaries(cfg)
@@ -170,5 +169,5 @@ def audit_run(run_dir: str | Path) -> dict:
             for row, b in zip(result["canaries"], base["canaries"]):
                 row["public_only_rank"], row["public_only_exposure"] = b["rank"], b["exposure"]
     metrics["audit"] = result
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / METRICS_FILE, metrics)
     return result

@@ -16,11 +16,11 @@ from typing import Any, Literal
 from keyboard_fl.data import PopulationConfig
 from keyboard_fl.models.config import ModelConfig
 from keyboard_fl.privacy.canaries import CanaryConfig
+from keyboard_fl.runs import DP_FEDAVG, MODES
 from keyboard_fl.tokenizer import TokenizerConfig
 from keyboard_fl.train.central import CentralConfig
 
-Mode = Literal["central", "fedavg", "dp-fedavg"]
-MODES: tuple[str, ...] = ("central", "fedavg", "dp-fedavg")
+Mode = Literal["central", "fedavg", "dp-fedavg"]  # for type checkers: the values of keyboard_fl.runs.MODES
 
 
 def _positive(obj, *names: str, real: bool = False) -> None:
@@ -95,7 +95,7 @@ class EvalConfig:
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     seed: int = 0  # the one seed: population, init, sampling, noise
-    mode: Mode = "dp-fedavg"  # central (pooled, non-private), fedavg, or dp-fedavg
+    mode: Mode = DP_FEDAVG  # central (pooled, non-private), fedavg, or dp-fedavg
     population: PopulationConfig = PopulationConfig()
     corpus: str | None = None  # a JSONL file or per-user directory to use instead of the simulated population
     skip_bad_lines: bool = False  # corpus only: skip and count malformed lines instead of stopping at the first
@@ -169,7 +169,7 @@ def _replace(cfg, **changes):
 DEFAULT_TRAIN_USERS = 1_000_000  # the main job's population (issue 14): production scale; `keyboard-fl main --users N` changes it
 
 
-def preset(name: str, mode: Mode = "dp-fedavg", seed: int = 0) -> RunConfig:
+def preset(name: str, mode: Mode = DP_FEDAVG, seed: int = 0) -> RunConfig:
     """Named configurations: ``tiny`` (tests, seconds), ``default`` (README main job), ``large`` (long runs)."""
     if name == "tiny":
         return RunConfig(

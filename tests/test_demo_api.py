@@ -12,7 +12,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from keyboard_fl.demo.app import MAX_BODY_BYTES, MAX_TEXT_CHARS, STATIC, clean_text, create_app  # noqa: E402
-from keyboard_fl.models_registry import discover_runs, model_info, privacy_label  # noqa: E402
+from keyboard_fl.runs import discover_runs, model_info, privacy_label  # noqa: E402
 
 CANARY = "zebraquokka secretword"  # would never come out of a tiny model by chance
 
@@ -127,7 +127,7 @@ def test_odd_text_gets_an_answer(client, model, text):
 
 def test_incremental_suggester_gives_the_same_answers(tiny_runs):
     from keyboard_fl.demo.incremental import IncrementalSuggester
-    from keyboard_fl.models_registry import load_suggester
+    from keyboard_fl.loading import load_suggester
 
     base, _ = load_suggester(tiny_runs["fedavg"])
     fast = IncrementalSuggester(base)

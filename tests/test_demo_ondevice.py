@@ -187,7 +187,7 @@ def test_in_page_suggestions_equal_onnx_suggester(device_page, tiny_runs):
 def test_no_back_end_suggests_a_non_word(device_page, tiny_runs):
     from keyboard_fl.dictionary import Dictionary
     from keyboard_fl.export import OnnxSuggester
-    from keyboard_fl.models_registry import load_suggester
+    from keyboard_fl.loading import load_suggester
     from keyboard_fl.suggest import Suggester
 
     run = tiny_runs[MODEL]

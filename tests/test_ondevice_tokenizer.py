@@ -58,10 +58,10 @@ process.stdout.write(JSON.stringify(texts.map((t) => [tok.normalize(t), encode(t
 
 @pytest.fixture(scope="module")
 def export_dir(tiny_runs, tmp_path_factory):
-    from keyboard_fl.export import export_run
+    from keyboard_fl.loading import export_onnx
 
     out = tmp_path_factory.mktemp("web_export")
-    export_run(tiny_runs["dp-fedavg"], out)
+    export_onnx(tiny_runs["dp-fedavg"], out)
     return out
 
 

@@ -20,12 +20,13 @@ and capped: most users type little, a few type a lot.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from bisect import bisect_right
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
+
+from keyboard_fl.rng import user_sequence
 
 from .register import active_trends, community_cum, load_register, make_communities, to_public
 from .resources import ALT, SLOT, Resources, WordList, load_resources, zipf_cum
@@ -58,10 +59,7 @@ class PopulationConfig:
             raise ValueError("need mean_messages > 0, messages_sigma >= 0, max_messages >= 1")
 
 
-def user_seed(seed: int, user_id: str) -> np.random.SeedSequence:
-    """Stable SeedSequence for ``(seed, user_id)``."""
-    h = int.from_bytes(hashlib.blake2b(user_id.encode("utf-8"), digest_size=8).digest(), "little")
-    return np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, h])
+user_seed = user_sequence  # Stable SeedSequence for ``(seed, user_id)`` (see keyboard_fl.rng)
 
 
 class _Stream:

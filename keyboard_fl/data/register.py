@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from keyboard_fl.rng import Stream, generator
+
 from .resources import DEFAULT_LANG_DIR, PERSONAL_SLOTS, Seq, TemplateError, WordList, parse_template, template_slots, zipf_cum
 
 
@@ -139,7 +141,7 @@ def _whole_words(table: dict[str, str]) -> re.Pattern:
 def make_communities(reg: Register, seed: int) -> tuple[Community, ...]:
     """The ``count`` communities of population ``seed``: distinct local names of everyday words."""
     c = reg.community
-    rng = np.random.default_rng(np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, 0xC0111, 0x5EED]))
+    rng = generator(seed, Stream.COMMUNITIES)
     taken: set[str] = set()
 
     def names(first: list[str], second: list[str], k: int) -> WordList:

@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from keyboard_fl import __version__
 from keyboard_fl.demo.canary import canary_format, check, run_canaries
 from keyboard_fl.demo.incremental import IncrementalSuggester
+from keyboard_fl.demo.loading import LoadedRun, load_run
 from keyboard_fl.demo.schemas import (
     MAX_BODY_BYTES,
     MAX_TEXT_CHARS,
@@ -50,7 +51,7 @@ from keyboard_fl.demo.schemas import (
     request_body_schema,
 )
 from keyboard_fl.package_data import package_dir
-from keyboard_fl.models_registry import LoadedRun, RunNotFound, discover_runs, load_run
+from keyboard_fl.runs import DP_FEDAVG, EXPORT_DIR, RunNotFound, discover_runs
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +172,14 @@ def ensure_exports(runs: Mapping[str, Path | LoadedRun]) -> None:
 
     A failure is reported and the model stays server-only.
     """
-    from keyboard_fl.export import export_run
+    from keyboard_fl.loading import export_onnx
 
     for name, r in runs.items():
         path = r.path if isinstance(r, LoadedRun) else Path(r)
-        if all((path / "export" / f).is_file() for f in ("manifest.json", "model.onnx", TOKENIZER_JSON, WORDS_TXT)):
+        if all((path / EXPORT_DIR / f).is_file() for f in ("manifest.json", "model.onnx", TOKENIZER_JSON, WORDS_TXT)):
             continue
         try:
-            export_run(path)
+            export_onnx(path)
         except Exception as e:  # noqa: BLE001 - that model stays server-only
             why = f"{type(e).__name__}: {e}"
             sys.stderr.write(f"model {name}: no on-device export ({why}); it runs on the server only\n")
@@ -352,7 +353,7 @@ def _answer(model: _Model, text: str) -> JSONResponse:
 
 def _default_model(models: Mapping[str, _Model]) -> str:
     for m in models.values():
-        if m.info["mode"] == "dp-fedavg":
+        if m.info["mode"] == DP_FEDAVG:
             return m.info["name"]
     return next(iter(models))
 

@@ -38,13 +38,13 @@ metrics and checkpoint the parameters (write from process 0 only).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-PyTree = Any
+from keyboard_fl.typing import PyTree
 
 AXIS = "clients"
 

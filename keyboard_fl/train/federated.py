@@ -2,7 +2,8 @@
 
 The round itself (:func:`keyboard_fl.fl.build_round`) is one jitted function;
 this host loop only feeds it. Each round's randomness is derived from the
-run's seed and the round number (``fold_in``), so a run resumed from any
+run's seed and the round number through :mod:`keyboard_fl.rng` (streams
+``COHORT``, ``ROUND``, ``CLIENT_DATA``, ``FAULTS``), so a run resumed from any
 checkpoint replays exactly the rounds an uninterrupted run would have.
 
 Privacy bookkeeping (DESIGN.md §3): users are Poisson-sampled with
@@ -12,8 +13,8 @@ server state; the host loop never looks at a user's text, only at the rows
 the client function trains on.
 
 Client faults (:mod:`keyboard_fl.fl.faults`, ``cfg.dropout_prob`` and
-``cfg.straggler_deadline``) are drawn after sampling from a key derived from
-the round key, so they are as deterministic and resume-safe as the rest;
+``cfg.straggler_deadline``) are drawn after sampling from their own stream
+(``Stream.FAULTS`` and the round), so they are as deterministic and resume-safe as the rest;
 the faulted users are masked out of the cohort and counted per round
 (``dropped_clients``, ``stragglers``; ``sampled_clients`` is the Poisson
 draw, ``cohort_size`` the users that reported). The ledger keeps q.
@@ -31,7 +32,6 @@ import dataclasses
 import time
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,6 +42,8 @@ from keyboard_fl.fl.round import AggregatorConfig, CohortBatch, ServerState, bui
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh
 from keyboard_fl.models import Params
+from keyboard_fl.runs import DP_FEDAVG, FEDAVG
+from keyboard_fl.rng import Stream, generator, key as stream_key
 from keyboard_fl.privacy import PrivacyLedger, calibrate_noise_multiplier, default_delta
 from keyboard_fl.train.stream import RowsByUser, gather_cohort, prefetched
 
@@ -102,7 +104,7 @@ def train_federated(
     n = len(rows)
     server_opt = make_server_optimizer(cfg.server_optimizer, cfg.server_lr)
     agg = AggregatorConfig(
-        mode="dp-fedavg" if private else "fedavg",
+        mode=DP_FEDAVG if private else FEDAVG,
         clip_norm=dp.clip_norm if private else 1.0,
         noise_multiplier=dp.noise_multiplier,
         expected_cohort=dp.sampling_prob * n,
@@ -124,15 +126,12 @@ def train_federated(
                 ledger = PrivacyLedger.from_dict(meta["ledger"])
                 if ledger.rounds != start:
                     raise checkpoint.CheckpointError(f"{ckpt_dir}: ledger has {ledger.rounds} rounds, checkpoint {start}")
-    root = jax.random.key(seed)
-    fl_key = jax.random.fold_in(root, 0xFED)
     multiple = capacity_multiple(mesh.size, cfg.client_chunk)  # = client_chunk on one device
     capacity = cohort_capacity(n, dp.sampling_prob, multiple=multiple)
 
     def cohort_of(r: int):  # a function of (seed, r) alone, so it can be made ahead, on another thread
-        k_sample, _ = jax.random.split(jax.random.fold_in(fl_key, r))
-        indices, mask, _ = sample_cohort_exact(k_sample, n, dp.sampling_prob, capacity, multiple=multiple)
-        faults = apply_faults(fault_key(jax.random.fold_in(fl_key, r)), np.asarray(indices), np.asarray(mask), seed=seed,
+        indices, mask, _ = sample_cohort_exact(stream_key(seed, Stream.COHORT, r), n, dp.sampling_prob, capacity, multiple=multiple)
+        faults = apply_faults(fault_key(seed, r), np.asarray(indices), np.asarray(mask), seed=seed,
                               dropout_prob=cfg.dropout_prob, straggler_deadline=cfg.straggler_deadline)
         return faults, gather_cohort(rows, np.asarray(indices), faults.mask, cfg, seed, r)  # faulted users never train
 
@@ -140,8 +139,7 @@ def train_federated(
         for r in range(start, cfg.rounds):
             t0 = time.perf_counter()
             faults, cohort = next(cohorts)
-            _, k_round = jax.random.split(jax.random.fold_in(fl_key, r))
-            state, m = round_fn(state, cohort, k_round)
+            state, m = round_fn(state, cohort, stream_key(seed, Stream.ROUND, r))
             record = {"round": r + 1, **round_metrics_dict(m), "sampled_clients": faults.sampled,
                       "dropped_clients": faults.dropped, "stragglers": faults.stragglers, "seconds": time.perf_counter() - t0}
             if private:

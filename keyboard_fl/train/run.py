@@ -26,15 +26,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 
-from keyboard_fl import checkpoint
+from keyboard_fl import checkpoint, rng, runs
 from keyboard_fl.config import RunConfig
 from keyboard_fl.data import UserSource
 from keyboard_fl.eval.metrics import TopKCounter, perplexity
 from keyboard_fl.eval.neural import predict_messages
 from keyboard_fl.models import init_params, make_loss_fn, param_count
+from keyboard_fl.rng import Stream
 from keyboard_fl.tokenizer import Tokenizer
 from keyboard_fl.train.central import train_central
 from keyboard_fl.train.rundata import WORD_VOCAB_SIZE, Log, RunData, eval_users, first_messages, prepare
@@ -83,7 +83,7 @@ def run(
     model, public_only = pretrain_step(cfg, out, tokenizer, data, model, log, progress)
     model, privacy = train_step(cfg, out, tokenizer, data, model, resume, log, progress)
     checkpoint.save(
-        out / "model", 0, model.params, {"config": cfg.to_dict(), "vocab_size": tokenizer.vocab_size}, keep=1
+        out / runs.MODEL_DIR, 0, model.params, {"config": cfg.to_dict(), "vocab_size": tokenizer.vocab_size}, keep=1
     )
     quality = evaluate_step(cfg, tokenizer, data, model, log)
     return write_step(cfg, out, data, model, quality, public_only, privacy, time.perf_counter() - t_start)
@@ -92,13 +92,13 @@ def run(
 def start_run(cfg: RunConfig, out: Path, resume: bool, log: Log) -> RunConfig:
     """Create ``out`` and save the config (a resumed run keeps its saved one); refuse to overwrite a finished run."""
     out.mkdir(parents=True, exist_ok=True)
-    cfg_path = out / "config.json"
+    cfg_path = out / runs.CONFIG_FILE
     if resume and cfg_path.exists():
         saved = RunConfig.load(cfg_path)
         if saved != cfg:
             log(f"resuming with the run's saved configuration from {cfg_path}")
         cfg = saved
-    elif not resume and (out / "metrics.json").exists():
+    elif not resume and (out / runs.METRICS_FILE).exists():
         raise FileExistsError(f"{out} already holds a finished run; pass --resume or choose another --out")
     checkpoint.atomic_write_text(cfg_path, cfg.to_json() + "\n")
     return cfg
@@ -106,7 +106,7 @@ def start_run(cfg: RunConfig, out: Path, resume: bool, log: Log) -> RunConfig:
 
 def init_model(cfg: RunConfig, tokenizer: Tokenizer, log: Log) -> Model:
     model_cfg = type(cfg.model)(**{**cfg.model.__dict__, "vocab_size": tokenizer.vocab_size})
-    graphdef, params = init_params(model_cfg, jax.random.fold_in(jax.random.key(cfg.seed), 1))
+    graphdef, params = init_params(model_cfg, rng.key(cfg.seed, Stream.INIT))
     log(f"model: {model_cfg.kind}, {param_count(params):,} parameters")
     return Model(graphdef, params, make_loss_fn(graphdef))
 
@@ -118,7 +118,7 @@ def pretrain_step(cfg: RunConfig, out: Path, tokenizer, data: RunData, model: Mo
     model = model._replace(
         params=_public_pretraining(cfg, out, tokenizer, data, model.loss_fn, model.params, log, progress)
     )
-    if cfg.mode != "central":  # the starting point of every mode, reported once as a baseline
+    if cfg.mode != runs.CENTRAL:  # the starting point of every mode, reported once as a baseline
         return model, None
     q = evaluate_model(model.graphdef, model.params, tokenizer, data.heldout, data.word_vocab, cfg.eval.min_targets)
     log(f"public-only model (before any private data): top1 {q['top1']:.3f} top3 {q['top3']:.3f}")
@@ -130,7 +130,7 @@ def train_step(
 ) -> tuple[Model, dict]:
     """Central training on the baseline users' pooled rows, or federated rounds over the streamed population."""
     t = time.perf_counter()
-    if cfg.mode == "central":
+    if cfg.mode == runs.CENTRAL:
         params, losses = train_central(
             model.loss_fn,
             model.params,
@@ -147,14 +147,14 @@ def train_step(
         return model._replace(params=params), {}
     from keyboard_fl.train.federated import resolve_dp, train_federated
 
-    private = cfg.mode == "dp-fedavg"
+    private = cfg.mode == runs.DP_FEDAVG
     dp = resolve_dp(cfg.federated, data.num_train_users, private)
     if private:
         log(
             f"dp: q={dp.sampling_prob:.4g} z={dp.noise_multiplier:.4f} C={dp.clip_norm} "
             f"δ={dp.delta:.0e} N={dp.population}"
         )
-    mlog = MetricsLog(out / "metrics.jsonl", resume)
+    mlog = MetricsLog(out / runs.HISTORY_FILE, resume)
     quick = first_messages(data.heldout.items(), cfg.federated.eval_messages)
 
     def on_round(r, record, params_r, ledger):
@@ -177,7 +177,7 @@ def train_step(
         dp,
         private=private,
         seed=cfg.seed,
-        ckpt_dir=out / "checkpoints",
+        ckpt_dir=out / runs.CHECKPOINTS_DIR,
         resume=resume,
         on_round=on_round,
     )
@@ -254,7 +254,7 @@ def write_step(
         "params": param_count(model.params),
         **quality,
         "privacy_unit": "user",
-        "epsilon": privacy.get("epsilon", float("inf")) if cfg.mode == "dp-fedavg" else float("inf"),
+        "epsilon": privacy.get("epsilon", float("inf")) if cfg.mode == runs.DP_FEDAVG else float("inf"),
         "seconds": seconds,
         "seed": cfg.seed,
         "public_pretrained": public_only,
@@ -270,7 +270,7 @@ def write_step(
         metrics["population"] = privacy["population"]
     else:
         metrics["private"] = False
-    write_json(out / "metrics.json", metrics)
+    write_json(out / runs.METRICS_FILE, metrics)
     return metrics
 
 
@@ -307,7 +307,7 @@ def evaluate_ngram_baseline(ngram, data: RunData, ksr_messages: list[str], min_t
         lambda ctx: ngram.top_k(ctx, 3), data.heldout, vocab=set(data.word_vocab), min_targets=min_targets
     )
     if ksr_messages:
-        out["ksr"] = keystroke_savings(ksr_messages, ngram.suggest)["ksr"]
+        out["ksr"] = keystroke_savings(ksr_messages, ngram)["ksr"]
     return out
 
 
@@ -316,7 +316,7 @@ def _ksr(graphdef, params, tokenizer, messages, dictionary=None) -> dict:
     from keyboard_fl.suggest import Suggester
 
     s = Suggester(graphdef, params, tokenizer, dictionary=dictionary)
-    res = keystroke_savings(messages, s.suggest)
+    res = keystroke_savings(messages, s)
     return {k: res[k] for k in ("ksr", "keystrokes", "characters", "accepted_words")}
 
 
@@ -343,6 +343,7 @@ def pretrained_cache_dir(cfg: RunConfig, tokenizer: Tokenizer, out: Path) -> Pat
     key = hashlib.sha256(
         json.dumps(
             [
+                "rng/1",
                 cfg.seed,
                 cfg.to_dict()["population"],
                 cfg.corpus,
@@ -354,7 +355,7 @@ def pretrained_cache_dir(cfg: RunConfig, tokenizer: Tokenizer, out: Path) -> Pat
         ).encode()
         + tokenizer.model_proto
     ).hexdigest()[:16]
-    return Path(out).parent / ".pretrained" / key
+    return Path(out).parent / runs.PRETRAINED_DIR / key
 
 
 def _public_pretraining(
@@ -378,7 +379,8 @@ def _public_pretraining(
         params,
         data.public_rows,
         cfg.pretrain,
-        cfg.seed + 7919,
+        cfg.seed,
+        stream=Stream.PRETRAIN,
         callback=lambda i, _: progress("public pretraining", i + 1, cfg.pretrain.steps),
     )
     checkpoint.save(cache, cfg.pretrain.steps, params, {"key": key}, keep=1)
@@ -398,13 +400,13 @@ def _plot(out: Path, history: list[dict], mode: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    key = "step" if mode == "central" else "round"
-    lk = "loss" if mode == "central" else "train_loss"
+    key = "step" if mode == runs.CENTRAL else "round"
+    lk = "loss" if mode == runs.CENTRAL else "train_loss"
     ax.plot([h[key] for h in history], [h[lk] for h in history], lw=1)
     ax.set_xlabel(key)
     ax.set_ylabel("training loss (nats / piece)")
     ax.set_title(f"{mode} learning curve")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "learning_curve.png", dpi=110)
+    fig.savefig(out / runs.CURVE_FILE, dpi=110)
     plt.close(fig)

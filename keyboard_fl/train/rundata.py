@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keyboard_fl import runs
 from keyboard_fl.config import RunConfig
 from keyboard_fl.data import Population, User, UserSource
 from keyboard_fl.data.access import SplitView, UserIds, split_view
@@ -115,7 +116,7 @@ def training_users(cfg: RunConfig, source: UserSource, log: Log) -> tuple[SplitV
 
 def load_tokenizer(cfg: RunConfig, source: UserSource, out: Path, log: Log) -> Tokenizer:
     """The run's tokenizer: trained on the public split once, then read from ``out``."""
-    path = out / "tokenizer.model"
+    path = out / runs.TOKENIZER_FILE
     if path.exists():
         return Tokenizer.load(path)
     t = time.perf_counter()

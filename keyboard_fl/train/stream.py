@@ -29,6 +29,7 @@ import numpy as np
 from keyboard_fl.config import FederatedConfig
 from keyboard_fl.data.access import SplitView
 from keyboard_fl.fl.round import CohortBatch
+from keyboard_fl.rng import Stream, generator
 from keyboard_fl.tokenizer import Tokenizer
 from keyboard_fl.train.examples import UserRows, as_batch, client_steps, user_rows
 
@@ -75,7 +76,7 @@ def eager_rows(users: SplitView, tokenizer: Tokenizer, seq_len: int) -> UserRows
 
 def client_rng(seed: int, round_: int, user: int) -> np.random.Generator:
     """The shuffling of user ``user``'s rows in round ``round_``."""
-    return np.random.default_rng(np.random.SeedSequence([seed, 0xF1, round_, int(user)]))
+    return generator(seed, Stream.CLIENT_DATA, round_, int(user))
 
 
 def gather_cohort(
