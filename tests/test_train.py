@@ -20,7 +20,7 @@ V, T = 30, 8
 MODEL = ModelConfig(vocab_size=V, embed_dim=8, hidden_dim=16)
 FED = FederatedConfig(rounds=5, clients_per_round=5, max_examples=4, batch_size=2, checkpoint_every=1, eval_every=1,
                       client_lr=0.5, server_optimizer="nesterov", clip_norm=0.3)
-DP = DpSetup(noise_multiplier=0.9, sampling_prob=0.25, delta=1e-3, population=20, clip_norm=0.3)
+DP = DpSetup.dp_fedavg(noise_multiplier=0.9, sampling_prob=0.25, delta=1e-3, population=20, clip_norm=0.3)
 TIMING = {"seconds"}
 
 
@@ -46,7 +46,7 @@ def setup():
 
 def _fed(setup, tmp, *, cfg=FED, seed=0, private=True, resume=False):
     loss_fn, params, rows = setup
-    dp = DP if private else dataclasses.replace(DP, noise_multiplier=0.0, clip_norm=float("inf"))  # as resolve_dp gives
+    dp = DP if private else dataclasses.replace(DP, mechanism=None)  # as resolve_dp gives
     return train_federated(loss_fn, params, rows, cfg, dp, private=private, seed=seed, ckpt_dir=tmp, resume=resume)
 
 

@@ -57,6 +57,8 @@ class PrivacyLedger:
     rounds: int = 0
     # Mechanism.to_dict(): the source of truth for ε (None: classic DP-FedAvg from the fields above).
     mechanism: dict | None = None
+    # "pld" or "rdp" to report ε with; None: the mechanism's own (PLD for Poisson, RDP for fixed).
+    accountant: str | None = None
 
     def __post_init__(self) -> None:
         if self.mechanism is None:
@@ -70,13 +72,19 @@ class PrivacyLedger:
         object.__setattr__(self, "rounds", check_rounds(self.rounds, allow_zero=True))
         if self.sampling == "fixed":
             cohort_size(q, population)
+        if self.accountant is not None:
+            check_accountant(self.accountant)
+            if self.sampling == "fixed":
+                check_accountant_for_sampling(self.accountant, "fixed")
 
     @classmethod
-    def for_mechanism(cls, mech: Any, delta: float, rounds: int = 0) -> PrivacyLedger:
+    def for_mechanism(cls, mech: Any, delta: float, rounds: int = 0, accountant: str | None = None) -> PrivacyLedger:
+        """A ledger that accounts ``mech`` (its ``to_dict()`` is stored and is what ε is computed from)."""
         p = mech.participation
         if p.population is None:
             raise ValueError("the ledger needs the mechanism's participation.population (N)")
-        return cls(mech.noise_multiplier, p.sampling_prob, delta, p.population, p.scheme, rounds, mech.to_dict())
+        return cls(mech.noise_multiplier, p.sampling_prob, delta, p.population, p.scheme, rounds, mech.to_dict(),
+                   accountant)
 
     def mech(self) -> Any:
         """The mechanism this ledger accounts."""
@@ -84,8 +92,10 @@ class PrivacyLedger:
             return mechanism_from_dict(self.mechanism)
         return DpFedAvg(1.0, self.noise_multiplier, Participation(self.sampling, self.sampling_prob, self.population))
 
-    @property
-    def accountant(self) -> str:
+    def default_accountant(self) -> str:
+        """The accountant ε is reported with."""
+        if self.accountant is not None:
+            return self.accountant
         return self.mech().accountant if self.mechanism is not None else PRIMARY_ACCOUNTANT[self.sampling]
 
     def step(self, n: int = 1) -> PrivacyLedger:
@@ -102,7 +112,7 @@ class PrivacyLedger:
 
     def epsilon(self, accountant: str | None = None) -> float:
         """ε so far. ``None`` picks the mechanism's accountant ("pld" for Poisson, "rdp" for fixed)."""
-        accountant = check_accountant(accountant or self.accountant)
+        accountant = check_accountant(accountant or self.default_accountant())
         if self.mechanism is not None:
             return mechanism_epsilon(self.mech(), self.rounds, self.delta, accountant=accountant)
         if accountant == "pld" and self.sampling == "fixed":
@@ -134,7 +144,7 @@ class PrivacyLedger:
         base = {
             "epsilon": 0.0, "delta": self.delta, "noise_multiplier": self.noise_multiplier,
             "sampling_prob": self.sampling_prob, "rounds": self.rounds, "population": self.population,
-            "privacy_unit": "user", "accountant": self.accountant, "sampling": self.sampling,
+            "privacy_unit": "user", "accountant": self.default_accountant(), "sampling": self.sampling,
             "neighbouring": NEIGHBOURING[self.sampling], "epsilon_rdp": 0.0,
         }
         if self.mechanism is not None:
@@ -147,4 +157,9 @@ class PrivacyLedger:
             elif self.rounds:
                 out["epsilon_rdp"] = float("inf")
             return out
-        return base if self.rounds == 0 else describe(self.spec())
+        if self.rounds == 0:
+            return base
+        out = describe(self.spec())
+        if self.accountant is not None and self.accountant != out["accountant"]:
+            out.update(accountant=self.accountant, epsilon=self.epsilon())
+        return out
