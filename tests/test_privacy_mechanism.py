@@ -201,21 +201,27 @@ def _epsilon_from_metrics(m: dict) -> float:
     return acc.get_epsilon(m["delta"])
 
 
-@pytest.fixture(scope="module")
-def adaptive_run(tmp_path_factory):
+@pytest.fixture(scope="module", params=["dp-fedavg", "dp-fedavg+adaptive"])
+def private_run(request, tmp_path_factory):
+    """A short tiny run of each mechanism (3 rounds), through the same code path as ``keyboard-fl train``."""
     from keyboard_fl.train.run import run
 
     cfg = preset("tiny", mode="dp-fedavg")
-    fed = dataclasses.replace(cfg.federated, rounds=3, eval_every=3, adaptive_clip_quantile=0.5, clip_norm=0.1)
-    out = tmp_path_factory.mktemp("adaptive") / "run"
+    fed = dataclasses.replace(cfg.federated, rounds=3, eval_every=3)
+    if request.param.endswith("adaptive"):
+        fed = dataclasses.replace(fed, adaptive_clip_quantile=0.5, clip_norm=0.1)
+    out = tmp_path_factory.mktemp("mech") / request.param
     run(dataclasses.replace(cfg, federated=fed), out, log=lambda s: None)
-    return out
+    return request.param, out
 
 
-def test_epsilon_reproduced_from_metrics_json(tiny_runs, adaptive_run):
-    for d in (tiny_runs["dp-fedavg"], adaptive_run):
-        m = json.loads((d / "metrics.json").read_text())
-        assert m["epsilon"] == _epsilon_from_metrics(m)
-    m = json.loads((adaptive_run / "metrics.json").read_text())
-    clips = [json.loads(l)["clip_norm"] for l in (adaptive_run / "metrics.jsonl").read_text().splitlines()]
-    assert clips and clips[-1] != 0.1  # C moved
+def test_epsilon_reproduced_from_metrics_json(private_run):
+    name, d = private_run
+    m = json.loads((d / "metrics.json").read_text())
+    assert m["epsilon"] == _epsilon_from_metrics(m) and m["rounds"] == 3
+    assert m["mechanism"]["name"] == ("adaptive-clipping" if name.endswith("adaptive") else "dp-fedavg")
+    clips = [json.loads(l)["clip_norm"] for l in (d / "metrics.jsonl").read_text().splitlines()]
+    if name.endswith("adaptive"):
+        assert clips and clips[-1] != 0.1  # C moved
+    else:
+        assert clips == [m["clip_norm"]] * len(clips)

@@ -31,7 +31,9 @@ result equals the one-device run up to float summation order.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import jax
@@ -125,6 +127,20 @@ def resolve_dp(cfg: FederatedConfig, population: int, private: bool) -> DpSetup:
     return DpSetup(participation, delta, mech, cfg.accountant)
 
 
+def _check_checkpoint_mechanism(ckpt_dir, ledger: PrivacyLedger) -> None:
+    """Refuses to resume from checkpoints written by another mechanism (their state would not even load)."""
+    for step in reversed(checkpoint.list_steps(ckpt_dir)):
+        try:
+            meta = json.loads((Path(ckpt_dir) / f"ckpt-{step:06d}.json").read_text())["meta"]
+        except (OSError, ValueError, KeyError):
+            continue  # damaged: load_latest skips it with a warning
+        saved = (meta.get("ledger") or {}).get("mechanism")
+        if saved is not None and saved != ledger.mechanism:
+            raise checkpoint.CheckpointError(
+                f"{ckpt_dir}: checkpoint {step} was written by mechanism {saved}, this run uses {ledger.mechanism}")
+        return
+
+
 def gather_cohort(rows: UserRows, indices: np.ndarray, mask: np.ndarray, cfg: FederatedConfig, seed: int, round_: int) -> CohortBatch:
     """Padded local steps [K, S, B, T] of the sampled users (zeros for padding slots)."""
     width = rows.rows.shape[-1]
@@ -171,6 +187,8 @@ def train_federated(
     ledger = dp.ledger() if private else None
     history: list[dict] = []
     start = 0
+    if resume and private:
+        _check_checkpoint_mechanism(ckpt_dir, ledger)
     if resume:
         found = checkpoint.load_latest(ckpt_dir, (state.params, state.opt_state, state.mech_state))
         if found is not None:
