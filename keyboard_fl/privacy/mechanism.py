@@ -314,8 +314,9 @@ def make_mechanism(
 
 @functools.lru_cache(maxsize=1024)
 def _mechanism_epsilon(mech: Any, rounds: int, delta: float, accountant: str, vdi: float) -> float:
-    return event_epsilon(mech.dp_event(rounds), delta, accountant=accountant,
-                         relation=mech.participation.relation(), pld_discretization=vdi)
+    relation = getattr(mech.participation, "relation", None)  # every scheme but "fixed" is add/remove-one
+    relation = relation() if relation else dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+    return event_epsilon(mech.dp_event(rounds), delta, accountant=accountant, relation=relation, pld_discretization=vdi)
 
 
 def mechanism_epsilon(mech: Any, rounds: int, delta: float, *, accountant: str | None = None,
