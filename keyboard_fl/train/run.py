@@ -151,8 +151,8 @@ def train_step(
     dp = resolve_dp(cfg.federated, data.num_train_users, private)
     if private:
         log(
-            f"dp: q={dp.sampling_prob:.4g} z={dp.noise_multiplier:.4f} C={dp.clip_norm} "
-            f"δ={dp.delta:.0e} N={dp.population}"
+            f"dp: {dp.mechanism.to_dict()['name']} q={dp.sampling_prob:.4g} z={dp.noise_multiplier:.4f} "
+            f"C={dp.clip_norm} δ={dp.delta:.0e} N={dp.population} ({dp.participation.scheme} sampling)"
         )
     mlog = MetricsLog(out / runs.HISTORY_FILE, resume)
     quick = first_messages(data.heldout.items(), cfg.federated.eval_messages)
