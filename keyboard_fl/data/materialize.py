@@ -126,7 +126,7 @@ class MaterializedSource:
 
     def _index(self, stem: str):
         from .corpus import BadLineReport
-        from .jsonl_index import JsonlIndex
+        from .corpus import JsonlIndex
 
         if stem not in self.manifest["files"]:
             return None
