@@ -33,11 +33,12 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from keyboard_fl import checkpoint
 from keyboard_fl.config import FederatedConfig
 from keyboard_fl.fl.faults import apply_faults, fault_key
-from keyboard_fl.fl.round import AggregatorConfig, CohortBatch, ServerState, build_round, make_server_optimizer, server_init
+from keyboard_fl.fl.round import AggregatorConfig, CohortBatch, FederatedRound, build_round, make_server_optimizer
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh
 from keyboard_fl.models import Params
@@ -84,6 +85,21 @@ def gather_cohort(rows: UserRows, indices: np.ndarray, mask: np.ndarray, cfg: Fe
     return CohortBatch(jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]), jnp.asarray(b["weights"]), jnp.asarray(mask))
 
 
+def make_round(loss_fn, cfg: FederatedConfig, dp: DpSetup, *, private: bool, population: int,
+               mesh: Mesh | None = None) -> FederatedRound:
+    """The run's round: its aggregator from ``dp``, its cohort sharded over ``mesh``
+    (default ``client_mesh(cfg.devices)``; one device: the unsharded round)."""
+    agg = AggregatorConfig(
+        mode="dp-fedavg" if private else "fedavg",
+        clip_norm=dp.clip_norm if private else 1.0,
+        noise_multiplier=dp.noise_multiplier,
+        expected_cohort=dp.sampling_prob * population,
+    )
+    server_opt = make_server_optimizer(cfg.server_optimizer, cfg.server_lr)
+    mesh = mesh if mesh is not None else client_mesh(cfg.devices)
+    return build_round(loss_fn, cfg.client_lr, server_opt, agg, client_chunk=cfg.client_chunk, mesh=mesh)
+
+
 def round_metrics_dict(m) -> dict[str, float]:
     return {k: float(v) for k, v in m._asdict().items()}
 
@@ -100,21 +116,17 @@ def train_federated(
     ckpt_dir,
     resume: bool,
     on_round: Callable[[int, dict, Params, PrivacyLedger], None] | None = None,
+    fl_round: FederatedRound | None = None,
 ) -> tuple[Params, PrivacyLedger, list[dict]]:
-    """Run ``cfg.rounds`` rounds; checkpoint every ``cfg.checkpoint_every``; return params, ledger, history."""
+    """Run ``cfg.rounds`` rounds; checkpoint every ``cfg.checkpoint_every``; return params, ledger, history.
+
+    ``fl_round``: a prebuilt :func:`make_round` for this configuration (tests
+    reuse one compiled round across runs); None builds it.
+    """
     n = len(rows)
-    server_opt = make_server_optimizer(cfg.server_optimizer, cfg.server_lr)
-    agg = AggregatorConfig(
-        mode="dp-fedavg" if private else "fedavg",
-        clip_norm=dp.clip_norm if private else 1.0,
-        noise_multiplier=dp.noise_multiplier,
-        expected_cohort=dp.sampling_prob * n,
-    )
-    # The cohort axis over the devices (one device: the unsharded round). The
-    # sharded round puts state, cohort and key on the mesh itself.
     mesh = client_mesh(cfg.devices)
-    round_fn = build_round(loss_fn, cfg.client_lr, server_opt, agg, client_chunk=cfg.client_chunk, mesh=mesh)
-    state = server_init(params, server_opt)
+    fl_round = fl_round or make_round(loss_fn, cfg, dp, private=private, population=n, mesh=mesh)
+    state = fl_round.init(params)
     ledger = PrivacyLedger(dp.noise_multiplier, dp.sampling_prob, dp.delta, n) if private else None
     history: list[dict] = []
     start = 0
@@ -122,7 +134,7 @@ def train_federated(
         found = checkpoint.load_latest(ckpt_dir, (state.params, state.opt_state))
         if found is not None:
             start, (p, o), meta = found
-            state = ServerState(p, o, jnp.asarray(start, jnp.int32))
+            state = state._replace(params=p, opt_state=o, round=jnp.asarray(start, jnp.int32))
             history = meta.get("history", [])
             if private:
                 ledger = PrivacyLedger.from_dict(meta["ledger"])
@@ -140,7 +152,7 @@ def train_federated(
         faults = apply_faults(fault_key(jax.random.fold_in(fl_key, r)), indices, mask, seed=seed,
                               dropout_prob=cfg.dropout_prob, straggler_deadline=cfg.straggler_deadline)
         cohort = gather_cohort(rows, indices, faults.mask, cfg, seed, r)  # faulted users never train
-        state, m = round_fn(state, cohort, k_round)
+        state, m = fl_round.apply(state, cohort, k_round)
         record = {"round": r + 1, **round_metrics_dict(m), "sampled_clients": faults.sampled,
                   "dropped_clients": faults.dropped, "stragglers": faults.stragglers, "seconds": time.perf_counter() - t0}
         if private:
