@@ -10,8 +10,8 @@ So the package asks for a *fixed* number of host devices, ``HOST_DEVICES``,
 whatever the core count: the round shards its cohort over them
 (:mod:`keyboard_fl.fl.sharding`), XLA runs them on however many cores there
 are, and the same seed gives bit-identical results on 1, 2 or 16 cores
-(``tests/test_fl_host_devices.py`` checks it with ``taskset`` and other
-``XLA_FLAGS``). The flag must be in ``XLA_FLAGS`` before JAX starts its CPU
+(``tests/test_fl_host_devices.py`` checks it with ``taskset`` and with
+Eigen's intra-op threads on and off). The flag must be in ``XLA_FLAGS`` before JAX starts its CPU
 backend (the first computation or ``jax.devices()``, not ``import jax``):
 ``import keyboard_fl`` sets it, so entry points, benchmarks, tests and
 notebooks that import the package before computing anything get it. A
@@ -30,10 +30,13 @@ import sys
 
 __all__ = ["ENV", "HOST_DEVICES", "configure_host_devices", "host_device_count"]
 
-# 8 devices: all cores of machines up to 8 cores; on 2 cores it costs little
-# (benchmarks/results/fl_round_grid.json), and its capacity multiple
-# (8 x client_chunk) stays small next to a cohort of hundreds.
-HOST_DEVICES = 8
+# 2 devices: the machine the project targets has 2 cores. Measured there
+# (benchmarks/results/devices.json, fl_round_grid.json): 2 devices make a round
+# ~2x faster than 1 on a quiet machine and still win at load ~9, while 4 are
+# ~8% slower than 2 quiet and lose to 1 under load, 8 twice slower than 1 at
+# load ~20. More cores: set KEYBOARD_FL_HOST_DEVICES (results then change by
+# float rounding, identically on every machine with that setting).
+HOST_DEVICES = 2
 # Overrides HOST_DEVICES (an int >= 1), e.g. KEYBOARD_FL_HOST_DEVICES=1 for one device.
 ENV = "KEYBOARD_FL_HOST_DEVICES"
 FLAG = "--xla_force_host_platform_device_count"

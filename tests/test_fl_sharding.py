@@ -167,8 +167,6 @@ def test_mesh_validation():
 
 
 def test_one_device_mesh_is_the_unsharded_round():
-    if jax.device_count() != 1:
-        pytest.skip("needs a single-device process")
     sgd = make_server_optimizer("sgd", 1.0)
     agg = AggregatorConfig("dp-fedavg", 0.3, 1.3, 4.0)
     args = (server_init(toy_init(jax.random.key(0)), sgd), toy_cohort(1, 8, num_real=5, steps=2, batch=4, seq_len=8),
