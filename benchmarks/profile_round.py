@@ -40,16 +40,16 @@ import jax.numpy as jnp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_fl_round import NOISE_MULTIPLIER, machine_info, synthetic_cohort  # noqa: E402
+from bench_fl_round import NOISE_MULTIPLIER, machine_info, synthetic_cohort
 
-from keyboard_fl.config import preset  # noqa: E402
-from keyboard_fl.fl import (  # noqa: E402
+from keyboard_fl.config import preset
+from keyboard_fl.fl import (
     AggregatorConfig, ClientSlots, build_round, client_update, dp_mean_delta, for_each_client, make_server_optimizer,
     server_update,
 )
-from keyboard_fl.fl.sharding import capacity_multiple, client_mesh, shard_cohort  # noqa: E402
-from keyboard_fl.models import init_params, make_loss_fn  # noqa: E402
-from keyboard_fl.privacy.clipping import clip_update  # noqa: E402
+from keyboard_fl.fl.sharding import capacity_multiple, client_mesh, shard_cohort
+from keyboard_fl.models import init_params, make_loss_fn
+from keyboard_fl.privacy.clipping import clip_update
 
 
 def _timed(fn, rounds: int) -> dict:

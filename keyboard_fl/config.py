@@ -44,7 +44,7 @@ class FederatedConfig:
     noise_multiplier: float | None = None  # z; None → calibrated from target_epsilon
     target_epsilon: float | None = 10.0  # ε to calibrate z for, over `rounds` rounds (DP mode only)
     delta: float | None = None  # None → default_delta(N), below 1/N
-    client_chunk: int = 1  # clients trained together (vmap); chunks without a sampled client are skipped. 1 is fastest on CPU (benchmarks/results/fl_round.json); use 16+ on a GPU
+    client_chunk: int = 1  # clients trained together (vmap); chunks without a sampled client are skipped. 1 is fastest on CPU even with the shared first step (benchmarks/results/fl_round_grid.json: 16 was 2.4x slower); use 16+ on a GPU
     devices: int | None = None  # devices the cohort axis is sharded over (fl/sharding.py); None: all visible, on CPU the package's fixed 2 host devices (keyboard_fl/hostdevices.py): every core, same results on any core count
     eval_every: int = 50  # rounds between quick evaluations logged to metrics.jsonl
     checkpoint_every: int = 25  # rounds between atomic checkpoints

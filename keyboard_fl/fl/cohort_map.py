@@ -76,7 +76,9 @@ def _chunked_sum(client_fn: ClientFn, params: PyTree, slots: ClientSlots, chunk:
     chunked = jax.tree.map(lambda x: x.reshape((n, chunk) + x.shape[1:]), slots)
     first = jax.tree.map(lambda x: x[0], chunked)
     total_shape, stats_shape = jax.eval_shape(lambda c: _weighted_sum(client_fn, params, c), first)
-    zeros = lambda shapes: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)  # noqa: E731
+
+    def zeros(shapes):
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
     def body(i, carry):
         acc, stats = carry
