@@ -13,12 +13,12 @@ Privacy (DESIGN.md §3): typed text is used to compute one answer and then
 dropped. Nothing here logs, stores or echoes it — errors describe the request's
 *shape* (sizes, types), never its content — and responses are ``no-store``.
 Requests are bounded (body ≤ 8 KB, text ≤ 1,000 characters) so a client cannot
-make the server do unbounded work.
+make the server do unbounded work; their pydantic models (:mod:`.schemas`) are
+published at ``GET /openapi.json``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -31,17 +31,27 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from keyboard_fl import __version__
 from keyboard_fl.demo.canary import canary_format, check, run_canaries
 from keyboard_fl.demo.incremental import IncrementalSuggester
+from keyboard_fl.demo.schemas import (
+    MAX_BODY_BYTES,
+    MAX_TEXT_CHARS,
+    ApiError,
+    CanaryCheckRequest,
+    SuggestRequest,
+    parse,
+    request_body_schema,
+)
+from keyboard_fl.package_data import package_dir
 from keyboard_fl.models_registry import LoadedRun, RunNotFound, discover_runs, load_run
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 8192  # 1,000 characters of JSON-escaped text (≤ 6 bytes each) fit; more is refused
-MAX_TEXT_CHARS = 1000
+STATIC = package_dir("keyboard_fl.demo", "static")  # package data: ships in the wheel
 NUM_SUGGESTIONS = 3
 DEFAULT_RUNS_ROOT = Path("runs/main")
 
@@ -53,12 +63,6 @@ _SECURITY_HEADERS = {
     # Everything the page needs comes from this server: no CDN, no network.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
 }
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -90,6 +94,7 @@ def split_for_client(suggester, text: str) -> tuple[str, str]:
 
 
 async def _read_body(request: Request) -> bytes:
+    """The request body, refused (413) past :data:`MAX_BODY_BYTES` before it is all read."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -103,46 +108,6 @@ async def _read_body(request: Request) -> bytes:
         if len(body) > MAX_BODY_BYTES:
             raise ApiError(413, f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
     return bytes(body)
-
-
-def _parse_object(body: bytes, fields: tuple[str, ...]) -> dict:
-    """The JSON object in ``body``, holding no field but ``fields`` (4xx otherwise)."""
-    shape = "{" + ", ".join(f'"{f}": "<{"name" if f == "model" else "typed text"}>"' for f in fields) + "}"
-    if not body.strip():
-        raise ApiError(400, f"empty body: send JSON {shape}")
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "request body is not UTF-8") from None
-    except (json.JSONDecodeError, RecursionError):
-        raise ApiError(400, f"request body is not valid JSON: send {shape}") from None
-    if not isinstance(payload, dict):
-        raise ApiError(422, f"request body must be a JSON object, got {type(payload).__name__}")
-    unknown = sorted(set(payload) - set(fields))
-    if unknown:
-        expected = " and ".join(repr(f) for f in fields)
-        raise ApiError(422, f"unknown field(s): {', '.join(repr(str(k)[:40]) for k in unknown[:5])}; expected {expected}")
-    return payload
-
-
-def _parse_suggest_request(body: bytes) -> tuple[str, str]:
-    payload = _parse_object(body, ("model", "text"))
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(422, "'model' must be a non-empty string (see GET /api/models)")
-    return model, _text_field(payload)
-
-
-def _text_field(payload: dict) -> str:
-    """The bounded ``text`` field of a request (may be empty)."""
-    text = payload.get("text")
-    if text is None:
-        raise ApiError(422, "'text' is required (a string, may be empty)")
-    if not isinstance(text, str):
-        raise ApiError(422, f"'text' must be a string, got {type(text).__name__}")
-    if len(text) > MAX_TEXT_CHARS:
-        raise ApiError(413, f"'text' is {len(text)} characters; the limit is {MAX_TEXT_CHARS} (send the text before the cursor, trimmed)")
-    return text
 
 
 class _Model:
@@ -190,7 +155,10 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> 
             for probe in ("", "a", "a "):
                 m.suggester.suggest(probe, NUM_SUGGESTIONS)
 
-    app = FastAPI(title="keyboard_fl demo", docs_url=None, redoc_url=None, openapi_url=None)
+    # The OpenAPI schema is served (clients, fuzzers); the interactive docs pages load a CDN, so stay off.
+    app = FastAPI(
+        title="keyboard_fl demo", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json"
+    )
     app.state.models = models
 
     @app.middleware("http")
@@ -207,6 +175,12 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(ValidationError)
+    async def server_validation_error(_request: Request, exc: ValidationError):
+        # A pydantic error outside request parsing is a bug here; its report would quote the input.
+        log.error("internal validation error in %s (%d errors)", exc.title, exc.error_count())
+        return _error(500, "internal error")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
@@ -228,13 +202,14 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> 
             "limits": {"max_text_chars": MAX_TEXT_CHARS, "max_body_bytes": MAX_BODY_BYTES},
         }
 
-    @app.post("/api/suggest")
+    @app.post("/api/suggest", openapi_extra=request_body_schema(SuggestRequest))
     async def suggest(request: Request):
-        name, raw = _parse_suggest_request(await _read_body(request))
-        model = models.get(name)
+        """The suggestion strip (3 words) of one model for the text before the cursor."""
+        req = parse(SuggestRequest, await _read_body(request))
+        model = models.get(req.model)
         if model is None:
-            raise ApiError(404, f"unknown model {name[:64]!r}; available: {', '.join(models)}")
-        text = clean_text(raw)
+            raise ApiError(404, f"unknown model {req.model[:64]!r}; available: {', '.join(models)}")
+        text = clean_text(req.text)
         # The JAX call blocks; run it off the event loop, one call per model at a time.
         from starlette.concurrency import run_in_threadpool
 
@@ -246,9 +221,10 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> 
         per_model = [m.info | m.canaries for m in models.values()]
         return {**canary_format(per_model), "models": per_model, "note": CANARY_NOTE}
 
-    @app.post("/api/canary-check")
+    @app.post("/api/canary-check", openapi_extra=request_body_schema(CanaryCheckRequest))
     async def canary_check(request: Request):
-        text = clean_text(_text_field(_parse_object(await _read_body(request), ("text",))))
+        """Type the text into every model: its strip, greedy completion and whether that is a planted secret."""
+        text = clean_text(parse(CanaryCheckRequest, await _read_body(request)).text)
         from starlette.concurrency import run_in_threadpool
 
         fmt = canary_format([m.canaries for m in models.values()])
