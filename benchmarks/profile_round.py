@@ -34,22 +34,29 @@ import sys
 import time
 from pathlib import Path
 
-import keyboard_fl  # noqa: F401  (the fixed host device count, before JAX starts)
 import jax
 import jax.numpy as jnp
 
+import keyboard_fl  # noqa: F401  (the fixed host device count, before JAX starts)
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_fl_round import NOISE_MULTIPLIER, machine_info, synthetic_cohort
+from bench_fl_round import NOISE_MULTIPLIER, machine_info, synthetic_cohort  # noqa: E402
 
-from keyboard_fl.config import preset
-from keyboard_fl.fl import (
-    AggregatorConfig, ClientSlots, build_round, client_update, dp_mean_delta, for_each_client, make_server_optimizer,
+from keyboard_fl.config import preset  # noqa: E402
+from keyboard_fl.fl import (  # noqa: E402
+    AggregatorConfig,
+    ClientSlots,
+    build_round,
+    client_update,
+    dp_mean_delta,
+    for_each_client,
+    make_server_optimizer,
     server_update,
 )
-from keyboard_fl.fl.sharding import capacity_multiple, client_mesh, shard_cohort
-from keyboard_fl.models import init_params, make_loss_fn
-from keyboard_fl.privacy.clipping import clip_update
+from keyboard_fl.fl.sharding import capacity_multiple, client_mesh, shard_cohort  # noqa: E402
+from keyboard_fl.models import init_params, make_loss_fn  # noqa: E402
+from keyboard_fl.privacy.clipping import clip_update  # noqa: E402
 
 
 def _timed(fn, rounds: int) -> dict:
@@ -126,7 +133,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     load = list(os.getloadavg())
     row = profile(a.cohort, a.max_examples, a.rounds, a.chunk)
-    row.update(when_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    row.update(when_utc=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                command=" ".join([".venv/bin/python", "benchmarks/profile_round.py"] + sys.argv[1:]),
                load_average_start=load, load_average_end=list(os.getloadavg()), machine=machine_info())
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -95,7 +95,7 @@ def test_first_local_step_is_one_matmul_over_the_clients():
     for k in range(n):
         one = jax.tree.map(lambda x, k=k: x[k], batches)
         want, _ = client_update(params, one, keys[k], loss_fn=toy_loss, client_opt=0.5)
-        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
             np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b), rtol=2e-5, atol=1e-6)
 
 

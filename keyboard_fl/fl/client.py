@@ -108,7 +108,7 @@ def client_update(
     carry, out0 = step(init, jax.tree.map(lambda x: x[0], batches))
     carry, outs = jax.lax.scan(step, carry, jax.tree.map(lambda x: x[1:], batches))
     (local, _, first, last, _) = carry
-    loss_x_tok, ntok, active = (jnp.concatenate([a[None], b]) for a, b in zip(out0, outs))
+    loss_x_tok, ntok, active = (jnp.concatenate([a[None], b]) for a, b in zip(out0, outs, strict=True))
     delta = jax.tree.map(lambda a, b: a - b, local, params)
     num_tokens = jnp.sum(ntok)
     metrics = ClientMetrics(
