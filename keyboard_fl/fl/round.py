@@ -281,8 +281,9 @@ def build_round(
 
     def round_fn(state: ServerState, cohort: CohortBatch, key: jax.Array):
         k = cohort.mask.shape[0]
-        if sharded:
-            check_capacity(k, mesh.size, client_chunk)  # at trace time: before jit's own, vaguer, error
+        if sharded:  # at trace time, so a capacity the devices can't split gets our message
+            check_capacity(k, mesh.size, client_chunk)
+            cohort = jax.lax.with_sharding_constraint(cohort, NamedSharding(mesh, P(AXIS)))
         client_key, noise_key = jax.random.split(key)
         sampled = cohort.mask.astype(bool)
         slots = ClientSlots(cohort.inputs, cohort.targets, cohort.weights, jax.random.split(client_key, k), sampled)
@@ -302,8 +303,8 @@ def build_round(
 
     donate_argnums = (0,) if donate else ()
     if jit and sharded:
-        rep, cli = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
-        apply = jax.jit(round_fn, in_shardings=(rep, cli, rep), out_shardings=rep, donate_argnums=donate_argnums)
+        rep = NamedSharding(mesh, P())  # the cohort's split is set inside round_fn, after the capacity check
+        apply = jax.jit(round_fn, in_shardings=(rep, None, rep), out_shardings=rep, donate_argnums=donate_argnums)
     elif jit:
         apply = jax.jit(round_fn, donate_argnums=donate_argnums)
     else:
