@@ -2,7 +2,7 @@
 
 On one finished run (default ``runs/main/dp-fedavg``):
 
-* exports it (``keyboard_fl.export.export_run``: ``RUN/export/model.onnx`` and
+* exports it (``keyboard_fl.loading.export_onnx``: ``RUN/export/model.onnx`` and
   ``model.int8.onnx``) and reports the file sizes;
 * whole-word next-word top-1/top-3 on the targets of ~300 held-out messages
   (every word of a message, predicted from the text before it, all targets
@@ -124,12 +124,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/export.json"))
     args = ap.parse_args()
 
-    from keyboard_fl.export import OnnxSuggester, export_run
-    from keyboard_fl.models_registry import load_suggester
+    from keyboard_fl.export import OnnxSuggester
+    from keyboard_fl.loading import export_onnx, load_suggester
 
     info = machine_info()
     t = time.perf_counter()
-    manifest = export_run(args.run)
+    manifest = export_onnx(args.run)
     export_s = time.perf_counter() - t
     export_dir = Path(args.run) / "export"
     jax_s = load_suggester(args.run)[0]

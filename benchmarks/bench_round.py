@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from keyboard_fl.fl import AggregatorConfig, build_round, make_server_optimizer, server_init
-from keyboard_fl.fl.toy import toy_cohort, toy_init, toy_loss
+from keyboard_fl.testing import toy_cohort, toy_init, toy_loss
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -91,7 +91,7 @@ def _tiny_run() -> Path:
 
 def load_trained(run_dir: Path) -> dict:
     from keyboard_fl.config import RunConfig
-    from keyboard_fl.models_registry import load_suggester
+    from keyboard_fl.loading import load_suggester
 
     s, metrics = load_suggester(run_dir)
     cfg = RunConfig.load(run_dir / "config.json")

@@ -97,7 +97,7 @@ def planted_canaries(cfg) -> tuple[list[Canary], list[str]]:
 
     Same call as training (:func:`keyboard_fl.train.run.prepare`): ``draw_canaries``
     over the simulated population's training user ids, in order (the ids are
-    computed, no messages are generated). Corpus runs are not supported.
+    computed by index, no messages are generated and no list of N ids is built). Corpus runs are not supported.
     """
     from keyboard_fl.data import Population
 
@@ -105,8 +105,9 @@ def planted_canaries(cfg) -> tuple[list[Canary], list[str]]:
         raise ValueError("this run was trained without canaries; train with --canaries")
     if cfg.corpus:
         raise ValueError("canary audits run on the simulated population only")
-    pop = Population(cfg.population)
-    return draw_canaries(cfg.canaries, [pop.user_id(i) for i in pop.user_ids("train")])
+    from keyboard_fl.data.access import UserIds, split_view
+
+    return draw_canaries(cfg.canaries, UserIds(split_view(Population(cfg.population), "train")))  # ids by index, no list
 
 
 def audit(graphdef, params, tokenizer: Tokenizer, suggester, canaries: Sequence[Canary], references: Sequence[str], prefix: str) -> dict:
@@ -143,14 +144,13 @@ def audit(graphdef, params, tokenizer: Tokenizer, suggester, canaries: Sequence[
 
 def audit_run(run_dir: str | Path) -> dict:
     """Audit a finished run trained with canaries; the result is added to its metrics.json."""
-    import json
-
     from keyboard_fl.config import RunConfig
-    from keyboard_fl.models_registry import load_suggester
+    from keyboard_fl.loading import load_suggester
+    from keyboard_fl.runs import CONFIG_FILE, METRICS_FILE
     from keyboard_fl.train.run import write_json
 
     run_dir = Path(run_dir)
-    cfg = RunConfig.load(run_dir / "config.json")
+    cfg = RunConfig.load(run_dir / CONFIG_FILE)
     if cfg.canaries is None:
         raise ValueError(f"{run_dir} was trained without canaries; train with --canaries to audit it")
     canaries, refs = planted_canaries(cfg)
@@ -169,5 +169,5 @@ def audit_run(run_dir: str | Path) -> dict:
             for row, b in zip(result["canaries"], base["canaries"]):
                 row["public_only_rank"], row["public_only_exposure"] = b["rank"], b["exposure"]
     metrics["audit"] = result
-    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / METRICS_FILE, metrics)
     return result

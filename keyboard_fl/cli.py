@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from keyboard_fl import runs as run_dirs
+from keyboard_fl.runs import CENTRAL, DP_FEDAVG, MODES, privacy_label
+from keyboard_fl.tables import ProgressBars, audit_table, pct, results_table
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help="A private phone keyboard: federated, differentially private next-word prediction.")
 console = Console()
@@ -58,80 +60,35 @@ def _guard(fn):
     return wrapper
 
 
-def _config(preset: str, mode: str, seed: int, config_file: Optional[Path] = None, sets=(), **overrides):
-    """The preset, then the --config file, then the dedicated flags (federated.*), then each --set, in order."""
+def _config(preset: str, mode: str, seed: int, config_file: Optional[Path] = None, sets=(), users: Optional[int] = None,
+            **overrides):
+    """The preset, then the --config file, then the dedicated flags (--users, federated.*), then each --set, in order."""
     from keyboard_fl.config import PRESETS, preset as make_preset
     from keyboard_fl.overrides import resolve
 
     if preset not in PRESETS:
         _fail(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    flags = [f"federated.{k}={json.dumps(v)}" for k, v in overrides.items() if v is not None]
+    if users is not None and users < 1:
+        _fail(f"--users must be ≥ 1, got {users}")
+    flags = [f"population.num_train_users={users}"] if users is not None else []
+    flags += [f"federated.{k}={json.dumps(v)}" for k, v in overrides.items() if v is not None]
     return resolve(make_preset(preset, mode=mode, seed=seed), config_file=config_file, sets=[*flags, *sets])
 
 
 CONFIG_OPTION = typer.Option(None, "--config", help="a full or partial RunConfig JSON file laid over the preset")
 SET_OPTION = typer.Option([], "--set", help="section.field=value (repeatable), e.g. federated.local_epochs=2")
+USERS_OPTION = typer.Option(None, "--users", help="training users N of the simulated population (default preset: 1,000,000, streamed)")
 
 
 def _log(msg: str) -> None:
     console.print(f"[dim]·[/] {msg}", highlight=False)
 
 
-class _Bars:
-    """A rich progress bar per training phase, fed by ``run(progress=...)``."""
-
-    def __init__(self):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          TimeRemainingColumn(), console=console, transient=False)
-        self.tasks: dict[str, int] = {}
-
-    def __enter__(self):
-        self.p.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.p.__exit__(*exc)
-
-    def __call__(self, phase: str, done: int, total: int) -> None:
-        if phase not in self.tasks:
-            self.tasks[phase] = self.p.add_task(phase, total=total)
-        self.p.update(self.tasks[phase], completed=done)
-
-
-def _pct(x) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
-
-
-def _eps(m: dict) -> str:
-    e = m.get("epsilon")
-    if m.get("mode") != "dp-fedavg":
-        return "not private"
-    return f"ε={e:.2f}, δ={m['delta']:.0e}" if isinstance(e, (int, float)) else f"ε={e}"
-
-
-def results_table(rows: dict[str, dict]) -> Table:
-    """Models side by side, with the baselines DESIGN.md §3 asks for (n-gram, and the public-only start)."""
-    t = Table(title="next-word prediction on held-out users (whole words, OOV targets excluded)")
-    for col in ("model", "top-1", "top-3", "KSR", "ppl/piece", "privacy"):
-        t.add_column(col, justify="right" if col != "model" else "left")
-    first = next(iter(rows.values()))
-    t.add_row("Kneser–Ney trigram", _pct(first["ngram_top1"]), _pct(first["ngram_top3"]), _pct(first.get("ngram_ksr")), "—", "not private")
-    for m in rows.values():
-        pub = m.get("public_pretrained")
-        if pub:
-            t.add_row("public data only", _pct(pub["top1"]), _pct(pub["top3"]), "—", f"{pub['perplexity']:.1f}", "no user data")
-    for name, m in rows.items():
-        t.add_row(name, _pct(m["top1"]), _pct(m["top3"]), _pct(m.get("ksr")), f"{m['perplexity']:.1f}", _eps(m))
-    return t
-
-
 @app.command()
 @_guard
 def train(
     out: Path = typer.Option(..., "--out", help="run directory"),
-    mode: str = typer.Option("dp-fedavg", help="central, fedavg or dp-fedavg"),
+    mode: str = typer.Option(DP_FEDAVG, help=", ".join(MODES)),
     preset: str = typer.Option("default", help="tiny, default or large"),
     seed: int = typer.Option(0, help="the one seed (population, init, sampling, noise)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
@@ -145,9 +102,9 @@ def train(
     canaries: bool = typer.Option(False, "--canaries", help="plant Secret Sharer canaries in training users (for keyboard-fl audit)"),
     config_file: Optional[Path] = CONFIG_OPTION,
     sets: list[str] = SET_OPTION,
+    users: Optional[int] = USERS_OPTION,
 ):
     """Train one model (central baseline, FedAvg or DP-FedAvg) and evaluate it."""
-    from keyboard_fl.config import MODES
     from keyboard_fl.train.run import run
 
     if mode not in MODES:
@@ -158,14 +115,14 @@ def train(
                 clients_per_round=clients_per_round, clip_norm=clip_norm)
     if noise_multiplier is not None:
         over["target_epsilon"] = None
-    cfg = _config(preset, mode, seed, config_file, sets, **over)
+    cfg = _config(preset, mode, seed, config_file, sets, users, **over)
     if corpus is not None:
         if not corpus.exists():
             _fail(f"--corpus {corpus}: no such file or directory")
         cfg = dataclasses.replace(cfg, corpus=str(corpus.resolve()), skip_bad_lines=skip_bad_lines)
     if canaries and cfg.canaries is None:  # canaries set by --config/--set are kept
         cfg = _with_canaries(cfg, seed)
-    with _Bars() as bars:
+    with ProgressBars(console) as bars:
         m = run(cfg, out, resume=resume, log=_log, progress=bars)
     console.print(results_table({cfg.mode: m}))
     console.print(f"wrote {out / 'metrics.json'}")
@@ -175,7 +132,7 @@ def train(
 @_guard
 def show_config(
     preset: str = typer.Option("default", help="tiny, default or large"),
-    mode: str = typer.Option("dp-fedavg", help="central, fedavg or dp-fedavg"),
+    mode: str = typer.Option(DP_FEDAVG, help=", ".join(MODES)),
     seed: int = typer.Option(0),
     config_file: Optional[Path] = CONFIG_OPTION,
     sets: list[str] = SET_OPTION,
@@ -191,40 +148,41 @@ def main(
     preset: str = typer.Option("default", help="tiny, default or large"),
     seed: int = typer.Option(0),
     canaries: bool = typer.Option(True, "--canaries/--no-canaries", help="plant Secret Sharer canaries in every run and audit them at the end (the demo's canary view)"),
+    users: Optional[int] = USERS_OPTION,
 ):
     """The README main job: central baseline, FedAvg and DP-FedAvg on one population, side by side, then a memorization audit."""
     from keyboard_fl.train.run import run, write_json
 
     results = {}
-    for mode in ("central", "fedavg", "dp-fedavg"):
+    for mode in MODES:
         console.rule(f"[bold]{mode}")
         d = out / mode
-        if (d / "metrics.json").exists():
+        if run_dirs.is_finished(d):
             _log(f"{d} is already trained; delete it to retrain")
-            results[mode] = json.loads((d / "metrics.json").read_text())
+            results[mode] = run_dirs.load_metrics(d)
             continue
-        cfg = _config(preset, mode, seed)
+        cfg = _config(preset, mode, seed, users=users)
         if canaries:
             cfg = _with_canaries(cfg, seed)
-        with _Bars() as bars:
-            results[mode] = run(cfg, d, resume=(d / "config.json").exists(), log=_log, progress=bars)
+        with ProgressBars(console) as bars:
+            results[mode] = run(cfg, d, resume=(d / run_dirs.CONFIG_FILE).exists(), log=_log, progress=bars)
     console.print(results_table(results))
-    write_json(out / "summary.json", {k: {f: v.get(f) for f in ("top1", "top3", "ngram_top1", "ngram_top3", "ngram_ksr", "ksr", "perplexity", "epsilon", "delta", "params", "public_pretrained")} for k, v in results.items()})
+    write_json(out / run_dirs.SUMMARY_FILE, {k: {f: v.get(f) for f in ("top1", "top3", "ngram_top1", "ngram_top3", "ngram_ksr", "ksr", "perplexity", "epsilon", "delta", "params", "public_pretrained")} for k, v in results.items()})
     audited = [out / m for m in results if _has_canaries(out / m)]
     if audited:
         console.rule("[bold]memorization audit")
         console.print(_audit_table(audited))
-    console.print(f"runs in {out}/; try: keyboard-fl suggest --run {out}/dp-fedavg \"see you\"  or  keyboard-fl demo")
+    console.print(f"runs in {out}/; try: keyboard-fl suggest --run {out}/{DP_FEDAVG} \"see you\"  or  keyboard-fl demo")
 
 
 def _with_canaries(cfg, seed: int):
     from keyboard_fl.privacy.canaries import CanaryConfig
 
-    return dataclasses.replace(cfg, canaries=CanaryConfig(seed=seed + 1234))
+    return dataclasses.replace(cfg, canaries=CanaryConfig(seed=seed))
 
 
 def _has_canaries(run_dir: Path) -> bool:
-    path = run_dir / "config.json"
+    path = run_dir / run_dirs.CONFIG_FILE
     return path.exists() and json.loads(path.read_text()).get("canaries") is not None
 
 
@@ -232,26 +190,20 @@ def _has_canaries(run_dir: Path) -> bool:
 @_guard
 def evaluate(run_dir: Path = typer.Argument(..., help="a run directory")):
     """Show a run's metrics: quality, baselines and privacy."""
-    path = run_dir / "metrics.json"
+    path = run_dir / run_dirs.METRICS_FILE
     if not path.exists():
         _fail(f"{path} not found: is {run_dir} a finished run?")
-    m = json.loads(path.read_text())
+    m = run_dirs.load_metrics(run_dir)
     console.print(results_table({m.get("mode", run_dir.name): m}))
     h = m["heldout_users"]["per_user_top1"]
-    console.print(f"per-user top-1 over {h['users']} held-out users: p10 {_pct(h['p10'])}, median {_pct(h['median'])}, p90 {_pct(h['p90'])}")
+    console.print(f"per-user top-1 over {h['users']} held-out users: p10 {pct(h['p10'])}, median {pct(h['median'])}, p90 {pct(h['p90'])}")
     o = m["train_users_heldout_messages"]
-    console.print(f"held-out messages of training users: top-1 {_pct(o['top1'])}, top-3 {_pct(o['top3'])}; OOV rate {_pct(m['heldout_users']['oov_rate'])}")
-    if m.get("mode") == "dp-fedavg":
+    console.print(f"held-out messages of training users: top-1 {pct(o['top1'])}, top-3 {pct(o['top3'])}; OOV rate {pct(m['heldout_users']['oov_rate'])}")
+    if run_dirs.is_private(m):
         console.print(
             f"privacy: ({m['epsilon']:.3f}, {m['delta']:.0e})-DP per {m['privacy_unit']}, {m['accountant']} accountant; "
             f"z={m['noise_multiplier']:.4f}, q={m['sampling_prob']:.4g} (Poisson), {m['rounds']} rounds, C={m['clip_norm']}, N={m['population']}"
         )
-
-
-def _load_suggester(run_dir: Path):
-    from keyboard_fl.models_registry import load_suggester
-
-    return load_suggester(run_dir)
 
 
 @app.command()
@@ -263,17 +215,19 @@ def suggest(
     interactive: bool = typer.Option(False, "--interactive", "-i", help="type live and watch the strip (digits 1–3 accept)"),
 ):
     """Print the suggestion strip for a text, or show it live while typing (-i)."""
-    run = run or MAIN_DIR / "dp-fedavg"
-    s, m = _load_suggester(run)
+    run = run or MAIN_DIR / DP_FEDAVG
+    from keyboard_fl.loading import load_suggester
+
+    s, m = load_suggester(run)
     if interactive or text is None:
         from keyboard_fl.interactive import run_interactive
 
-        console.print(f"[dim]{run} · {_eps(m)} · Ctrl-D to quit[/]", highlight=False)
+        console.print(f"[dim]{run} · {privacy_label(m)} · Ctrl-D to quit[/]", highlight=False)
         run_interactive(s, k=k)
         return
     words = s.suggest(text, k)
     console.print("  |  ".join(f"[bold]{w}[/]" for w in words) if words else "[dim](no suggestion)[/]")
-    console.print(f"[dim]{run} · {_eps(m)}[/]", highlight=False)
+    console.print(f"[dim]{run} · {privacy_label(m)}[/]", highlight=False)
 
 
 predict = app.command("predict", help="Alias of suggest.")(suggest)
@@ -292,19 +246,7 @@ def _audit_table(runs: list[Path]) -> Table:
     """Audit each run (results saved in its metrics.json) and tabulate exposure and completion."""
     from keyboard_fl.audit import audit_run
 
-    t = Table(title="Secret Sharer audit: exposure of planted canaries (higher = more memorised)",
-              caption="exposure ≈ 1 is chance; results were added to each run's metrics.json under \"audit\"")
-    for col in ("model", "privacy", "repetitions", "rank", "exposure", "extrapolated", "public-only exposure", "strip types the secret"):
-        t.add_column(col, justify="left" if col in ("model", "privacy") else "right")
-    for run_dir in runs:
-        res = audit_run(run_dir)
-        m = json.loads((run_dir / "metrics.json").read_text())
-        for row in res["canaries"]:
-            typed = "yes (top-1)" if row["completes_top1"] else ("top-3 only" if row["completes_top3"] else f"no ({row['top1_digits']}/{row['digits']} digits top-1)")
-            t.add_row(str(run_dir.name), _eps(m), str(row["repetitions"]), f"{row['rank']}/{res['references']}",
-                      f"{row['exposure']:.2f} / {res['max_exposure']:.2f}", f"{row['exposure_extrapolated']:.1f}",
-                      f"{row['public_only_exposure']:.2f}" if "public_only_exposure" in row else "—", typed)
-    return t
+    return audit_table({str(d.name): (audit_run(d), run_dirs.load_metrics(d)) for d in runs})
 
 
 @app.command()
@@ -329,9 +271,9 @@ def export(
     quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="also write int8 weights (model.int8.onnx)"),
 ):
     """Export a run for on-device use: per-step ONNX model (float and int8), tokenizer and manifest."""
-    from keyboard_fl.export import export_run
+    from keyboard_fl.loading import export_onnx
 
-    manifest = export_run(run_dir, out, quantize=quantize)
+    manifest = export_onnx(run_dir, out, quantize=quantize)
     files = manifest.get("files", {})
     for name, info in files.items():
         size = info.get("bytes") if isinstance(info, dict) else info
@@ -388,7 +330,7 @@ def generate(
     from keyboard_fl.data import Population
     from keyboard_fl.data.materialize import materialize
 
-    cfg = _config(preset, "central", seed)
+    cfg = _config(preset, CENTRAL, seed)
     manifest = materialize(Population(cfg.population), out, splits=tuple(split))
     console.print_json(json.dumps(manifest, default=str))
 
@@ -404,9 +346,9 @@ def stats(
 ):
     """Show that the simulated data looks like typing: users, messages, words, overlap, samples."""
     from keyboard_fl.data import Population
-    from keyboard_fl.data.stats import population_stats, rank_frequency_plot
+    from keyboard_fl.data.stats import population_stats, rank_frequency_plot, register_gap_stats
 
-    cfg = _config(preset, "central", seed)
+    cfg = _config(preset, CENTRAL, seed)
     pop = Population(cfg.population)
     s = population_stats(pop, split=split, max_users=max_users)
     samples = s.pop("sample_messages", [])
@@ -418,6 +360,18 @@ def stats(
     console.print(t)
     for m in samples[:12]:
         console.print(f"  [cyan]›[/] {m}", highlight=False)
+    g = register_gap_stats(pop, split=split, max_users=max_users)
+    t = Table(title=f"what private typing holds that public text lacks ({split}, first {g['users']} users)")
+    t.add_column("kind")
+    t.add_column("value", justify="right")
+    t.add_row(f"OOV rate against the {g['public_vocabulary']} most frequent public words", f"{g['oov_rate']:.1%}")
+    t.add_row("phrases typed by ≥5% of users that the public split never contains", str(g["shared_phrases"]))
+    for x in g["top_shared_phrases"]:
+        t.add_row(f"  “{x['phrase']}”", f"{x['user_share']:.1%} of users")
+    t.add_row("words (names) typed by one user only, never in public text", str(g["single_user_words"]))
+    if g["single_user_word_examples"]:
+        t.add_row(f"  e.g. “{g['single_user_word_examples'][0]}”", "1 user")
+    console.print(t)
     if plot:
         rank_frequency_plot(pop, plot)
         console.print(f"wrote {plot}")
@@ -435,7 +389,7 @@ def tokenizer(
     from keyboard_fl.data import Population
     from keyboard_fl.tokenizer import train_tokenizer
 
-    cfg = _config(preset, "central", seed)
+    cfg = _config(preset, CENTRAL, seed)
     tcfg = cfg.tokenizer if vocab_size is None else dataclasses.replace(cfg.tokenizer, vocab_size=vocab_size)
     tok = train_tokenizer((m for u in Population(cfg.population).users("public") for m in u.train), tcfg)
     out.parent.mkdir(parents=True, exist_ok=True)

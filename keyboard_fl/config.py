@@ -16,11 +16,11 @@ from typing import Any, Literal
 from keyboard_fl.data import PopulationConfig
 from keyboard_fl.models.config import ModelConfig
 from keyboard_fl.privacy.canaries import CanaryConfig
+from keyboard_fl.runs import DP_FEDAVG, MODES
 from keyboard_fl.tokenizer import TokenizerConfig
 from keyboard_fl.train.central import CentralConfig
 
-Mode = Literal["central", "fedavg", "dp-fedavg"]
-MODES: tuple[str, ...] = ("central", "fedavg", "dp-fedavg")
+Mode = Literal["central", "fedavg", "dp-fedavg"]  # for type checkers: the values of keyboard_fl.runs.MODES
 
 
 def _positive(obj, *names: str, real: bool = False) -> None:
@@ -89,12 +89,13 @@ class EvalConfig:
     max_train_user_messages: int = 1000  # held-out (last) messages of training users evaluated
     ksr_messages: int = 100  # held-out messages typed character by character for keystroke savings
     min_targets: int = 5  # users with fewer targets are left out of the per-user distribution
+    baseline_users: int = 10_000  # the first training users (source order) pooled by the baselines: the n-gram's text and the central model's rows. Not all N: a million users' text would not fit, and simulated users are exchangeable
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     seed: int = 0  # the one seed: population, init, sampling, noise
-    mode: Mode = "dp-fedavg"  # central (pooled, non-private), fedavg, or dp-fedavg
+    mode: Mode = DP_FEDAVG  # central (pooled, non-private), fedavg, or dp-fedavg
     population: PopulationConfig = PopulationConfig()
     corpus: str | None = None  # a JSONL file or per-user directory to use instead of the simulated population
     skip_bad_lines: bool = False  # corpus only: skip and count malformed lines instead of stopping at the first
@@ -165,7 +166,10 @@ def _replace(cfg, **changes):
     return dataclasses.replace(cfg, **changes)
 
 
-def preset(name: str, mode: Mode = "dp-fedavg", seed: int = 0) -> RunConfig:
+DEFAULT_TRAIN_USERS = 1_000_000  # the main job's population (issue 14): production scale; `keyboard-fl main --users N` changes it
+
+
+def preset(name: str, mode: Mode = DP_FEDAVG, seed: int = 0) -> RunConfig:
     """Named configurations: ``tiny`` (tests, seconds), ``default`` (README main job), ``large`` (long runs)."""
     if name == "tiny":
         return RunConfig(
@@ -183,8 +187,8 @@ def preset(name: str, mode: Mode = "dp-fedavg", seed: int = 0) -> RunConfig:
             ),
             eval=EvalConfig(max_users=30, max_messages_per_user=10, max_train_user_messages=60, ksr_messages=5, min_targets=1),
         )
-    if name == "default":
-        return RunConfig(seed=seed, mode=mode, population=PopulationConfig(seed=seed))
+    if name == "default":  # a million typists, streamed: only each round's cohort is ever made (train/stream.py)
+        return RunConfig(seed=seed, mode=mode, population=PopulationConfig(seed=seed, num_train_users=DEFAULT_TRAIN_USERS))
     if name == "large":
         return RunConfig(
             seed=seed,

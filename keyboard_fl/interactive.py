@@ -27,15 +27,12 @@ import os
 import re
 import shutil
 import sys
-from typing import IO, Protocol, Sequence
+from typing import IO, Sequence
 
 from keyboard_fl import text as text_lib
+from keyboard_fl.suggester import Suggester
 
 _TRAILING_CHUNK = re.compile(r"\S+$")
-
-
-class SuggesterLike(Protocol):
-    def suggest(self, text: str, k: int = 3) -> list[str]: ...
 
 
 def match_case(typed: str, word: str) -> str:
@@ -73,7 +70,7 @@ def format_strip(words: Sequence[str], numbered: bool = True) -> str:
     return " | ".join(words)
 
 
-def run_interactive(suggester: SuggesterLike, *, k: int = 3, stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> None:
+def run_interactive(suggester: Suggester, *, k: int = 3, stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> None:
     """Show the suggestion strip live while typing (see the module docstring)."""
     stdin = stdin if stdin is not None else sys.stdin
     stdout = stdout if stdout is not None else sys.stdout
@@ -84,7 +81,7 @@ def run_interactive(suggester: SuggesterLike, *, k: int = 3, stdin: IO[str] | No
         run_lines(suggester, stdin, stdout, k=k)
 
 
-def run_lines(suggester: SuggesterLike, stdin: IO[str], stdout: IO[str], *, k: int = 3) -> int:
+def run_lines(suggester: Suggester, stdin: IO[str], stdout: IO[str], *, k: int = 3) -> int:
     """Non-terminal mode: one strip per input line; returns the number of lines read."""
     n = 0
     for line in stdin:
@@ -95,12 +92,12 @@ def run_lines(suggester: SuggesterLike, stdin: IO[str], stdout: IO[str], *, k: i
     return n
 
 
-def _incremental(suggester):
-    """A plain Suggester gets the keystroke cache (same answers, less work inside a word)."""
-    mod = sys.modules.get("keyboard_fl.suggest")  # loaded whenever a real Suggester exists
-    if mod is not None and type(suggester) is mod.Suggester:
-        from keyboard_fl.demo.incremental import IncrementalSuggester
+def _incremental(suggester: Suggester) -> Suggester:
+    """A full :class:`Suggester` gets the keystroke cache (same answers, less work inside a word);
+    an object with only ``suggest`` (all this module calls) is used as is."""
+    from keyboard_fl.demo.incremental import IncrementalSuggester
 
+    if isinstance(suggester, Suggester) and not isinstance(suggester, IncrementalSuggester):
         return IncrementalSuggester(suggester)
     return suggester
 
@@ -163,7 +160,7 @@ def _read_key(fd: int, decoder) -> str:
         return ch
 
 
-def _run_tty(suggester: SuggesterLike, k: int, stdin: IO[str], stdout: IO[str]) -> None:
+def _run_tty(suggester: Suggester, k: int, stdin: IO[str], stdout: IO[str]) -> None:
     import termios
     import tty
 

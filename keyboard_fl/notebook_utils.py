@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,11 +24,14 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+# Run directories, modes and labels come from keyboard_fl.runs (re-exported here for the notebooks).
+from keyboard_fl.runs import (  # noqa: F401
+    CENTRAL, CONFIG_FILE, DP_FEDAVG, FEDAVG, MODES, is_finished, load_history, load_metrics, mode_label, privacy_label,
+)
+
 PRESET_ENV = "KEYBOARD_FL_NOTEBOOK_PRESET"
 RUNS_ENV = "KEYBOARD_FL_NOTEBOOK_RUNS"
 NOTEBOOK_PRESETS = ("full", "tiny")
-MODES = ("central", "fedavg", "dp-fedavg")
-LABELS = {"central": "central", "fedavg": "FedAvg", "dp-fedavg": "DP-FedAvg"}
 
 
 def repo_root() -> Path:
@@ -74,10 +76,6 @@ def display_path(path: str | Path) -> str:
         return str(path)
 
 
-def is_finished(run_dir: Path) -> bool:
-    return (Path(run_dir) / "metrics.json").is_file() and (Path(run_dir) / "model").is_dir()
-
-
 def ensure_run(cfg, out: Path, log: Callable[[str], None] = lambda s: None) -> dict:
     """Metrics of the finished run in ``out``, training it with ``cfg`` first if needed."""
     from keyboard_fl.train.run import run
@@ -107,22 +105,10 @@ def main_runs(notebook: str | None = None, log: Callable[[str], None] = lambda s
     return out
 
 
-def load_metrics(run_dir: str | Path) -> dict:
-    return json.loads((Path(run_dir) / "metrics.json").read_text())
-
-
 def load_config(run_dir: str | Path):
     from keyboard_fl.config import RunConfig
 
-    return RunConfig.load(Path(run_dir) / "config.json")
-
-
-def load_history(run_dir: str | Path) -> list[dict]:
-    """The quick evaluations logged during a federated run (``metrics.jsonl``); [] for central runs."""
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.is_file():
-        return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    return RunConfig.load(Path(run_dir) / CONFIG_FILE)
 
 
 # ---------------------------------------------------------------- tables
@@ -179,26 +165,15 @@ def pct(x: Any) -> str:
     return f"{100 * x:.1f}%" if np.isfinite(x) else "—"
 
 
-def epsilon_label(metrics: Mapping) -> str:
-    eps = metrics.get("epsilon")
-    try:
-        eps = float(eps)
-    except (TypeError, ValueError):
-        eps = float("inf")
-    if not np.isfinite(eps):
-        return "not private"
-    return f"ε = {eps:.2f}, δ = {metrics.get('delta'):.0e}"
-
-
 def results_rows(runs: Mapping[str, Path]) -> list[list[str]]:
     """One row per run: top-1, top-3, KSR, perplexity, per-user top-1 p10/median/p90, privacy."""
     rows = []
     for name, d in runs.items():
         m = load_metrics(d)
         pu = (m.get("heldout_users") or {}).get("per_user_top1") or {}
-        rows.append([LABELS.get(name, name), pct(m.get("top1")), pct(m.get("top3")), pct(m.get("ksr")),
+        rows.append([mode_label(name), pct(m.get("top1")), pct(m.get("top3")), pct(m.get("ksr")),
                      m.get("perplexity"), pct(pu.get("p10")), pct(pu.get("median")), pct(pu.get("p90")),
-                     epsilon_label(m)])
+                     privacy_label(m)])
     return rows
 
 
@@ -276,17 +251,11 @@ def word_vocab(source, size: int | None = None) -> frozenset[str]:
 def heldout_messages(run_dir: str | Path, max_users: int | None = None, max_messages: int | None = None):
     """``(source, {user_id: messages})``: the run's held-out users, as its evaluation picks them."""
     from keyboard_fl.data import Population
+    from keyboard_fl.train.rundata import eval_users
 
     cfg = load_config(run_dir)
     source = Population(cfg.population)
-    max_users = max_users or cfg.eval.max_users
-    max_messages = max_messages or cfg.eval.max_messages_per_user
-    users = {}
-    for u in source.users("heldout"):
-        if len(users) >= max_users:
-            break
-        if u.test:
-            users[u.user_id] = list(u.test[:max_messages])
+    users = eval_users(source.users("heldout"), max_users or cfg.eval.max_users, max_messages or cfg.eval.max_messages_per_user)
     return source, users
 
 
@@ -324,15 +293,15 @@ def plot_learning_curves(runs: Mapping[str, Path], metric: str = "eval_top1", ax
     final_key = {"eval_top1": "top1", "eval_top3": "top3", "eval_perplexity": "perplexity"}.get(metric)
     start = None
     for name, d in runs.items():
-        h = load_history(d)
+        h = [r for r in load_history(d) if metric in r]  # quick evaluations: every eval_every rounds
         m = load_metrics(d)
         if m.get("public_pretrained") and final_key in m["public_pretrained"]:
             start = m["public_pretrained"][final_key]
         if h:
-            ax.plot([r["round"] for r in h], [r[metric] for r in h], marker="o", ms=3, label=LABELS.get(name, name))
+            ax.plot([r["round"] for r in h], [r[metric] for r in h], marker="o", ms=3, label=mode_label(name))
         elif final_key and m.get(final_key) is not None:
             ax.axhline(float(m[final_key]), color="k", ls="--", lw=1,
-                       label=f"{LABELS.get(name, name)} (final, {m.get('mode')})")
+                       label=f"{mode_label(name)} (final, {m.get('mode')})")
     if start is not None:
         ax.axhline(float(start), color="grey", ls=":", lw=1, label="public-only start")
     ax.set_xlabel("round")
@@ -352,7 +321,7 @@ def plot_per_user_hist(per_user: Mapping[str, Mapping[str, float]], bins: int = 
     for name, vals in per_user.items():
         v = np.array(list(vals.values()))
         ax.hist(v, bins=edges, histtype="step", lw=1.5,
-                label=f"{LABELS.get(name, name)} (median {np.median(v) if v.size else float('nan'):.3f})")
+                label=f"{mode_label(name)} (median {np.median(v) if v.size else float('nan'):.3f})")
     ax.set_xlabel("per-user top-1 (held-out users)")
     ax.set_ylabel("users")
     ax.grid(alpha=0.3)
@@ -375,7 +344,7 @@ def dp_config(notebook: str, noise_multiplier: float, rounds: int | None = None)
     """
     from keyboard_fl.config import preset
 
-    cfg = preset("tiny", "dp-fedavg")
+    cfg = preset("tiny", DP_FEDAVG)
     rounds = rounds or SWEEP_ROUNDS.get(notebook)
     fed = dataclasses.replace(cfg.federated, noise_multiplier=float(noise_multiplier), target_epsilon=None,
                               rounds=rounds or cfg.federated.rounds)

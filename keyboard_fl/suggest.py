@@ -22,7 +22,6 @@ end only once all of ``p`` is spelled. The compatibility table
 from __future__ import annotations
 
 import functools
-from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +30,7 @@ from flax import nnx
 
 from keyboard_fl.models import Params, merge
 from keyboard_fl.strip import SearchConfig, collect_words, prefix_tables, split_context
+from keyboard_fl.suggester import StripMixin
 from keyboard_fl.tokenizer import BOS_ID, Tokenizer
 
 NEG_INF = -1e30
@@ -105,15 +105,24 @@ def _context_state(graphdef, params, ids: jax.Array, length: jax.Array):
     return state, model.logits(state[1])
 
 
-class Suggester:
-    """Top-k word suggestions for a text being typed, from one trained model."""
+class Suggester(StripMixin):
+    """Top-k word suggestions for a text being typed, from one trained model (JAX).
 
-    def __init__(self, graphdef: nnx.GraphDef, params: Params, tokenizer: Tokenizer, config: SearchConfig = SearchConfig()):
+    Implements :class:`keyboard_fl.suggester.Suggester`; the context state is
+    ``(LSTM state, next-piece logits)`` after the context's pieces.
+    """
+
+    def __init__(
+        self, graphdef: nnx.GraphDef, params: Params, tokenizer: Tokenizer, config: SearchConfig = SearchConfig(),
+        dictionary=None,
+    ):
         self.graphdef, self.params, self.tokenizer, self.config = graphdef, params, tokenizer, config
+        self.dictionary = dictionary  # keyboard_fl.dictionary.Dictionary: only real words reach the strip
         self.boundary = jnp.asarray(tokenizer.ends_word)
         self._tables: dict[str, tuple[jax.Array, jax.Array]] = {}
 
-    def _tables_for(self, prefix: str):
+    def tables_for(self, prefix: str):
+        """``(allowed, advance)`` device tables of a typed prefix (cached, bounded)."""
         if prefix not in self._tables:
             if len(self._tables) >= 256:  # bounded: typed prefixes are not kept around
                 self._tables.pop(next(iter(self._tables)))
@@ -123,25 +132,25 @@ class Suggester:
 
     split_context = staticmethod(split_context)
 
-    def suggest(self, text: str, k: int = 3) -> list[str]:
-        return [w for w, _ in self.suggest_scored(text, k)]
-
-    def suggest_scored(self, text: str, k: int = 3) -> list[tuple[str, float]]:
-        context, prefix = self.split_context(text)
-        if len(prefix) > self.config.max_prefix:
-            return []
+    def context_state(self, context: str):
+        """``(state, logits)`` after the context's pieces (padded to a power-of-two bucket, so shapes are reused)."""
         ids = self.tokenizer.encode(context, eos=False)
         bucket = max(16, 1 << (len(ids) - 1).bit_length())
         padded = np.zeros((1, bucket), np.int32)
         padded[0, : len(ids)] = ids[-bucket:] if len(ids) > bucket else ids
-        state, logits = _context_state(self.graphdef, self.params, jnp.asarray(padded), jnp.asarray([min(len(ids), bucket)]))
-        allowed, advance = self._tables_for(prefix)
+        return _context_state(self.graphdef, self.params, jnp.asarray(padded), jnp.asarray([min(len(ids), bucket)]))
+
+    def suggest_from(self, state, prefix: str, k: int = 3) -> list[tuple[str, float]]:
+        if len(prefix) > self.config.max_prefix:
+            return []
+        state, logits = state
+        allowed, advance = self.tables_for(prefix)
         pieces, scores = word_search(
             self.graphdef, self.params, state, logits, allowed[None], advance,
             jnp.asarray([len(prefix)], jnp.int32), self.boundary,
             beam=self.config.beam, depth=self.config.depth,
         )
-        return collect_words(self.tokenizer, np.asarray(pieces[0]), np.asarray(scores[0]), k, prefix)
+        return collect_words(self.tokenizer, np.asarray(pieces[0]), np.asarray(scores[0]), k, prefix, self.dictionary)
 
 
 __all__ = ["SearchConfig", "Suggester", "word_search", "collect_words", "prefix_tables", "BOS_ID"]

@@ -38,7 +38,7 @@ import numpy as np
 
 runs = nu.main_runs(PRESET)  # trains what is missing (tiny: ~30 s)
 for mode, d in runs.items():
-    print(f"{nu.LABELS[mode]:>10}: {nu.display_path(d)}")
+    print(f"{nu.mode_label(mode):>10}: {nu.display_path(d)}")
 
 # %% [markdown]
 # ## Final quality on held-out users
@@ -49,7 +49,7 @@ for mode, d in runs.items():
 
 # %%
 nu.show_table(nu.RESULTS_HEADERS, nu.results_rows(runs))
-m0 = nu.load_metrics(runs["central"])
+m0 = nu.load_metrics(runs[nu.CENTRAL])
 extra = [["Kneser–Ney word trigram", nu.pct(m0.get("ngram_top1")), nu.pct(m0.get("ngram_top3")),
           nu.pct(m0.get("ngram_ksr")), "not private"]]
 if m0.get("public_pretrained"):
@@ -72,7 +72,7 @@ nu.plot_learning_curves(fed, "eval_top1", ax=axes[0])
 axes[0].set_title("top-1 (quick eval)")
 nu.plot_learning_curves(fed, "eval_perplexity", ax=axes[1])
 axes[1].set_title("perplexity / piece (quick eval)")
-h = nu.load_history(runs["dp-fedavg"])
+h = nu.load_history(runs[nu.DP_FEDAVG])
 if h and "epsilon" in h[0]:
     axes[2].plot([r["round"] for r in h], [r["epsilon"] for r in h], marker="o", ms=3, color="C1")
 axes[2].set_xlabel("round")
@@ -88,11 +88,11 @@ nu.show(fig)
 
 # %%
 rows = []
-for mode in ("fedavg", "dp-fedavg"):
+for mode in (nu.FEDAVG, nu.DP_FEDAVG):
     h = nu.load_history(runs[mode])
     if h:
         last = h[-1]
-        rows.append([nu.LABELS[mode], last["round"], f"{np.mean([r['cohort_size'] for r in h]):.1f}",
+        rows.append([nu.mode_label(mode), last["round"], f"{np.mean([r['cohort_size'] for r in h]):.1f}",
                      last["update_norm_median"], nu.pct(last["clipped_fraction"]), last["noise_std_average"],
                      last["server_update_norm"]])
 nu.show_table(["run", "last round", "mean cohort", "median update norm", "clipped", "noise std (average)",
@@ -106,9 +106,9 @@ nu.show_table(["run", "last round", "mean cohort", "median update norm", "clippe
 # expected: users with a distinctive vocabulary are hard for any shared model.
 
 # %%
-from keyboard_fl.models_registry import load_suggester
+from keyboard_fl.loading import load_suggester
 
-source, users = nu.heldout_messages(runs["central"])
+source, users = nu.heldout_messages(runs[nu.CENTRAL])
 vocab = nu.word_vocab(source)
 models = {mode: load_suggester(d)[0] for mode, d in runs.items()}
 per_user = {mode: nu.per_user_top1(s, users, vocab, min_targets=5 if PRESET == "full" else 1)
@@ -118,13 +118,13 @@ nu.show(fig)
 rows = []
 for mode, v in per_user.items():
     a = np.array(list(v.values()))
-    rows.append([nu.LABELS[mode], a.size, *(nu.pct(np.percentile(a, q)) for q in (10, 25, 50, 75, 90))])
+    rows.append([nu.mode_label(mode), a.size, *(nu.pct(np.percentile(a, q)) for q in (10, 25, 50, 75, 90))])
 nu.show_table(["model", "users", "p10", "p25", "median", "p75", "p90"], rows)
 
 # %%
 common = sorted(set.intersection(*[set(v) for v in per_user.values()]))
-c = np.array([per_user["central"][u] for u in common])
-for mode in ("fedavg", "dp-fedavg"):
+c = np.array([per_user[nu.CENTRAL][u] for u in common])
+for mode in (nu.FEDAVG, nu.DP_FEDAVG):
     d = np.array([per_user[mode][u] for u in common]) - c
-    print(f"{nu.LABELS[mode]} vs central, per user: median difference {100 * np.median(d):+.1f} points; "
+    print(f"{nu.mode_label(mode)} vs central, per user: median difference {100 * np.median(d):+.1f} points; "
           f"{100 * np.mean(d >= 0):.0f}% of users do at least as well")

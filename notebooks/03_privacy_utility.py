@@ -63,7 +63,7 @@ nu.show(fig)
 
 # %%
 runs = nu.main_runs(PRESET)
-nu.show_table(nu.RESULTS_HEADERS, nu.results_rows({m: runs[m] for m in ("fedavg", "dp-fedavg")}))
+nu.show_table(nu.RESULTS_HEADERS, nu.results_rows({m: runs[m] for m in (nu.FEDAVG, nu.DP_FEDAVG)}))
 
 # %% [markdown]
 # ## 2 · The noise a target ε needs

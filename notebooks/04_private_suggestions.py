@@ -15,7 +15,7 @@
 # # 04 · Private suggestions, side by side
 #
 # What a user actually sees: the three-word suggestion strip. This notebook loads the central,
-# FedAvg and DP-FedAvg models (`keyboard_fl.models_registry.load_suggester`) and shows their
+# FedAvg and DP-FedAvg models (`keyboard_fl.loading.load_suggester`) and shows their
 # suggestions for the same texts — after a space (next word) and inside a partial word
 # (completions).
 
@@ -30,15 +30,15 @@ import time
 
 import numpy as np
 
-from keyboard_fl.models_registry import load_suggester
+from keyboard_fl.loading import load_suggester
 
 runs = nu.main_runs(PRESET)  # trains what is missing (tiny: ~30 s)
 suggesters, metrics = {}, {}
 for mode, d in runs.items():
     suggesters[mode], metrics[mode] = load_suggester(d)
 nu.show_table(["model", "run", "top-1", "KSR", "privacy"],
-              [[nu.LABELS[m], nu.display_path(runs[m]), nu.pct(metrics[m]["top1"]), nu.pct(metrics[m].get("ksr")),
-                nu.epsilon_label(metrics[m])] for m in runs])
+              [[nu.mode_label(m), nu.display_path(runs[m]), nu.pct(metrics[m]["top1"]), nu.pct(metrics[m].get("ksr")),
+                nu.privacy_label(metrics[m])] for m in runs])
 
 # %% [markdown]
 # ## Next word and completions
@@ -52,7 +52,7 @@ TEXTS = [
     "what time ", "let me know ", "on my ", "good morning ", "i love ", "are we still on for ", "dinner at ",
     "how was ", "omg ",
 ]
-headers = ["text"] + [nu.LABELS[m] for m in suggesters]
+headers = ["text"] + [nu.mode_label(m) for m in suggesters]
 nu.show_table(headers, nu.suggestion_rows(suggesters, TEXTS))
 
 # %% [markdown]
@@ -64,7 +64,7 @@ nu.show_table(headers, nu.suggestion_rows(suggesters, TEXTS))
 # %%
 from keyboard_fl.text import words
 
-source, users = nu.heldout_messages(runs["central"], max_users=40, max_messages=2)
+source, users = nu.heldout_messages(runs[nu.CENTRAL], max_users=40, max_messages=2)
 samples = []
 for msgs in users.values():
     for m in msgs:
@@ -83,8 +83,8 @@ for ctx, target in samples:
         hits[mode] += target_word in sug
         row.append(" · ".join(f"**{w}**" if w == target_word else w for w in sug) or "—")
     rows.append(row)
-nu.show_table(["context", "typed"] + [nu.LABELS[m] for m in suggesters], rows)
-print("in the strip:", ", ".join(f"{nu.LABELS[m]} {hits[m]}/{len(samples)}" for m in suggesters))
+nu.show_table(["context", "typed"] + [nu.mode_label(m) for m in suggesters], rows)
+print("in the strip:", ", ".join(f"{nu.mode_label(m)} {hits[m]}/{len(samples)}" for m in suggesters))
 
 # %% [markdown]
 # ## Latency
@@ -102,7 +102,7 @@ for mode, s in suggesters.items():
         t0 = time.perf_counter()
         s.suggest(t, 3)
         ts.append(1000 * (time.perf_counter() - t0))
-    rows.append([nu.LABELS[mode], f"{np.median(ts):.2f} ms", f"{np.percentile(ts, 90):.2f} ms"])
+    rows.append([nu.mode_label(mode), f"{np.median(ts):.2f} ms", f"{np.percentile(ts, 90):.2f} ms"])
 nu.show_table(["model", "median", "p90"], rows)
 
 # %% [markdown]

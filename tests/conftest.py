@@ -16,11 +16,7 @@ from pathlib import Path
 
 import pytest
 
-TINY_MODES = ("central", "fedavg", "dp-fedavg")
-
-
-def _finished(path: Path) -> bool:
-    return (path / "metrics.json").is_file() and (path / "model").is_dir()
+from keyboard_fl.runs import MODES as TINY_MODES, is_finished
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +25,7 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path]:
     reuse = os.environ.get("KEYBOARD_FL_TINY_RUNS")
     if reuse:
         dirs = {m: Path(reuse) / m for m in TINY_MODES}
-        if all(_finished(d) for d in dirs.values()):
+        if all(is_finished(d) for d in dirs.values()):
             return dirs
     from keyboard_fl.config import preset
     from keyboard_fl.train.run import run
@@ -47,7 +43,7 @@ def tiny_runs(tmp_path_factory) -> dict[str, Path]:
 def canary_run(tmp_path_factory) -> Path:
     """A finished, audited tiny central run trained with canaries typed 400 times and once."""
     reuse = os.environ.get("KEYBOARD_FL_TINY_RUNS")
-    if reuse and _finished(Path(reuse) / "central-canaries"):
+    if reuse and is_finished(Path(reuse) / "central-canaries"):
         return Path(reuse) / "central-canaries"
     import dataclasses
 

@@ -94,6 +94,8 @@ def test_privacy_calibrates_the_noise():
         (["train", "--out", "{tmp}/x", "--preset", "tiny", "--noise-multiplier", "1", "--target-epsilon", "2"], "not both"),
         (["train", "--out", "{tmp}/x", "--preset", "tiny", "--clip-norm", "-1"], "clip_norm"),
         (["train", "--out", "{tmp}/x", "--preset", "tiny", "--target-epsilon", "0"], "target_epsilon"),
+        (["train", "--out", "{tmp}/x", "--preset", "tiny", "--users", "0"], "--users"),
+        (["main", "--out", "{tmp}/x", "--preset", "tiny", "--users", "-5"], "--users"),
         (["suggest", "--run", "{tmp}/missing", "hello"], "no finished run"),
         (["evaluate", "{tmp}/missing"], "not found"),
         (["privacy", "--rounds", "10", "--q", "0.1", "--delta", "1e-5"], "exactly one"),
@@ -105,6 +107,16 @@ def test_privacy_calibrates_the_noise():
 def test_user_errors_exit_2_with_one_line(tmp_path, args, needle):
     res = _invoke(*[a.format(tmp=tmp_path) for a in args])
     _assert_user_error(res, needle)
+
+
+def test_users_flag_sets_the_population_size():
+    from keyboard_fl.cli import _config
+
+    assert _config("default", "dp-fedavg", 0).population.num_train_users >= 1_000_000
+    cfg = _config("default", "dp-fedavg", 0, users=2_000_000, rounds=3)
+    assert cfg.population.num_train_users == 2_000_000 and cfg.federated.rounds == 3
+    assert _config("tiny", "central", 0, users=77).population.num_train_users == 77
+    assert _config("tiny", "central", 0, sets=["population.num_train_users=90"], users=77).population.num_train_users == 90
 
 
 def test_clients_per_round_above_population_is_a_user_error(tmp_path):

@@ -26,6 +26,11 @@ def test_load_round_trip(tmp_path):
     assert RunConfig.load(p) == cfg
 
 
+def test_default_population_is_a_million_streamed_users():
+    assert preset("default").population.num_train_users >= 1_000_000
+    assert preset("tiny").population.num_train_users <= 1_000  # tiny stays tiny
+
+
 def test_tiny_preset_is_consistent():
     cfg = preset("tiny")
     assert cfg.model.vocab_size == cfg.tokenizer.vocab_size

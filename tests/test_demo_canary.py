@@ -147,7 +147,7 @@ def _by_hand(suggester, prefix, words):
 
 @pytest.mark.parametrize("typed, given", [("my pin is", []), ("my pin is ", []), ("see you", []), ("my pin is three one", ["three", "one"])])
 def test_canary_check_is_the_strip_typed_by_hand(client, runs, canary_run, typed, given):
-    from keyboard_fl.models_registry import load_suggester
+    from keyboard_fl.loading import load_suggester
 
     data = client.post("/api/canary-check", json={"text": typed}).json()
     assert data["words"] == 4 and [r["name"] for r in data["models"]] == list(runs)

@@ -39,7 +39,7 @@ def test_line_mode_prints_one_strip_per_line():
 
 
 def test_line_mode_with_a_trained_model(tiny_runs):
-    from keyboard_fl.models_registry import load_suggester
+    from keyboard_fl.loading import load_suggester
 
     s, _ = load_suggester(tiny_runs["central"])
     out = io.StringIO()

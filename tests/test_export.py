@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from keyboard_fl.export import OnnxSuggester, export_run  # noqa: E402
+from keyboard_fl.export import OnnxSuggester  # noqa: E402
+from keyboard_fl.loading import export_onnx  # noqa: E402
 
 
 def heldout_messages(run_dir, n: int) -> list[str]:
@@ -43,13 +44,13 @@ def typing_prefixes(messages: list[str], n: int, seed: int = 0) -> list[str]:
 def exported(tiny_runs, tmp_path_factory):
     run = tiny_runs["dp-fedavg"]
     out = tmp_path_factory.mktemp("export")
-    manifest = export_run(run, out)
+    manifest = export_onnx(run, out)
     return run, out, manifest
 
 
 @pytest.fixture(scope="module")
 def jax_suggester(exported):
-    from keyboard_fl.models_registry import load_suggester
+    from keyboard_fl.loading import load_suggester
 
     return load_suggester(exported[0])[0]
 
@@ -130,7 +131,7 @@ def test_demo_serves_the_exported_int8_model(tiny_runs, tmp_path):
     from fastapi.testclient import TestClient
 
     from keyboard_fl.demo.app import create_app
-    from keyboard_fl.models_registry import load_run
+    from keyboard_fl.demo.loading import load_run
 
     run_dir = tmp_path / "dp-fedavg"
     shutil.copytree(tiny_runs["dp-fedavg"], run_dir, ignore=shutil.ignore_patterns("export"))

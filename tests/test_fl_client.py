@@ -8,7 +8,7 @@ import numpy as np
 import optax
 
 from keyboard_fl.fl.client import client_update
-from keyboard_fl.fl.toy import toy_init, toy_loss
+from keyboard_fl.testing import toy_init, toy_loss
 
 
 def _batches(seed, steps=3, b=2, t=5, vocab=32):

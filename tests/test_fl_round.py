@@ -14,7 +14,7 @@ from scipy import stats
 
 from keyboard_fl.fl.client import client_update
 from keyboard_fl.fl.round import AggregatorConfig, build_round, make_server_optimizer, server_init
-from keyboard_fl.fl.toy import toy_cohort, toy_init, toy_loss
+from keyboard_fl.testing import toy_cohort, toy_init, toy_loss
 
 K, S, B, T = 8, 4, 4, 8  # every test cohort: 8 slots, 4 local steps of 4 x 8 tokens
 FEDAVG = AggregatorConfig(mode="fedavg")

@@ -20,7 +20,7 @@ import pytest
 from keyboard_fl.config import FederatedConfig
 from keyboard_fl.fl import AggregatorConfig, build_round, make_server_optimizer, server_init
 from keyboard_fl.fl.sharding import capacity_multiple, check_capacity, client_mesh
-from keyboard_fl.fl.toy import toy_cohort, toy_init, toy_loss
+from keyboard_fl.testing import toy_cohort, toy_init, toy_loss
 
 RTOL, ATOL = 1e-5, 1e-6
 
@@ -30,7 +30,7 @@ CHILD = textwrap.dedent(
     import jax, numpy as np
     from keyboard_fl.fl import AggregatorConfig, build_round, make_server_optimizer, server_init
     from keyboard_fl.fl.sharding import client_mesh, replicate, shard_cohort
-    from keyboard_fl.fl.toy import toy_cohort, toy_init, toy_loss
+    from keyboard_fl.testing import toy_cohort, toy_init, toy_loss
 
     import time
     t0 = time.perf_counter()

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from keyboard_fl.config import FederatedConfig, RunConfig
+from keyboard_fl import rng
+from keyboard_fl.rng import Stream
 from keyboard_fl.fl.faults import MEDIAN_DEVICE_SECONDS, apply_faults, device_seconds, fault_key
 from keyboard_fl.models import ModelConfig, init_params, make_loss_fn
 from keyboard_fl.privacy import epsilon
@@ -68,7 +70,7 @@ def _strip(history):
 def test_dropout_count_is_binomial_and_deterministic():
     n, p = 2000, 0.3
     idx, mask = np.arange(n), np.ones(n, bool)
-    key = fault_key(jax.random.key(7))
+    key = fault_key(7, 0)
     d = apply_faults(key, idx, mask, seed=0, dropout_prob=p)
     reporting = int(d.mask.sum())
     sd = math.sqrt(n * p * (1 - p))
@@ -76,7 +78,7 @@ def test_dropout_count_is_binomial_and_deterministic():
     assert d.sampled == n and d.dropped + reporting == n and d.stragglers == 0
     again = apply_faults(key, idx, mask, seed=0, dropout_prob=p)
     assert np.array_equal(again.mask, d.mask)
-    other = apply_faults(fault_key(jax.random.key(8)), idx, mask, seed=0, dropout_prob=p)
+    other = apply_faults(fault_key(8, 0), idx, mask, seed=0, dropout_prob=p)
     assert not np.array_equal(other.mask, d.mask)
     # Padding slots are never "dropped"; a user's fate does not depend on its slot.
     pad = np.concatenate([mask[:100], np.zeros(28, bool)])
@@ -127,8 +129,7 @@ def test_all_clients_drop_dp_round_adds_only_noise(model, tmp_path):
     # The accountant still charges the round at q: dropping only removes contributions (conservative).
     assert ledger.rounds == 1 and h["epsilon"] == pytest.approx(epsilon(DP.noise_multiplier, DP.sampling_prob, 1, DP.delta))
     # Re-derive the round's noise key exactly as train_federated / build_round do.
-    fl_key = jax.random.fold_in(jax.random.key(0), 0xFED)
-    _, k_round = jax.random.split(jax.random.fold_in(fl_key, 0))
+    k_round = rng.key(0, Stream.ROUND, 0)
     _, noise_key = jax.random.split(k_round)
     zeros = jax.tree.map(jnp.zeros_like, params)
     noise = add_gaussian_noise(zeros, DP.noise_multiplier * DP.clip_norm, noise_key)
@@ -163,11 +164,10 @@ def test_nan_client_never_reaches_the_model(model, tmp_path):
     from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 
     cfg = dataclasses.replace(FED, rounds=3)
-    fl_key = jax.random.fold_in(jax.random.key(0), 0xFED)
     cap = cohort_capacity(USERS, DP.sampling_prob, multiple=cfg.client_chunk)
     cohorts = []
     for r in range(cfg.rounds):
-        idx, mask, _ = sample_cohort_exact(jax.random.split(jax.random.fold_in(fl_key, r))[0], USERS, DP.sampling_prob,
+        idx, mask, _ = sample_cohort_exact(rng.key(0, Stream.COHORT, r), USERS, DP.sampling_prob,
                                            cap, multiple=cfg.client_chunk)
         cohorts.append(set(np.asarray(idx)[np.asarray(mask)].tolist()))
     bad = min(cohorts[0])  # sampled in round 1 at least

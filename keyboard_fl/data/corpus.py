@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import IO, Iterator, Sequence
 
+from .access import FunctionView, SplitView
 from .splits import SPLITS, Split, SplitConfig, User, assign_split, make_user
 
 # Reasons a line (or file) can be rejected.
@@ -78,20 +79,28 @@ class ReaderConfig:
 
 def _read_lines(f: IO[bytes], max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
     """Yield ``(line_no, raw_line_without_newline)``; ``None`` for an over-long line (consumed)."""
-    n = 0
+    for n, _, raw in _read_lines_at(f, max_bytes):
+        yield n, raw
+
+
+def _read_lines_at(f: IO[bytes], max_bytes: int) -> Iterator[tuple[int, int, bytes | None]]:
+    """Yield ``(line_no, byte_offset, raw_line_without_newline)``; ``None`` for an over-long line (consumed)."""
+    n, pos = 0, f.tell()
     while True:
         raw = f.readline(max_bytes + 2)
         if not raw:
             return
         n += 1
+        start, pos = pos, pos + len(raw)
         if len(raw.rstrip(b"\r\n")) > max_bytes:
             while not raw.endswith(b"\n"):  # drain the rest of the long line in chunks
                 raw = f.readline(1 << 16)
                 if not raw:
                     break
-            yield n, None
+                pos += len(raw)
+            yield n, start, None
             continue
-        yield n, raw.rstrip(b"\n").rstrip(b"\r")
+        yield n, start, raw.rstrip(b"\n").rstrip(b"\r")
 
 
 def _decode(path: Path, n: int, raw: bytes) -> str:
@@ -195,6 +204,22 @@ class JsonlCorpus(_Reader):
     def describe(self) -> dict:
         return self._describe("jsonl", ",".join(map(str, self.paths)))
 
+    def split_view(self, split: Split) -> SplitView:
+        """``split``'s users by index from a byte-offset index of their lines (one pass; text read per user).
+
+        Same users, order and messages as :meth:`users`; a bad line raises (or is
+        skipped and counted in ``self.report``) while the index is built.
+        """
+        from .jsonl_index import JsonlIndex
+
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}")
+        report = BadLineReport()
+        index = JsonlIndex.build(self, split, report)
+        self.report = report
+        tf = self.config.split.test_fraction
+        return FunctionView(len(index), lambda i: make_user(index.user_id(i), index.messages(i), split, tf), index.user_id)
+
 
 class DirectoryCorpus(_Reader):
     """A directory with one UTF-8 text file per user (stem = user id, one message per line)."""
@@ -232,6 +257,10 @@ class DirectoryCorpus(_Reader):
         return msgs
 
     def _scan(self, want: Split | None, report: BadLineReport) -> Iterator[tuple[str, list[str]]]:
+        for path, msgs in self._scan_files(want, report):
+            yield path.stem, msgs
+
+    def _scan_files(self, want: Split | None, report: BadLineReport) -> Iterator[tuple[Path, list[str]]]:
         seen: set[str] = set()
         for path in self.files():
             uid = path.stem
@@ -241,7 +270,21 @@ class DirectoryCorpus(_Reader):
             if want is None or assign_split(uid, self.config.split) == want:
                 msgs = self._read_file(path, report)
                 if msgs:  # a user left with no usable message is no user
-                    yield uid, msgs
+                    yield path, msgs
 
     def describe(self) -> dict:
         return self._describe("directory", str(self.directory))
+
+    def split_view(self, split: Split) -> SplitView:
+        """``split``'s users by index: the list of their files (each file read again when its user is asked for)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}")
+        report = BadLineReport()
+        paths = [path for path, _ in self._scan_files(split, report)]
+        self.report = report
+        tf = self.config.split.test_fraction
+
+        def user(i: int) -> User:
+            return make_user(paths[i].stem, self._read_file(paths[i], BadLineReport()), split, tf)
+
+        return FunctionView(len(paths), user, lambda i: paths[i].stem)

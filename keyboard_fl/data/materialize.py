@@ -124,6 +124,36 @@ class MaterializedSource:
         else:
             raise ValueError(f"unknown split {split!r}")
 
+    def _index(self, stem: str):
+        from .corpus import BadLineReport
+        from .jsonl_index import JsonlIndex
+
+        if stem not in self.manifest["files"]:
+            return None
+        r = JsonlCorpus(self.directory / f"{stem}.jsonl", ReaderConfig(split=SplitConfig(public_fraction=1.0, heldout_fraction=0.0)))
+        return JsonlIndex.build(r, "public", BadLineReport())
+
+    def split_view(self, split: Split):
+        """``split``'s users by index from byte-offset indexes of the files (text read per user)."""
+        from .access import FunctionView
+
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}")
+        idx = self._index(split)
+        if idx is None:
+            return FunctionView(0, lambda i: None, lambda i: "")
+        test = self._index("test") if split == "train" else None
+        where = test.index_of() if test is not None else {}
+
+        def user(i: int) -> User:
+            uid, msgs = idx.user_id(i), tuple(idx.messages(i))
+            if split == "train":
+                j = where.get(uid)
+                return User(uid, msgs, tuple(test.messages(j)) if j is not None else ())
+            return User(uid, (), msgs) if split == "heldout" else User(uid, msgs, ())
+
+        return FunctionView(len(idx), user, idx.user_id)
+
     def num_users(self, split: Split) -> int:
         stem = {"train": "train", "heldout": "heldout", "public": "public"}[split]
         return int(self.manifest["files"].get(stem, {}).get("users", 0))

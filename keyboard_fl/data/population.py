@@ -11,22 +11,29 @@ set of long-tail words, and typing habits (greetings, sign-offs, abbreviations,
 fillers, emoji, capitalisation, punctuation, message length). Messages are a
 time-ordered sequence of clauses rendered from the shared templates in
 ``keyboard_fl/data/lang`` (the learnable everyday language) with personal parts mixed in
-(what makes the data non-IID). The number of messages per user is lognormal
+(what makes the data non-IID). Public users write the public register and
+private users the chat register, with a community and trends
+(:mod:`~keyboard_fl.data.register`, ``lang/register.json``). The number of messages per user is lognormal
 and capped: most users type little, a few type a lot.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from bisect import bisect_right
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from keyboard_fl.rng import user_sequence
+
+from .register import active_trends, community_cum, load_register, make_communities, to_public
 from .resources import ALT, SLOT, Resources, WordList, load_resources, zipf_cum
 from .splits import SPLITS, Split, User, make_user
+
+if TYPE_CHECKING:
+    from .access import SplitView
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,10 +59,7 @@ class PopulationConfig:
             raise ValueError("need mean_messages > 0, messages_sigma >= 0, max_messages >= 1")
 
 
-def user_seed(seed: int, user_id: str) -> np.random.SeedSequence:
-    """Stable SeedSequence for ``(seed, user_id)``."""
-    h = int.from_bytes(hashlib.blake2b(user_id.encode("utf-8"), digest_size=8).digest(), "little")
-    return np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, h])
+user_seed = user_sequence  # Stable SeedSequence for ``(seed, user_id)`` (see keyboard_fl.rng)
 
 
 class _Stream:
@@ -107,6 +111,10 @@ class Persona:
     chatter_p: float  # chance a clause is free-form chatter (class Markov chain) instead of a template
     mention_p: float  # chance a chatter subject / greeting names one of the user's people
     num_messages: int
+    register: str = "chat"  # "chat" (private users) or "public" (the public split writes web/news-like text)
+    community: int = 0  # index of the user's community (register.py): its local names are in entities["local_*"]
+    phrase_p: float = 0.0  # chance a message carries one of the shared chat phrases
+    local_p: float = 0.0  # chance a {place} slot names a local place of the user's community
 
 
 class Population:
@@ -118,7 +126,15 @@ class Population:
         p = self.res.persona
         self._topics = tuple(self.res.topics)
         pop = p.get("topic_popularity", {})
-        self._topic_alpha = np.array([0.25 * float(pop.get(t, 1.0)) for t in self._topics])
+        unchat = tuple((v, k) for k, v in p["abbreviations"].items()) + tuple((f, "") for f in p["fillers"])
+        self.reg = load_register(self.res.lang_dir, self._topics, unchat)
+        chat = {t: float(self.reg.chat_topics.get(t, pop.get(t, 1.0))) for t in self._topics}
+        public = {t: float(self.reg.public_topics.get(t, 0.0)) for t in self._topics}
+        # per register: (topics it writes about, Dirichlet alphas); a zero-popularity topic is never used
+        self._topic_mix = {r: (tuple(t for t in self._topics if w[t] > 0), np.array([0.25 * w[t] for t in self._topics if w[t] > 0]))
+                           for r, w in (("chat", chat), ("public", public))}
+        self.communities = make_communities(self.reg, config.seed)
+        self._community_cum = community_cum(self.reg)
         self._first = WordList(tuple(p["first_names"]), tuple(zipf_cum(len(p["first_names"]), 0.8)))
         self._petnames = WordList(tuple(p["pet_names"]), tuple(zipf_cum(len(p["pet_names"]), 0.8)))
         self._teams = WordList(tuple(p["teams"]), tuple(zipf_cum(len(p["teams"]), 1.0)))
@@ -145,6 +161,13 @@ class Population:
     def users(self, split: Split) -> Iterator[User]:
         for i in self.user_ids(split):
             yield self.user(self.user_id(i), split)
+
+    def split_view(self, split: Split) -> "SplitView":
+        """The users of ``split`` by index, each generated when asked (O(1) memory for any N)."""
+        from .access import FunctionView
+
+        ids = self.user_ids(split)
+        return FunctionView(len(ids), lambda i: self.user(self.user_id(ids[i]), split), lambda i: self.user_id(ids[i]))
 
     def split_of(self, user_id: str) -> Split:
         try:
@@ -183,12 +206,14 @@ class Population:
         cfg, p, res = self.config, self.res.persona, self.res
         mu = math.log(cfg.mean_messages) - cfg.messages_sigma**2 / 2
         n_msgs = int(min(cfg.max_messages, max(1, round(rng.lognormal(mu, cfg.messages_sigma)))))
-        w = rng.dirichlet(self._topic_alpha)
+        register = "public" if self._is_public(user_id) else "chat"
+        reg_topics, alpha = self._topic_mix[register]
+        w = rng.dirichlet(alpha)
         has_pet = s.u() < 0.4
         order = np.argsort(-w, kind="stable")[:5]
         topics, cum, tot = [], [], 0.0
         for j in order.tolist():
-            t = self._topics[j]
+            t = reg_topics[j]
             if t == "pets" and not has_pet:
                 continue
             tot += float(w[j]) + 1e-9
@@ -214,6 +239,9 @@ class Population:
             "work": uniq(lambda: self._name(s) + " " + p["workplace_suffixes"][int(s.u() * len(p["workplace_suffixes"]))], 1),
             "team": uniq(lambda: self._name(s) + " fc" if s.u() < 0.3 else s.pick(self._teams.values, self._teams.cum), 1 + (s.u() < 0.3)),
         }
+        community = bisect_right(self._community_cum, s.u() * self._community_cum[-1])
+        com = self.communities[community]
+        ents.update(local_place=com.places, local_team=com.teams, local_event=com.events)
         cw = res.common_words
         pet_words = tuple(cw.values[bisect_right(cw.cum, s.u() * cw.cum[-1])] for _ in range(15 + int(s.u() * 30)))
         g, so = p["greetings"], p["signoffs"]
@@ -235,9 +263,26 @@ class Population:
             filler_p=0.25 * s.u() ** 2, fillers=fillers, emoji_p=0.35 * s.u() ** 2, emoji=emoji,
             case=case, end_punct_p=s.u(), clause_sep=sep, mean_extra_clauses=0.1 + 1.0 * s.u() ** 2,
             stay_on_topic_p=0.2 + 0.5 * s.u(), chatter_p=float(rng.beta(3.5, 3.5)),
-            mention_p=0.1 + 0.4 * s.u(), num_messages=n_msgs,
+            mention_p=0.1 + 0.4 * s.u(), num_messages=n_msgs, community=community,
         )
+        reg = self.reg
+        if register == "public":  # written text: no chat habits, full sentences, more free-form prose
+            lo, hi = reg.public_extra_clauses
+            persona = dataclasses.replace(
+                persona, register="public", greet_p=0.0, signoff_p=0.0, abbrevs=(), filler_p=0.0, emoji_p=0.0,
+                case="sentence", end_punct_p=1.0, clause_sep=". ", mention_p=0.0,
+                chatter_p=float(rng.beta(*reg.public_chatter_beta)), mean_extra_clauses=lo + (hi - lo) * s.u())
+        else:
+            lo, hi = reg.phrase_p
+            persona = dataclasses.replace(persona, phrase_p=lo + (hi - lo) * s.u(),
+                                          local_p=float(reg.community["local_p"]) * s.u())
         return persona, s
+
+    def _is_public(self, user_id: str) -> bool:
+        try:
+            return self.split_of(user_id) == "public"
+        except KeyError:
+            return False
 
     def messages(self, user_id: str) -> list[str]:
         """All messages of ``user_id`` in time order (a pure function of seed and id)."""
@@ -247,6 +292,7 @@ class Population:
         pw, pwp = per.pet_words, per.pet_word_p
         opt_p = float(self.res.persona.get("optional_p", 0.5))
         u = s.u
+        local_p, reg, public = per.local_p, self.reg, per.register == "public"
 
         def render(seq, out: list) -> None:
             for node in seq:
@@ -257,6 +303,8 @@ class Population:
                 if kind == SLOT:
                     name = node[1]
                     wl = slots.get(name)
+                    if local_p and name == "place" and u() < local_p:
+                        wl = ents["local_place"]
                     if wl is not None:
                         out.append(wl.values[bisect_right(wl.cum, u() * wl.cum[-1])])
                     elif name == "rare":
@@ -264,6 +312,8 @@ class Population:
                             out.append(pw[int(u() * len(pw))])
                         else:
                             out.append(cw.values[bisect_right(cw.cum, u() * cw.cum[-1])])
+                    elif name == "trend":
+                        out.append(trend[int(u() * len(trend))])
                     else:
                         e = ents[name]
                         out.append(e.values[bisect_right(e.cum, u() * e.cum[-1])])
@@ -302,7 +352,8 @@ class Population:
         msgs: list[str] = []
         topic = topics[0]
         lam = per.mean_extra_clauses
-        for _ in range(per.num_messages):
+        trend: tuple[str, ...] = ()
+        for i in range(per.num_messages):
             if u() >= per.stay_on_topic_p:
                 topic = topics[bisect_right(tcum, u() * tcum[-1])]
             # clauses: 1 + Poisson(lam), by inversion
@@ -327,8 +378,17 @@ class Population:
                 if per.filler_p and u() < per.filler_p:
                     c += " " + per.fillers[int(u() * len(per.fillers))]
                 clauses.append(c)
+            if not public:
+                trend = active_trends(reg, i / per.num_messages)
+                if trend and u() < reg.trend_p:
+                    out = []
+                    render(reg.trend_templates[int(u() * len(reg.trend_templates))], out)
+                    clauses.append("".join(out))
+                if u() < per.phrase_p:
+                    ph = reg.phrases.values[bisect_right(reg.phrases.cum, u() * reg.phrases.cum[-1])]
+                    clauses.insert(0 if u() < 0.5 else len(clauses), ph)
             if not clauses:
-                clauses.append(per.fillers[0])
+                clauses.append(per.fillers[0] if not public else "it was fine")
             msg = clauses[0]
             for c in clauses[1:]:
                 msg += (" " if msg[-1] in ".!?" else per.clause_sep) + c
@@ -358,5 +418,7 @@ class Population:
                 msg = m[1:-1]
                 if per.case == "sentence":
                     msg = msg[0].upper() + msg[1:]
+            if public:
+                msg = to_public(msg, reg) or "It was fine."
             msgs.append(msg)
         return msgs

@@ -141,7 +141,8 @@ def _lines(path: Path) -> list[str]:
     return out
 
 
-PERSONAL_SLOTS = frozenset({"friend", "pet", "street", "team", "work", "partner", "rare"})
+PERSONAL_SLOTS = frozenset({"friend", "pet", "street", "team", "work", "partner", "rare",
+                            "local_place", "local_team", "local_event"})  # local_*: the user's community (register.py)
 
 
 @functools.lru_cache(maxsize=8)

@@ -131,3 +131,68 @@ def rank_frequency_plot(source: UserSource, path: str | Path, split: Split = "tr
     fig.savefig(out, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return out
+
+
+def _ngrams(ws: list[str], ns: tuple[int, ...]) -> set[str]:
+    return {" ".join(ws[i : i + n]) for n in ns for i in range(len(ws) - n + 1)}
+
+
+def register_gap_stats(source: UserSource, split: Split = "train", *, max_users: int | None = 2000,
+                       vocab_size: int = 10_000, min_share: float = 0.05, ngram: tuple[int, ...] = (2, 3),
+                       min_personal_uses: int = 3, top: int = 5) -> dict:
+    """What private typing holds that the public split lacks, by kind.
+
+    * ``shared_phrases``: word n-grams (``ngram``) typed by at least ``min_share``
+      of ``split``'s users that no public text contains, made only of public
+      vocabulary words (so a model pretrained on public text can score them), with
+      their user share, most shared first;
+    * ``single_user_words``: words that exactly one user types (at least
+      ``min_personal_uses`` times) and public text never contains: personal
+      names and the like;
+    * ``oov_rate``: share of typed words outside the ``vocab_size`` most frequent
+      public words (``train.run.WORD_VOCAB_SIZE``: the evaluation vocabulary).
+    """
+    pub_counts: Counter = Counter()
+    pub_grams: set[str] = set()
+    for user in source.users("public"):
+        for m in user.train:
+            ws = words(m)
+            pub_counts.update(ws)
+            pub_grams |= _ngrams(ws, ngram)
+    vocab = {w for w, _ in pub_counts.most_common(vocab_size)}
+    users_of_gram: Counter = Counter()
+    users_of_word: Counter = Counter()
+    uses: Counter = Counter()
+    n_users = n_words = n_oov = 0
+    for user in source.users(split):
+        if max_users is not None and n_users >= max_users:
+            break
+        n_users += 1
+        grams: set[str] = set()
+        wc: Counter = Counter()
+        for m in tuple(user.train) + tuple(user.test):
+            ws = words(m)
+            wc.update(ws)
+            grams |= _ngrams(ws, ngram)
+        n_words += sum(wc.values())
+        n_oov += sum(c for w, c in wc.items() if w not in vocab)
+        users_of_gram.update(g for g in grams if g not in pub_grams)
+        users_of_word.update(wc.keys())
+        uses.update(wc)
+    shared = [(g, c / max(n_users, 1)) for g, c in users_of_gram.most_common()
+              if c >= min_share * n_users and all(w in vocab for w in g.split())]
+    shown: list[tuple[str, float]] = []
+    seen: set[str] = set()  # word bigrams of the phrases shown: overlapping n-grams of one phrase are shown once
+    for g, share in shared:
+        bi = _ngrams(g.split(), (2,))
+        if len(shown) < top and not bi & seen:
+            shown.append((g, share))
+        seen |= bi
+    single = sorted((w for w, c in users_of_word.items() if c == 1 and uses[w] >= min_personal_uses and w not in pub_counts),
+                    key=lambda w: (-uses[w], w))  # most typed first: the names a user keeps typing
+    return {
+        "users": n_users, "public_vocabulary": len(vocab),
+        "oov_rate": n_oov / max(n_words, 1),
+        "shared_phrases": len(shared), "top_shared_phrases": [{"phrase": g, "user_share": s} for g, s in shown],
+        "single_user_words": len(single), "single_user_word_examples": single[:top],
+    }

@@ -14,13 +14,13 @@ DEFAULT_RUNS_ROOT = Path("runs/main")
 def demo_command(runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: int = 8000, backend: str = "jax") -> None:
     """Serve the demo for every finished run under ``runs_root`` at http://host:port/.
 
-    Raises :class:`keyboard_fl.models_registry.RunNotFound` (a FileNotFoundError)
+    Raises :class:`keyboard_fl.runs.RunNotFound` (a FileNotFoundError)
     with a clear message when there is nothing to serve.
     """
     from rich.console import Console
 
     from keyboard_fl.demo.app import serve
-    from keyboard_fl.models_registry import RunNotFound, discover_runs
+    from keyboard_fl.runs import RunNotFound, discover_runs
 
     runs = discover_runs(runs_root)
     if not runs:

@@ -1,6 +1,9 @@
 """The suggestion-strip demo: a FastAPI app serving a phone-keyboard page.
 
-``GET /``             the page (static HTML/CSS/JS, no external resources)
+``GET /``             the page (static HTML/CSS/JS, no external resources); by default it
+                      computes suggestions on the device (onnxruntime-web, WASM)
+``GET /export/{model}/{file}`` a run's export for the page: the ONNX step model,
+                      ``tokenizer.json``, ``words.txt`` and ``manifest.json``
 ``GET /api/models``   the loaded models: mode, privacy (ε, δ) and quality
 ``POST /api/suggest`` ``{"model": name, "text": str}`` →
                       ``{"suggestions": [3 words], "ms": latency, ...}``
@@ -37,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from keyboard_fl import __version__
 from keyboard_fl.demo.canary import canary_format, check, run_canaries
 from keyboard_fl.demo.incremental import IncrementalSuggester
+from keyboard_fl.demo.loading import LoadedRun, load_run
 from keyboard_fl.demo.schemas import (
     MAX_BODY_BYTES,
     MAX_TEXT_CHARS,
@@ -47,7 +51,7 @@ from keyboard_fl.demo.schemas import (
     request_body_schema,
 )
 from keyboard_fl.package_data import package_dir
-from keyboard_fl.models_registry import LoadedRun, RunNotFound, discover_runs, load_run
+from keyboard_fl.runs import DP_FEDAVG, EXPORT_DIR, RunNotFound, discover_runs
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,11 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     # Everything the page needs comes from this server: no CDN, no network.
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    # 'wasm-unsafe-eval' lets the page compile onnxruntime-web's WebAssembly (and nothing else: no eval).
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
 }
 
 
@@ -122,6 +130,59 @@ class _Model:
         self.suggester = IncrementalSuggester(run.suggester) if isinstance(run.suggester, Suggester) else run.suggester
         self.lock = threading.Lock()
         self.canaries = _planted(run)
+        self.export = run.path / "export"  # served to the page when complete (see ondevice_files)
+
+
+def ondevice_files(model: _Model) -> dict | None:
+    """URLs of a model's export for the in-page keyboard, or None when the export is missing or incomplete."""
+    from keyboard_fl.export.onnx_export import FLOAT_NAME, INT8_NAME, MANIFEST_NAME
+
+    d, name = model.export, model.info["name"]
+    need = (MANIFEST_NAME, FLOAT_NAME, TOKENIZER_JSON, WORDS_TXT)
+    if not all((d / f).is_file() for f in need):
+        return None
+
+    def url(f: str) -> str:
+        return f"/export/{name}/{f}"
+
+    int8 = (d / INT8_NAME).is_file()
+    return {
+        "manifest": url(MANIFEST_NAME), "tokenizer": url(TOKENIZER_JSON), "words": url(WORDS_TXT),
+        "model": url(INT8_NAME if int8 else FLOAT_NAME), "model_float": url(FLOAT_NAME),
+        "precision": "int8" if int8 else "float32",
+    }
+
+
+TOKENIZER_JSON, WORDS_TXT = "tokenizer.json", "words.txt"
+ORT_DIR = STATIC / "vendor" / "onnxruntime-web"
+ORT_MEDIA = {  # the runtime files the page loads (application/wasm: the browser compiles while it downloads)
+    "ort.wasm.min.mjs": "text/javascript", "ort-wasm-simd-threaded.mjs": "text/javascript",
+    "ort-wasm-simd-threaded.wasm": "application/wasm",
+}
+EXPORT_FILES = {  # the only files of an export the page may fetch, with their media types
+    "manifest.json": "application/json", "model.onnx": "application/octet-stream",
+    "model.int8.onnx": "application/octet-stream",
+    TOKENIZER_JSON: "application/json",
+    WORDS_TXT: "text/plain; charset=utf-8",
+}
+
+
+def ensure_exports(runs: Mapping[str, Path | LoadedRun]) -> None:
+    """Export (``keyboard-fl export``) every run whose export lacks a file the page needs.
+
+    A failure is reported and the model stays server-only.
+    """
+    from keyboard_fl.loading import export_onnx
+
+    for name, r in runs.items():
+        path = r.path if isinstance(r, LoadedRun) else Path(r)
+        if all((path / EXPORT_DIR / f).is_file() for f in ("manifest.json", "model.onnx", TOKENIZER_JSON, WORDS_TXT)):
+            continue
+        try:
+            export_onnx(path)
+        except Exception as e:  # noqa: BLE001 - that model stays server-only
+            why = f"{type(e).__name__}: {e}"
+            sys.stderr.write(f"model {name}: no on-device export ({why}); it runs on the server only\n")
 
 
 def _planted(run: LoadedRun) -> dict:
@@ -141,14 +202,18 @@ def _load_all(runs: Mapping[str, Path | LoadedRun]) -> dict[str, _Model]:
     return models
 
 
-def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> FastAPI:
+def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True, export: bool = False) -> FastAPI:
     """The demo app over ``runs`` (name → run directory, or an already loaded run).
 
     Each model is loaded once, here; with ``warmup`` every model answers a few
     requests before the app starts so the first key press is not a compile.
+    With ``export`` a run without a complete export is exported first, so the
+    page can run it on the device.
     """
     if not runs:
         raise RunNotFound("no trained runs to serve: train some with `keyboard-fl main` (writes runs/main/)")
+    if export:
+        ensure_exports(runs)
     models = _load_all(runs)
     if warmup:
         for m in models.values():
@@ -192,12 +257,31 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> 
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
+    @app.get("/static/vendor/onnxruntime-web/{file}", include_in_schema=False)
+    def ort_file(file: str, request: Request):
+        """The vendored runtime (scripts/fetch_ort.sh): cached by the browser, the WASM sent gzipped when accepted."""
+        path = ORT_DIR / file
+        if file not in ORT_MEDIA or not path.is_file():
+            raise ApiError(404, "onnxruntime-web is not installed here: run scripts/fetch_ort.sh (setup.sh does)")
+        headers = {"Cache-Control": "public, max-age=604800", "Vary": "Accept-Encoding"}
+        gz = path.with_name(file + ".gz")
+        if gz.is_file() and "gzip" in request.headers.get("accept-encoding", ""):
+            return FileResponse(gz, media_type=ORT_MEDIA[file], headers=headers | {"Content-Encoding": "gzip"})
+        return FileResponse(path, media_type=ORT_MEDIA[file], headers=headers)
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/export/{name}/{file}", include_in_schema=False)
+    def export_file(name: str, file: str):
+        model = models.get(name)
+        if model is None or file not in EXPORT_FILES or ondevice_files(model) is None:
+            raise ApiError(404, "no such export file (see GET /api/models: each model's 'ondevice')")
+        return FileResponse(model.export / file, media_type=EXPORT_FILES[file])
 
     @app.get("/api/models")
     def list_models():
         return {
-            "models": [m.info for m in models.values()],
+            "models": [m.info | {"ondevice": ondevice_files(m)} for m in models.values()],
             "default": _default_model(models),
             "limits": {"max_text_chars": MAX_TEXT_CHARS, "max_body_bytes": MAX_BODY_BYTES},
         }
@@ -269,7 +353,7 @@ def _answer(model: _Model, text: str) -> JSONResponse:
 
 def _default_model(models: Mapping[str, _Model]) -> str:
     for m in models.values():
-        if m.info["mode"] == "dp-fedavg":
+        if m.info["mode"] == DP_FEDAVG:
             return m.info["name"]
     return next(iter(models))
 
@@ -312,7 +396,7 @@ def serve(
             sys.stderr.write(f"skipping run {path}: {type(e).__name__}: {e}\n")
     if not loaded:
         raise RunNotFound(f"none of the runs under {runs_root} could be loaded ({', '.join(map(str, runs.values()))})")
-    app = create_app(loaded)
+    app = create_app(loaded, export=True)
     # Access-log lines carry no bodies, but they are off by default anyway: a
     # keyboard demo has no reason to keep who asked when.
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning", server_header=False)

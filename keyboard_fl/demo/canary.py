@@ -43,8 +43,9 @@ def run_canaries(run_dir: Path, metrics: dict) -> dict:
     ``words`` are ``None`` for a run without canaries.
     """
     from keyboard_fl.config import RunConfig
+    from keyboard_fl.runs import CONFIG_FILE
 
-    cfg = RunConfig.load(Path(run_dir) / "config.json")
+    cfg = RunConfig.load(Path(run_dir) / CONFIG_FILE)
     if cfg.canaries is None:
         return {"trained_with_canaries": False, "prefix": None, "words": None, "canaries": [], "audited": False}
     canaries, _ = planted_canaries(cfg)

@@ -31,12 +31,23 @@ from __future__ import annotations
 from typing import Callable, Iterable, Sequence
 
 from keyboard_fl import text as _text
+from keyboard_fl.suggester import Suggester
 
-Suggest = Callable[[str], Sequence[str]]
+Suggest = Callable[[str], Sequence[str]]  # a bare strip function, e.g. a test's oracle
 
 
-def type_message(message: str, suggest: Suggest, k: int = 3) -> dict:
+def _strip(suggester: Suggester | Suggest) -> Suggest:
+    """The strip of a :class:`~keyboard_fl.suggester.Suggester` (or a bare function, as is)."""
+    if isinstance(suggester, Suggester):
+        return suggester.suggest
+    if callable(suggester):
+        return suggester
+    raise TypeError(f"need a Suggester or a function text -> words, got {type(suggester).__name__}")
+
+
+def type_message(message: str, suggester: Suggester | Suggest, k: int = 3) -> dict:
     """Simulate typing one message; returns its counts (see module docstring)."""
+    suggest = _strip(suggester)
     m = _text.normalize(message)
     spans = {}  # cursor position inside a target → end of that target
     for t in _text.targets(message):
@@ -65,14 +76,15 @@ def type_message(message: str, suggest: Suggest, k: int = 3) -> dict:
     }
 
 
-def keystroke_savings(messages: Iterable[str], suggest: Suggest, k: int = 3) -> dict:
-    """KSR over ``messages`` with the strip ``suggest(text_so_far) -> words``.
+def keystroke_savings(messages: Iterable[str], suggester: Suggester | Suggest, k: int = 3) -> dict:
+    """KSR over ``messages`` with a suggester's strip (``suggester.suggest(text_so_far) -> words``).
 
     Returns ``ksr`` (aggregate, character-weighted; ``nan`` if no characters),
     ``keystrokes``, ``characters``, ``accepted_words``, ``suggest_calls``,
     ``messages`` (count) and ``per_message`` (list of ``type_message`` dicts,
     in input order).
     """
+    suggest = _strip(suggester)
     per = [type_message(m, suggest, k) for m in messages]
     keys = sum(p["keystrokes"] for p in per)
     chars = sum(p["characters"] for p in per)

@@ -36,6 +36,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from keyboard_fl import text as _text
+from keyboard_fl.suggester import StripMixin
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 SPECIALS = (UNK, EOS, BOS)  # ids 0, 1, 2; vocabulary words follow, sorted
@@ -112,7 +113,7 @@ class _Level:
         return g * lower + np.where(hit, alpha[pos_c], 0.0)
 
 
-class KneserNeyTrigram:
+class KneserNeyTrigram(StripMixin):
     """Immutable word trigram LM (interpolated modified Kneser–Ney); build with ``fit``.
 
     Contexts are sequences of previous words (``text.words(msg)[:i]``); an
@@ -322,17 +323,29 @@ class KneserNeyTrigram:
         self._complete_cache[key] = tuple(result)
         return result
 
-    def suggest(self, text_so_far: str, k: int = 3) -> list[str]:
-        """Suggestion strip for ``ksr.keystroke_savings``: next words or completions.
+    # --- the Suggester protocol (keyboard_fl.suggester) -----------------------
 
-        The fragment after the last whitespace is the partial word being
-        typed; empty means a word boundary (next-word prediction).
-        """
-        norm = _text.normalize(text_so_far)
+    @staticmethod
+    def split_context(text: str) -> tuple[str, str]:
+        """The fragment after the last whitespace is the partial word being
+        typed; empty means a word boundary (next-word prediction)."""
+        norm = _text.normalize(text)
         cut = max((i for i, ch in enumerate(norm) if ch.isspace()), default=-1) + 1
-        fragment = norm[cut:]
-        context = _text.words(norm[:cut])
-        return self.complete(context, fragment, k) if fragment else self.top_k(context, k)
+        return norm[:cut], norm[cut:]
+
+    def context_state(self, context: str) -> tuple[str, ...]:
+        """The context's words (only the last two matter to a trigram)."""
+        return tuple(_text.words(context))
+
+    def suggest_from(self, state: Sequence[str], prefix: str, k: int = 3) -> list[tuple[str, float]]:
+        words = self.complete(state, prefix, k) if prefix else self.top_k(state, k)
+        return [(w, self.log_prob(w, state)) for w in words]
+
+    def suggest(self, text_so_far: str, k: int = 3) -> list[str]:
+        """Suggestion strip for ``ksr.keystroke_savings``: next words or completions (no scoring)."""
+        context, fragment = self.split_context(text_so_far)
+        state = self.context_state(context)
+        return self.complete(state, fragment, k) if fragment else self.top_k(state, k)
 
 
 def _empty_level(d: Discounts) -> _Level:
@@ -375,6 +388,6 @@ def evaluate_ngram(
             nll, n = nll + a, n + b
     out["perplexity"] = perplexity(nll, n) if n else float("nan")
     if ksr:
-        res = keystroke_savings([m for msgs in users.values() for m in msgs], model.suggest)
+        res = keystroke_savings([m for msgs in users.values() for m in msgs], model)
         out.update({key: res[key] for key in ("ksr", "keystrokes", "characters", "accepted_words")})
     return out

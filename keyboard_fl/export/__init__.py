@@ -1,7 +1,8 @@
 """On-device export: per-step ONNX models (float32 and int8) and an onnxruntime-only suggester.
 
-``export_run`` lives in :mod:`keyboard_fl.export.onnx_export` (needs JAX to read the
-checkpoint, builds the graph with ``onnx.helper``); ``OnnxSuggester`` in
+``export_run`` (graph, params, tokenizer, info → files) lives in
+:mod:`keyboard_fl.export.onnx_export` (builds the graph with ``onnx.helper``; a run
+directory is exported by :func:`keyboard_fl.loading.export_onnx`); ``OnnxSuggester`` in
 :mod:`keyboard_fl.export.runner` (numpy + onnxruntime only). Imports are lazy so that
 importing the package pulls in neither JAX nor onnxruntime.
 """

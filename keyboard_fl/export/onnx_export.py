@@ -10,7 +10,8 @@ float). The keyboard runs the step once per context piece and once per beam
 depth (:mod:`keyboard_fl.export.runner`).
 
 Files under ``<run_dir>/export/``: ``model.onnx`` (float32), ``model.int8.onnx``
-(dynamic int8 weights), ``tokenizer.model`` and ``manifest.json``.
+(dynamic int8 weights), ``tokenizer.model``, ``tokenizer.json`` and ``words.txt`` (for the
+in-page keyboard, :mod:`keyboard_fl.export.web`) and ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,15 @@ import dataclasses
 import hashlib
 import json
 import logging
-import shutil
 from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from keyboard_fl.strip import SearchConfig
+
+_INFO_KEYS = ("name", "mode", "private", "epsilon", "delta", "privacy", "top1", "top3", "ksr", "params")
+ACCOUNTING_KEYS = ("accountant", "neighbouring", "noise_multiplier", "clip_norm")  # copied from a run's metrics
 OPSET = 17
 FLOAT_NAME, INT8_NAME, MANIFEST_NAME, TOKENIZER_NAME = "model.onnx", "model.int8.onnx", "manifest.json", "tokenizer.model"
 
@@ -103,20 +108,33 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_run(run_dir, out_dir=None, *, quantize: bool = True) -> dict:
-    """Export a finished run to ``out_dir`` (default ``<run_dir>/export``); returns the manifest."""
+def export_run(graphdef, params, tokenizer, info: Mapping[str, Any], out_dir, *, words: Sequence[str],
+               search: SearchConfig = SearchConfig(), quantize: bool = True) -> dict:
+    """Export one model to ``out_dir``; returns the manifest (also written as ``manifest.json``).
+
+    Args:
+      graphdef, params: the trained CIFG-LSTM (``nnx.split``).
+      tokenizer: its :class:`~keyboard_fl.tokenizer.Tokenizer` (saved beside the model).
+      info: public facts for the manifest, as :func:`keyboard_fl.runs.model_info` gives them
+        (name, mode, private, epsilon, delta, privacy, top1, top3, ksr, params), plus
+        optional ``model_config`` (dict) and ``accounting`` (accountant, neighbouring,
+        noise_multiplier, clip_norm).
+      words: the dictionary of real words the strip may show (``words.txt``; the run's public word list).
+      search: the suggestion search the on-device runner should use.
+    """
     import onnx
 
     from keyboard_fl.models import merge
     from keyboard_fl.tokenizer import BOS_ID
-    from keyboard_fl.models_registry import load_suggester, model_info
 
-    run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "export"
+    if not words:
+        raise ValueError("export needs the dictionary's word list (words=...), e.g. keyboard_fl.dictionary.run_word_list(run_dir)")
+    missing = [k for k in _INFO_KEYS if k not in info]
+    if missing:
+        raise ValueError(f"export info lacks {', '.join(missing)} (give keyboard_fl.runs.model_info(...))")
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    suggester, metrics = load_suggester(run_dir)
-    model = merge(suggester.graphdef, suggester.params)
-    w = cifg_weights(model)
+    w = cifg_weights(merge(graphdef, params))
     proto = build_step_graph(w)
     onnx.save(proto, str(out / FLOAT_NAME))
     files = [FLOAT_NAME]
@@ -133,17 +151,21 @@ def export_run(run_dir, out_dir=None, *, quantize: bool = True) -> dict:
         files.append(INT8_NAME)
     elif (out / INT8_NAME).exists():
         (out / INT8_NAME).unlink()  # never leave a stale int8 model beside a new float one
-    shutil.copyfile(run_dir / "tokenizer.model", out / TOKENIZER_NAME)
+    tokenizer.save(out / TOKENIZER_NAME)
     files.append(TOKENIZER_NAME)
+    # For the in-page keyboard: the tokenizer as JSON and the dictionary (real words only).
+    from keyboard_fl.dictionary import WORDS_NAME, save_words
+    from keyboard_fl.export.web import TOKENIZER_JSON_NAME, write_tokenizer_json
 
-    cfg = json.loads((run_dir / "config.json").read_text())
-    model_cfg = dict(cfg.get("model", {}))
+    write_tokenizer_json(tokenizer, out / TOKENIZER_JSON_NAME)
+    save_words(out / WORDS_NAME, words)
+    files += [TOKENIZER_JSON_NAME, WORDS_NAME]
+
+    model_cfg = dict(info.get("model_config") or {})
     model_cfg["vocab_size"] = int(w["embedding"].shape[0])
-    info = model_info(run_dir.name, metrics)
-    sc = suggester.config
     manifest = {
         "format": "keyboard_fl.onnx-step/1",
-        "run": run_dir.name,
+        "run": info["name"],
         "mode": info["mode"],
         "vocab_size": int(w["embedding"].shape[0]),
         "embed_dim": int(w["embedding"].shape[1]),
@@ -153,9 +175,8 @@ def export_run(run_dir, out_dir=None, *, quantize: bool = True) -> dict:
         "inputs": {"token": ["int32", ["batch"]], "c": ["float32", ["batch", "hidden_dim"]], "h": ["float32", ["batch", "embed_dim"]]},
         "outputs": {"logits": ["float32", ["batch", "vocab_size"]], "c_out": ["float32", ["batch", "hidden_dim"]], "h_out": ["float32", ["batch", "embed_dim"]]},
         "bos_id": BOS_ID,
-        "search": dataclasses.asdict(sc),
-        "privacy": {k: info[k] for k in ("private", "epsilon", "delta", "privacy")}
-        | {k: metrics.get(k) for k in ("accountant", "neighbouring", "noise_multiplier", "clip_norm") if k in metrics},
+        "search": dataclasses.asdict(search),
+        "privacy": {k: info[k] for k in ("private", "epsilon", "delta", "privacy")} | dict(info.get("accounting") or {}),
         "quality": {k: info[k] for k in ("top1", "top3", "ksr")},
         "params": info["params"],
         "quantized": bool(quantize),
@@ -165,4 +186,4 @@ def export_run(run_dir, out_dir=None, *, quantize: bool = True) -> dict:
     return manifest
 
 
-__all__ = ["export_run", "build_step_graph", "cifg_weights"]
+__all__ = ["ACCOUNTING_KEYS", "build_step_graph", "cifg_weights", "export_run"]

@@ -20,7 +20,9 @@ import numpy as np
 
 from keyboard_fl.export.onnx_export import FLOAT_NAME, INT8_NAME, MANIFEST_NAME, TOKENIZER_NAME
 from keyboard_fl import text as text_lib
+from keyboard_fl.dictionary import WORDS_NAME, Dictionary
 from keyboard_fl.strip import SearchConfig, collect_words, prefix_tables, split_context
+from keyboard_fl.suggester import StripMixin
 from keyboard_fl.tokenizer import BOS_ID, Tokenizer
 
 NEG_INF = np.float32(-1e30)
@@ -48,16 +50,19 @@ def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return x[idx], idx.astype(np.int64)
 
 
-class OnnxSuggester:
+class OnnxSuggester(StripMixin):
     """Top-k word suggestions from ``export_dir`` (``model.onnx`` or ``model.int8.onnx``)."""
 
-    def __init__(self, export_dir, int8: bool = False, *, threads: int = 1, search=None):
+    def __init__(self, export_dir, int8: bool = False, *, threads: int = 1, search=None, dictionary=None):
         import onnxruntime as ort
 
         self.export_dir = Path(export_dir)
         self.manifest = json.loads((self.export_dir / MANIFEST_NAME).read_text())
         self.tokenizer = Tokenizer.load(self.export_dir / TOKENIZER_NAME)
         self.config = search or SearchConfig(**self.manifest.get("search", {}))
+        if dictionary is None and (self.export_dir / WORDS_NAME).is_file():
+            dictionary = Dictionary.load(self.export_dir / WORDS_NAME)
+        self.dictionary = dictionary  # only real words reach the strip (None: no filter, an old export)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -79,7 +84,7 @@ class OnnxSuggester:
     def initial_state(self, batch: int = 1):
         return np.zeros((batch, self.hidden_dim), np.float32), np.zeros((batch, self.embed_dim), np.float32)
 
-    def context_state(self, ids: list[int]):
+    def ids_state(self, ids: list[int]):
         """(c, h, logits) after reading ``ids`` (reusing the longest cached prefix)."""
         ids = list(ids) or [BOS_ID]
         n = 0
@@ -113,7 +118,8 @@ class OnnxSuggester:
             ids.extend(self._chunk_ids[ch])
         return ids
 
-    def _tables_for(self, prefix: str):
+    def tables_for(self, prefix: str):
+        """``(allowed, advance)`` tables of a typed prefix (cached, bounded)."""
         if prefix not in self._tables:
             if len(self._tables) >= 256:
                 self._tables.pop(next(iter(self._tables)))
@@ -153,22 +159,21 @@ class OnnxSuggester:
             c, h = c[parent], h[parent]
         return np.stack(all_pieces), np.stack(all_scores)
 
-    # --- public API (as Suggester) -------------------------------------------
+    # --- the Suggester protocol (keyboard_fl.suggester) -----------------------
 
     split_context = staticmethod(split_context)
 
-    def suggest(self, text: str, k: int = 3) -> list[str]:
-        return [w for w, _ in self.suggest_scored(text, k)]
+    def context_state(self, context: str):
+        """(c, h, logits) after the context's pieces."""
+        return self.ids_state(self.encode_context(context))
 
-    def suggest_scored(self, text: str, k: int = 3) -> list[tuple[str, float]]:
-        context, prefix = split_context(text)
+    def suggest_from(self, state, prefix: str, k: int = 3) -> list[tuple[str, float]]:
         if len(prefix) > self.config.max_prefix:
             return []
-        ids = self.encode_context(context)
-        c, h, logits = self.context_state(ids)
-        allowed, advance = self._tables_for(prefix)
+        c, h, logits = state
+        allowed, advance = self.tables_for(prefix)
         pieces, scores = self.word_search(c, h, logits, allowed, advance, len(prefix))
-        return collect_words(self.tokenizer, pieces, scores, k, prefix)
+        return collect_words(self.tokenizer, pieces, scores, k, prefix, self.dictionary)
 
 
 __all__ = ["OnnxSuggester", "log_softmax", "logsumexp", "top_k"]

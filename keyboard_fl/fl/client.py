@@ -23,15 +23,13 @@ Loss interface (shared with the models)::
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-PyTree = Any
-Batch = Mapping[str, jax.Array]
-LossFn = Callable[[PyTree, Batch], tuple[jax.Array, jax.Array]]
+from keyboard_fl.typing import Batch, LossFn, PyTree
 
 __all__ = ["ClientMetrics", "client_update", "as_client_optimizer"]
 

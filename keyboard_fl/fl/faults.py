@@ -6,8 +6,8 @@ finish before the server closes the round. This module simulates two faults
 on top of a Poisson-sampled cohort:
 
 * **dropout** (``dropout_prob`` p): each sampled user independently fails to
-  report, with probability p, drawn from an explicit PRNG key derived from the
-  round key (so the same seed gives the same dropouts, and a resumed run
+  report, with probability p, drawn from an explicit PRNG key of its own stream
+  (``keyboard_fl.rng.Stream.FAULTS``, folded with the round; so the same seed gives the same dropouts, and a resumed run
   replays them exactly);
 * **stragglers** (``straggler_deadline`` D, simulated seconds): every user has
   a fixed device speed, a pure function of ``(seed, user id)``
@@ -51,12 +51,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from keyboard_fl import rng
+from keyboard_fl.rng import Stream
+
 __all__ = ["FaultDraw", "MEDIAN_DEVICE_SECONDS", "DEVICE_SECONDS_SIGMA", "apply_faults", "device_seconds", "fault_key"]
 
 MEDIAN_DEVICE_SECONDS = 30.0  # simulated time a median device needs for one round (local training + upload)
 DEVICE_SECONDS_SIGMA = 0.5  # log-normal spread of device times: ~16% of devices are >1.65x the median
-_FAULT_TAG = 0xFA17  # folded into the round key: fault randomness never reuses sampling/training/noise keys
-_SPEED_TAG = 0x5BEED
 
 
 class FaultDraw(NamedTuple):
@@ -68,16 +69,16 @@ class FaultDraw(NamedTuple):
     stragglers: int  # sampled users that missed the deadline (not also counted as dropped)
 
 
-def fault_key(round_key: jax.Array) -> jax.Array:
-    """The fault PRNG key of a round: derived from (not split off) the round key,
+def fault_key(seed: int, round_: int) -> jax.Array:
+    """The fault PRNG key of a round: its own stream (:attr:`Stream.FAULTS`),
     so enabling faults leaves sampling, training and noise keys unchanged."""
-    return jax.random.fold_in(round_key, _FAULT_TAG)
+    return rng.key(seed, Stream.FAULTS, round_)
 
 
 def device_seconds(seed: int, users: np.ndarray) -> np.ndarray:
     """Simulated seconds each user's device needs for a round: a pure function of (seed, user id)."""
     users = np.asarray(users, dtype=np.int64).reshape(-1)
-    base = jax.random.fold_in(jax.random.key(seed), _SPEED_TAG)
+    base = rng.key(seed, Stream.DEVICE_SPEED)
     z = np.asarray(jax.vmap(lambda u: jax.random.normal(jax.random.fold_in(base, u)))(jnp.asarray(users, jnp.uint32)))
     return MEDIAN_DEVICE_SECONDS * np.exp(DEVICE_SECONDS_SIGMA * z.astype(np.float64))
 

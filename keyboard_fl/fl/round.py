@@ -33,7 +33,7 @@ own privacy accounting. Only ``ServerState.params`` is the DP output.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,8 +44,7 @@ from keyboard_fl.fl.client import LossFn, as_client_optimizer, client_update
 from keyboard_fl.fl.cohort_map import ClientFn, ClientSlots, for_each_client
 from keyboard_fl.fl.sharding import AXIS, check_capacity, replicate
 from keyboard_fl.privacy.clipping import add_gaussian_noise, clip_update
-
-PyTree = Any
+from keyboard_fl.typing import PyTree
 
 __all__ = [
     "AggregatorConfig",

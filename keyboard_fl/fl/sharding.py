@@ -41,15 +41,14 @@ metrics and checkpoint the parameters (write from process 0 only).
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from keyboard_fl.hostdevices import FLAG, flag_in_effect, host_device_count
-
-PyTree = Any
+from keyboard_fl.typing import PyTree
 
 AXIS = "clients"
 

@@ -38,8 +38,9 @@ import numpy as np
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from keyboard_fl.data import MaterializedSource, User, user_seed
+from keyboard_fl.data import MaterializedSource, User
 from keyboard_fl.fl.client import client_update
+from keyboard_fl.rng import Stream, generator, user_hash
 from keyboard_fl.flower.task import (
     FlowerSettings,
     LocalTask,
@@ -98,8 +99,7 @@ def train_on_device(settings: FlowerSettings, task: LocalTask, user: User, param
     """Local update of ``user`` from ``params``: ``(clipped_delta, metrics dict)``."""
     tokenizer, _, _, train_and_clip = _setup_for(settings, task)
     rows = user_rows(tokenizer, user.train, task.seq_len)
-    ss = user_seed(task.seed, user.user_id)
-    rng = np.random.default_rng(np.random.SeedSequence(ss.entropy, spawn_key=(0xF1, server_round)))
+    rng = generator(task.seed, Stream.FLOWER_CLIENT, server_round, user_hash(user.user_id))
     steps = client_steps(rows, batch_size=task.batch_size, max_examples=task.max_examples, epochs=task.local_epochs, rng=rng)
     key = jax.random.key(int(rng.integers(2**31)))
     clipped, norm, m = train_and_clip(params, as_batch(steps), key)

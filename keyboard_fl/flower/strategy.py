@@ -7,7 +7,7 @@ Privacy model (exactly what is implemented and accounted)
 * **Sampling**: Poisson, done here, not by Flower. Each round every node the
   SuperLink reports as connected is included independently with probability
   ``q = clients-per-round / num-users``, drawn with an explicit JAX key
-  (``fold_in(key(seed), round)``) by :func:`keyboard_fl.fl.sampling.sample_cohort`
+  (``keyboard_fl.rng.key(seed, Stream.COHORT, round)``) by :func:`keyboard_fl.fl.sampling.sample_cohort`
   over the node ids in sorted order. Flower's own ``sample_nodes`` (a
   fixed-size ``random.sample`` from Python's global RNG) is *not* used: it is
   neither Poisson nor reproducible, and no Poisson ε would be valid for it.
@@ -43,7 +43,7 @@ from __future__ import annotations
 import time
 from logging import INFO, WARNING
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import jax
 import numpy as np
@@ -53,14 +53,16 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
+from keyboard_fl import rng
 from keyboard_fl.fl.round import AggregatorConfig, ServerState, dp_mean_delta, server_init, server_update
 from keyboard_fl.fl.sampling import sample_cohort
 from keyboard_fl.flower.task import arrays_to_params, params_to_arrays
 from keyboard_fl.privacy import PrivacyLedger, clip_update
+from keyboard_fl.rng import Stream
+from keyboard_fl.runs import DP_FEDAVG
+from keyboard_fl.typing import PyTree
 
 __all__ = ["DpFedAvg"]
-
-PyTree = Any
 
 
 def _server_update(server_opt: optax.GradientTransformation, agg: AggregatorConfig):
@@ -139,16 +141,16 @@ class DpFedAvg(Strategy):
         self.clip_norm = float(clip_norm)
         self.expected_cohort = ledger.sampling_prob * ledger.population
         self.agg = AggregatorConfig(
-            mode="dp-fedavg", clip_norm=self.clip_norm, noise_multiplier=ledger.noise_multiplier,
+            mode=DP_FEDAVG, clip_norm=self.clip_norm, noise_multiplier=ledger.noise_multiplier,
             expected_cohort=self.expected_cohort,
         )
         self.template = params
         self.state = server_init(params, server_opt)
         self._update = _server_update(server_opt, self.agg)
         self._clip = jax.jit(clip_update)
-        root = jax.random.key(seed)
-        self.sample_key = jax.random.fold_in(root, 0x5A3)
-        self.noise_key = jax.random.fold_in(root, 0x7015E)
+        self.seed = seed
+        self.sample_key = rng.key(seed, Stream.COHORT)  # folded with the round: rng.key(seed, COHORT, round)
+        self.noise_key = rng.key(seed, Stream.NOISE)
         self.run_dir = Path(run_dir) if run_dir else None
         self.node_wait = float(node_wait)
         self.fraction_evaluate = float(fraction_evaluate)
@@ -271,9 +273,9 @@ class DpFedAvg(Strategy):
         if self.fraction_evaluate <= 0:
             return []
         nodes = sorted(int(n) for n in grid.get_node_ids())
-        rng = np.random.default_rng(np.random.SeedSequence([server_round, 0xE7A1]))
+        gen = rng.generator(self.seed, Stream.FLOWER_EVAL, server_round)
         k = max(1, int(round(self.fraction_evaluate * len(nodes))))
-        chosen = sorted(rng.choice(nodes, size=min(k, len(nodes)), replace=False).tolist()) if nodes else []
+        chosen = sorted(gen.choice(nodes, size=min(k, len(nodes)), replace=False).tolist()) if nodes else []
         config["server-round"] = server_round
         record = RecordDict({"arrays": params_to_arrays(self.state.params), "config": config})
         return [Message(content=record, dst_node_id=int(n), message_type=MessageType.EVALUATE) for n in chosen]

@@ -25,7 +25,10 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from keyboard_fl import rng
 from keyboard_fl.models import ModelConfig, Params, init_params, make_model, split
+from keyboard_fl.rng import Stream
+from keyboard_fl.runs import DP_FEDAVG
 from keyboard_fl.tokenizer import Tokenizer
 
 __all__ = [
@@ -95,7 +98,7 @@ class FlowerSettings:
         """The preset (a ``RunConfig``) with this run's seed and local-training overrides."""
         from keyboard_fl.config import preset  # server side only: it imports scipy
 
-        cfg = preset(self.preset, mode="dp-fedavg", seed=self.seed)
+        cfg = preset(self.preset, mode=DP_FEDAVG, seed=self.seed)
         fed = cfg.federated
         changes = {}
         if self.client_lr:
@@ -165,7 +168,7 @@ def load_model(settings: FlowerSettings) -> tuple[Tokenizer, ModelConfig, Any, P
     tokenizer = Tokenizer.load(settings.tokenizer)
     cfg = settings.run_config()
     model_cfg = dataclasses.replace(cfg.model, vocab_size=tokenizer.vocab_size)
-    graphdef, params = init_params(model_cfg, jax.random.fold_in(jax.random.key(cfg.seed), 1))  # as train.run
+    graphdef, params = init_params(model_cfg, rng.key(cfg.seed, Stream.INIT))  # as train.run
     return tokenizer, model_cfg, graphdef, params
 
 

@@ -7,8 +7,6 @@ The federated code works on plain pytrees: :func:`split` turns a model into a
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -16,9 +14,7 @@ from flax import nnx
 
 from keyboard_fl.models.cifg_lstm import CifgLstm
 from keyboard_fl.models.config import ModelConfig
-
-Params = Any
-Batch = dict[str, jax.Array]  # {"inputs": int32[B,T], "targets": int32[B,T], "weights": float32[B,T]}
+from keyboard_fl.typing import Batch, LossFn, Params
 
 
 def make_model(config: ModelConfig, key: jax.Array) -> nnx.Module:
@@ -50,7 +46,7 @@ def param_count(params: Params) -> int:
     return int(sum(x.size for x in jax.tree.leaves(params)))
 
 
-def make_loss_fn(graphdef: nnx.GraphDef) -> Callable[[Params, Batch], tuple[jax.Array, jax.Array]]:
+def make_loss_fn(graphdef: nnx.GraphDef) -> LossFn:
     """Weighted mean next-piece cross-entropy and the number of weighted tokens."""
 
     def loss_fn(params: Params, batch: Batch) -> tuple[jax.Array, jax.Array]:

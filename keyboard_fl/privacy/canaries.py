@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from scipy import stats
 
-from keyboard_fl.data.population import user_seed
+from keyboard_fl.rng import Stream, generator, user_hash
 from keyboard_fl.data.splits import Split, User, UserSource
 
 
@@ -38,7 +38,7 @@ class CanaryConfig:
     repetitions: tuple[int, ...] = (1, 50, 500)  # times each canary is typed (one entry per canary; cycled)
     users_per_canary: int = 1  # training users who type the same canary
     references: int = 2000  # never-trained phrases of the same format ranked against each canary (≥ 1,000)
-    seed: int = 1234  # canary and reference draw (independent of the population seed)
+    seed: int = 0  # canary and reference draw (streams CANARIES, CANARY_PLACEMENT); keyboard-fl sets the run's seed
 
     def __post_init__(self):
         object.__setattr__(self, "repetitions", tuple(int(r) for r in self.repetitions))  # JSON gives lists
@@ -72,7 +72,7 @@ def _secret(value: int, digits: int, spell: bool = False) -> str:
 
 def draw_canaries(config: CanaryConfig, train_user_ids: Sequence[str]) -> tuple[list[Canary], list[str]]:
     """Canaries (secret, repetitions, carriers) and the reference secrets, all distinct."""
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xCA7]))
+    rng = generator(config.seed, Stream.CANARIES)
     values = rng.choice(10**config.digits, size=config.num_canaries + config.references, replace=False)
     need = config.num_canaries * config.users_per_canary
     if need > len(train_user_ids):
@@ -110,16 +110,25 @@ class CanarySource:
 
     def users(self, split: Split) -> Iterator[User]:
         for user in self.source.users(split):
-            planted = self._by_user.get(user.user_id) if split == "train" else None
-            if not planted:
-                yield user
-                continue
-            msgs = list(user.train)
-            rng = np.random.default_rng(user_seed(self.seed, user.user_id))
-            for c in planted:
-                for _ in range(c.repetitions):
-                    msgs.insert(int(rng.integers(0, len(msgs) + 1)), c.phrase(self.prefix))
-            yield dataclasses.replace(user, train=tuple(msgs))
+            yield self._plant(user, split)
+
+    def split_view(self, split: Split, inner=None):
+        """The wrapped source's view of ``split`` (``inner`` when already built), carriers planted as users are made."""
+        from keyboard_fl.data.access import FunctionView, split_view
+
+        inner = inner if inner is not None else split_view(self.source, split)
+        return FunctionView(len(inner), lambda i: self._plant(inner.user(i), split), inner.user_id)
+
+    def _plant(self, user: User, split: Split) -> User:
+        planted = self._by_user.get(user.user_id) if split == "train" else None
+        if not planted:
+            return user
+        msgs = list(user.train)
+        rng = generator(self.seed, Stream.CANARY_PLACEMENT, user_hash(user.user_id))
+        for c in planted:
+            for _ in range(c.repetitions):
+                msgs.insert(int(rng.integers(0, len(msgs) + 1)), c.phrase(self.prefix))
+        return dataclasses.replace(user, train=tuple(msgs))
 
 
 def exposure(canary_score: float, reference_scores: Sequence[float]) -> float:

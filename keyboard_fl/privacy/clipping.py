@@ -13,13 +13,12 @@ under ``jax.jit`` / ``jax.vmap``.
 
 from __future__ import annotations
 
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-PyTree = Any
+from keyboard_fl.typing import PyTree
 
 __all__ = ["clip_update", "add_gaussian_noise"]
 

@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from keyboard_fl.models import Params
+from keyboard_fl.rng import Stream, generator
 from keyboard_fl.train.examples import as_batch
 
 
@@ -50,6 +51,7 @@ def train_central(
     config: CentralConfig,
     seed: int,
     *,
+    stream: Stream = Stream.CENTRAL,
     callback: Callable[[int, float], None] | None = None,
 ) -> tuple[Params, list[float]]:
     """Train on pooled rows [n, seq_len + 1]; return the params and the loss per step."""
@@ -58,7 +60,7 @@ def train_central(
     tx = central_optimizer(config)
     opt_state = tx.init(params)
     step = make_train_step(loss_fn, tx)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xCE]))
+    rng = generator(seed, stream)
     order, pos, losses = rng.permutation(len(rows)), 0, []
     for i in range(config.steps):
         if pos + config.batch_size > len(order):

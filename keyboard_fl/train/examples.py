@@ -78,6 +78,10 @@ class UserRows:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    @property
+    def width(self) -> int:
+        return self.rows.shape[-1]
+
     def user(self, i: int) -> np.ndarray:
         return self.rows[self.offsets[i] : self.offsets[i + 1]]
 

@@ -2,7 +2,8 @@
 
 The round itself (:func:`keyboard_fl.fl.build_round`) is one jitted function;
 this host loop only feeds it. Each round's randomness is derived from the
-run's seed and the round number (``fold_in``), so a run resumed from any
+run's seed and the round number through :mod:`keyboard_fl.rng` (streams
+``COHORT``, ``ROUND``, ``CLIENT_DATA``, ``FAULTS``), so a run resumed from any
 checkpoint replays exactly the rounds an uninterrupted run would have.
 
 Privacy bookkeeping (DESIGN.md §3): users are Poisson-sampled with
@@ -12,8 +13,8 @@ server state; the host loop never looks at a user's text, only at the rows
 the client function trains on.
 
 Client faults (:mod:`keyboard_fl.fl.faults`, ``cfg.dropout_prob`` and
-``cfg.straggler_deadline``) are drawn after sampling from a key derived from
-the round key, so they are as deterministic and resume-safe as the rest;
+``cfg.straggler_deadline``) are drawn after sampling from their own stream
+(``Stream.FAULTS`` and the round), so they are as deterministic and resume-safe as the rest;
 the faulted users are masked out of the cohort and counted per round
 (``dropped_clients``, ``stragglers``; ``sampled_clients`` is the Poisson
 draw, ``cohort_size`` the users that reported). The ledger keeps q.
@@ -26,24 +27,29 @@ result equals the one-device run up to float summation order.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh
 
 from keyboard_fl import checkpoint
 from keyboard_fl.config import FederatedConfig
 from keyboard_fl.fl.faults import apply_faults, fault_key
-from keyboard_fl.fl.round import AggregatorConfig, CohortBatch, FederatedRound, build_round, make_server_optimizer
+from jax.sharding import Mesh
+
+from keyboard_fl.fl.round import AggregatorConfig, FederatedRound, build_round, make_server_optimizer
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh
 from keyboard_fl.models import Params
+from keyboard_fl.runs import DP_FEDAVG, FEDAVG
+from keyboard_fl.rng import Stream, generator, key as stream_key
 from keyboard_fl.privacy import PrivacyLedger, calibrate_noise_multiplier, default_delta
-from keyboard_fl.train.examples import UserRows, as_batch, client_steps
+from keyboard_fl.train.stream import RowsByUser, gather_cohort, prefetched
+
+__all__ = ["DpSetup", "gather_cohort", "resolve_dp", "round_metrics_dict", "train_federated"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,25 +78,12 @@ def resolve_dp(cfg: FederatedConfig, population: int, private: bool) -> DpSetup:
     return DpSetup(z, q, delta, population, cfg.clip_norm)
 
 
-def gather_cohort(rows: UserRows, indices: np.ndarray, mask: np.ndarray, cfg: FederatedConfig, seed: int, round_: int) -> CohortBatch:
-    """Padded local steps [K, S, B, T] of the sampled users (zeros for padding slots)."""
-    width = rows.rows.shape[-1]
-    steps = cfg.local_epochs * -(-cfg.max_examples // cfg.batch_size)
-    out = np.zeros((len(indices), steps, cfg.batch_size, width), np.int32)
-    for slot, (u, m) in enumerate(zip(indices, mask)):
-        if m:
-            rng = np.random.default_rng(np.random.SeedSequence([seed, 0xF1, round_, int(u)]))
-            out[slot] = client_steps(rows.user(int(u)), batch_size=cfg.batch_size, max_examples=cfg.max_examples, epochs=cfg.local_epochs, rng=rng)
-    b = as_batch(out)
-    return CohortBatch(jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]), jnp.asarray(b["weights"]), jnp.asarray(mask))
-
-
 def make_round(loss_fn, cfg: FederatedConfig, dp: DpSetup, *, private: bool, population: int,
                mesh: Mesh | None = None) -> FederatedRound:
     """The run's round: its aggregator from ``dp``, its cohort sharded over ``mesh``
     (default ``client_mesh(cfg.devices)``; one device: the unsharded round)."""
     agg = AggregatorConfig(
-        mode="dp-fedavg" if private else "fedavg",
+        mode=DP_FEDAVG if private else FEDAVG,
         clip_norm=dp.clip_norm if private else 1.0,
         noise_multiplier=dp.noise_multiplier,
         expected_cohort=dp.sampling_prob * population,
@@ -107,7 +100,7 @@ def round_metrics_dict(m) -> dict[str, float]:
 def train_federated(
     loss_fn,
     params: Params,
-    rows: UserRows,
+    rows: RowsByUser,
     cfg: FederatedConfig,
     dp: DpSetup,
     *,
@@ -116,10 +109,15 @@ def train_federated(
     ckpt_dir,
     resume: bool,
     on_round: Callable[[int, dict, Params, PrivacyLedger], None] | None = None,
+    prefetch: bool = True,
     fl_round: FederatedRound | None = None,
 ) -> tuple[Params, PrivacyLedger, list[dict]]:
-    """Run ``cfg.rounds`` rounds; checkpoint every ``cfg.checkpoint_every``; return params, ledger, history.
+    """Run rounds up to ``cfg.rounds``; checkpoint every ``cfg.checkpoint_every``; return params, ledger, history.
 
+    ``rows`` gives a user's rows by index (streamed or eager: same result);
+    with ``prefetch`` the next round's cohort is made while this one trains.
+    The history holds the rounds run by this call (a resumed run: those after
+    its checkpoint); the run's full log is ``on_round``'s to keep.
     ``fl_round``: a prebuilt :func:`make_round` for this configuration (tests
     reuse one compiled round across runs); None builds it.
     """
@@ -135,33 +133,33 @@ def train_federated(
         if found is not None:
             start, (p, o), meta = found
             state = state._replace(params=p, opt_state=o, round=jnp.asarray(start, jnp.int32))
-            history = meta.get("history", [])
             if private:
                 ledger = PrivacyLedger.from_dict(meta["ledger"])
                 if ledger.rounds != start:
                     raise checkpoint.CheckpointError(f"{ckpt_dir}: ledger has {ledger.rounds} rounds, checkpoint {start}")
-    root = jax.random.key(seed)
-    fl_key = jax.random.fold_in(root, 0xFED)
     multiple = capacity_multiple(mesh.size, cfg.client_chunk)  # = client_chunk on one device
     capacity = cohort_capacity(n, dp.sampling_prob, multiple=multiple)
-    for r in range(start, cfg.rounds):
-        k_sample, k_round = jax.random.split(jax.random.fold_in(fl_key, r))
-        indices, mask, count = sample_cohort_exact(k_sample, n, dp.sampling_prob, capacity, multiple=multiple)
-        indices, mask = np.asarray(indices), np.asarray(mask)
-        t0 = time.perf_counter()
-        faults = apply_faults(fault_key(jax.random.fold_in(fl_key, r)), indices, mask, seed=seed,
+
+    def cohort_of(r: int):  # a function of (seed, r) alone, so it can be made ahead, on another thread
+        indices, mask, _ = sample_cohort_exact(stream_key(seed, Stream.COHORT, r), n, dp.sampling_prob, capacity, multiple=multiple)
+        faults = apply_faults(fault_key(seed, r), np.asarray(indices), np.asarray(mask), seed=seed,
                               dropout_prob=cfg.dropout_prob, straggler_deadline=cfg.straggler_deadline)
-        cohort = gather_cohort(rows, indices, faults.mask, cfg, seed, r)  # faulted users never train
-        state, m = fl_round.apply(state, cohort, k_round)
-        record = {"round": r + 1, **round_metrics_dict(m), "sampled_clients": faults.sampled,
-                  "dropped_clients": faults.dropped, "stragglers": faults.stragglers, "seconds": time.perf_counter() - t0}
-        if private:
-            ledger = ledger.step()
-            record["epsilon"] = ledger.epsilon()
-        history.append(record)
-        if on_round is not None:
-            on_round(r + 1, record, state.params, ledger)
-        if (r + 1) % cfg.checkpoint_every == 0 or r + 1 == cfg.rounds:
-            meta = {"round": r + 1, "seed": seed, "history": history, "ledger": ledger.to_dict() if private else None}
-            checkpoint.save(ckpt_dir, r + 1, (state.params, state.opt_state), meta)
+        return faults, gather_cohort(rows, np.asarray(indices), faults.mask, cfg, seed, r)  # faulted users never train
+
+    with contextlib.closing(prefetched(cohort_of, range(start, cfg.rounds), ahead=prefetch)) as cohorts:
+        for r in range(start, cfg.rounds):
+            t0 = time.perf_counter()
+            faults, cohort = next(cohorts)
+            state, m = fl_round.apply(state, cohort, stream_key(seed, Stream.ROUND, r))
+            record = {"round": r + 1, **round_metrics_dict(m), "sampled_clients": faults.sampled,
+                      "dropped_clients": faults.dropped, "stragglers": faults.stragglers, "seconds": time.perf_counter() - t0}
+            if private:
+                ledger = ledger.step()
+                record["epsilon"] = ledger.epsilon()
+            history.append(record)
+            if on_round is not None:
+                on_round(r + 1, record, state.params, ledger)
+            if (r + 1) % cfg.checkpoint_every == 0 or r + 1 == cfg.rounds:
+                meta = {"round": r + 1, "seed": seed, "ledger": ledger.to_dict() if private else None}
+                checkpoint.save(ckpt_dir, r + 1, (state.params, state.opt_state), meta)
     return state.params, ledger, history

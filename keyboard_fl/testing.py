@@ -1,4 +1,4 @@
-"""A tiny next-token model and synthetic cohorts, for tests and benchmarks.
+"""Test scaffolding: a tiny next-token model and synthetic cohorts (tests and benchmarks only).
 
 Not a keyboard model: an embedding followed by a linear softmax layer
 (a bigram model), following the ``loss_fn(params, batch) -> (loss,
