@@ -9,7 +9,7 @@ import pytest
 from keyboard_fl.fl.client import client_update
 from keyboard_fl.fl.cohort_map import ClientSlots, for_each_client
 from keyboard_fl.fl.sharding import client_mesh
-from keyboard_fl.fl.toy import toy_cohort, toy_init, toy_loss
+from keyboard_fl.testing import toy_cohort, toy_init, toy_loss
 
 K = 8
 
