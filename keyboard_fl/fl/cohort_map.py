@@ -25,7 +25,7 @@ all the clients of a chunk.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,8 +33,8 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from keyboard_fl.fl.sharding import AXIS, check_capacity
+from keyboard_fl.typing import PyTree
 
-PyTree = Any
 
 __all__ = ["ClientFn", "ClientSlots", "for_each_client"]
 
