@@ -35,7 +35,6 @@ from jax.sharding import PartitionSpec as P
 from keyboard_fl.fl.sharding import AXIS, check_capacity
 from keyboard_fl.typing import PyTree
 
-
 __all__ = ["ClientFn", "ClientSlots", "for_each_client"]
 
 
