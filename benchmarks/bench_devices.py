@@ -1,10 +1,11 @@
-"""Seconds per DP-FedAvg round against the number of devices the cohort is sharded over.
+"""Seconds per DP-FedAvg round against devices, client_chunk, local steps and cohort.
 
-For each device count D (default 1, 2, 4) a fresh subprocess starts JAX with
-``XLA_FLAGS=--xla_force_host_platform_device_count=D`` on CPU (or, with
-``--real-devices``, uses the first D visible accelerators), builds the round
-on ``client_mesh(D)`` (D = 1: the unsharded round) and times it: one first
-call (compile + run), then the median of ``--rounds`` timed rounds.
+One subprocess starts JAX with ``XLA_FLAGS=--xla_force_host_platform_device_count=max(D)``
+on CPU (or, with ``--real-devices``, uses the visible accelerators) and, for
+each configuration, builds the round on ``client_mesh(D)`` for each D (the
+first D devices; D = 1: the unsharded round) one after the other, so the
+device counts are measured side by side; each: one first call (compile +
+run), then the median of ``--rounds`` timed rounds.
 
 Model and data: the default CIFG-LSTM (``preset("default").model``) with its
 real loss; a Poisson-like padded cohort of ``--cohort`` real clients in a
@@ -23,8 +24,9 @@ through the device counts several times and reports medians.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_devices.py                     # D = 1 2 4, cohort 64
-    .venv/bin/python benchmarks/bench_devices.py --devices 1 2 --cohort 16 --rounds 3 --repeat 2
+    .venv/bin/python benchmarks/bench_devices.py                     # D = 1 8, cohort 256, chunk 16, 1 local step
+    .venv/bin/python benchmarks/bench_devices.py --devices 1 2 8 --chunks 1 4 16 64 --max-examples 8 16 \
+        --cohorts 256 1000 --out benchmarks/results/fl_round_grid.json
 
 Writes ``benchmarks/results/devices.json``.
 """
@@ -32,6 +34,7 @@ Writes ``benchmarks/results/devices.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -46,20 +49,23 @@ RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def child(devices: int, cohort: int, rounds: int, client_chunk: int | None, seed: int) -> dict:
+def child(devices: int, cohort: int, rounds: int, client_chunk: int | None, seed: int,
+          max_examples: int | None = None) -> dict:
     """Runs in the subprocess: builds and times the round on ``devices`` devices."""
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from keyboard_fl.config import preset
-    from keyboard_fl.fl import AggregatorConfig, CohortBatch, build_round, cohort_capacity, make_server_optimizer, server_init
-    from keyboard_fl.fl.sharding import capacity_multiple, client_mesh, replicate, shard_cohort
+    from keyboard_fl.fl import AggregatorConfig, CohortBatch, build_round, cohort_capacity, make_server_optimizer
+    from keyboard_fl.fl.sharding import capacity_multiple, client_mesh, shard_cohort
     from keyboard_fl.models import init_params, make_loss_fn, param_count
     from keyboard_fl.train.examples import as_batch, client_steps
 
     cfg = preset("default")
     fed, mcfg = cfg.federated, cfg.model
+    if max_examples:
+        fed = dataclasses.replace(fed, max_examples=max_examples)
     chunk = fed.client_chunk if client_chunk is None else client_chunk
     mesh = client_mesh(devices)
     population = 20 * cohort
@@ -79,10 +85,10 @@ def child(devices: int, cohort: int, rounds: int, client_chunk: int | None, seed
     graphdef, params = init_params(mcfg, jax.random.key(seed))
     server_opt = make_server_optimizer(fed.server_optimizer, fed.server_lr)
     agg = AggregatorConfig("dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=1.0, expected_cohort=float(cohort))
-    fn = build_round(make_loss_fn(graphdef), fed.client_lr, server_opt, agg, client_chunk=chunk, mesh=mesh)
-    state = server_init(params, server_opt)
+    fl_round = build_round(make_loss_fn(graphdef), fed.client_lr, server_opt, agg, client_chunk=chunk, mesh=mesh)
+    fn, state = fl_round.apply, fl_round.init(params)
     if mesh.size > 1:
-        state, batch = replicate(state, mesh), shard_cohort(batch, mesh)
+        batch = shard_cohort(batch, mesh)
 
     t0 = time.perf_counter()
     state, m = fn(state, batch, jax.random.key(0))
@@ -103,6 +109,7 @@ def child(devices: int, cohort: int, rounds: int, client_chunk: int | None, seed
         "first_call_s": round(first, 3), "sec_per_round": round(sec, 4), "min_sec_per_round": round(min(times), 4),
         "times_s": [round(t, 4) for t in times], "cpu_s_per_round": round(statistics.median(cpu), 4), "client_updates_per_s": round(cohort / sec, 2),
         "train_loss": float(m.train_loss), "backend": jax.default_backend(),
+        "max_examples": fed.max_examples, "batch": fed.batch_size, "local_steps": steps,
     }
 
 
@@ -116,70 +123,101 @@ def _machine() -> dict:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
+def grid_child(a) -> None:
+    """One process: every (local steps, cohort, chunk, devices) of the grid, a RESULT line each.
+
+    The device counts are meshes over the first D of the process's host
+    devices, measured one after the other for each configuration (side by side)."""
+    for me in a.max_examples:
+        for k in a.cohorts:
+            for c in a.chunks:
+                for d in a.devices:
+                    row = child(d, k, a.rounds, c, a.seed, me)
+                    print("RESULT" + json.dumps(row), flush=True)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--devices", type=int, nargs="+", default=[1, 2, 4])
-    ap.add_argument("--cohort", type=int, default=64, help="real clients per round")
-    ap.add_argument("--rounds", type=int, default=5, help="timed rounds after the first call")
-    ap.add_argument("--client-chunk", type=int, default=None, help="default: preset('default').federated.client_chunk")
+    ap.add_argument("--devices", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--cohorts", type=int, nargs="+", default=[256], help="real clients per round")
+    ap.add_argument("--chunks", type=int, nargs="+", default=[16], help="client_chunk values")
+    ap.add_argument("--max-examples", type=int, nargs="+", default=[8],
+                    help="rows per client (batch 8: 8 = one local step, 16 = two)")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds after the first call")
     ap.add_argument("--real-devices", action="store_true", help="use the visible accelerators, no fake CPU devices")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="passes over the device counts, interleaved (a shared machine's load drifts); medians reported")
+    ap.add_argument("--repeat", type=int, default=1, help="passes over the whole grid (a shared machine's load drifts); medians reported")
+    ap.add_argument("--timeout", type=float, default=3600, help="per pass, seconds")
     ap.add_argument("--out", type=Path, default=RESULTS / "devices.json")
-    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a.child is not None:
-        print("RESULT" + json.dumps(child(a.child, a.cohort, a.rounds, a.client_chunk, a.seed)), flush=True)
+    if a.child:
+        grid_child(a)
         return {}
 
     load_start = list(os.getloadavg())
     runs = []
-    for d in [d for _ in range(a.repeat) for d in a.devices]:
+    for _ in range(a.repeat):
         env = dict(os.environ)
         if not a.real_devices:
-            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={d}").strip()
+            env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={max(a.devices)}").strip()
             env["JAX_PLATFORMS"] = "cpu"
-        cmd = [sys.executable, __file__, "--child", str(d), "--cohort", str(a.cohort), "--rounds", str(a.rounds),
-               "--seed", str(a.seed)] + (["--client-chunk", str(a.client_chunk)] if a.client_chunk else [])
-        proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
-        if proc.returncode:
-            sys.exit(f"devices={d} failed:\n{proc.stderr[-3000:]}")
-        row = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1][6:])
-        row["load_average_after"] = list(os.getloadavg())
-        runs.append(row)
-        print(f"devices {d}: {row['sec_per_round'] * 1e3:8.1f} ms/round (capacity {row['capacity']}, "
-              f"first call {row['first_call_s']:.1f} s, load {row['load_average_after'][0]:.1f})", flush=True)
-    rows = []
-    for d in a.devices:
-        mine = [r for r in runs if r["devices"] == d]
-        rows.append({"devices": d, "sec_per_round": round(statistics.median(r["sec_per_round"] for r in mine), 4),
-                     "per_pass_sec_per_round": [r["sec_per_round"] for r in mine],
-                     "cpu_s_per_round": round(statistics.median(r["cpu_s_per_round"] for r in mine), 4),
-                     "first_call_s": round(statistics.median(r["first_call_s"] for r in mine), 2),
-                     "capacity": mine[0]["capacity"], "params_on_devices": mine[0]["params_on_devices"]})
+        cmd = [sys.executable, __file__, "--child", "--rounds", str(a.rounds), "--seed", str(a.seed),
+               "--devices", *map(str, a.devices), "--cohorts", *map(str, a.cohorts), "--chunks", *map(str, a.chunks),
+               "--max-examples", *map(str, a.max_examples)]
+        t_end = time.monotonic() + a.timeout
+        with subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True) as proc:
+            for line in proc.stdout:  # as each configuration finishes
+                if not line.startswith("RESULT"):
+                    continue
+                row = json.loads(line[6:])
+                row["load_average_after"] = list(os.getloadavg())
+                runs.append(row)
+                print(f"devices {row['devices']} steps {row['local_steps']} cohort {row['cohort']:5d} "
+                      f"chunk {row['client_chunk']:3d}: {row['sec_per_round']:8.3f} s/round "
+                      f"{row['client_updates_per_s']:8.1f} clients/s (capacity {row['capacity']}, "
+                      f"first call {row['first_call_s']:.1f} s, load {row['load_average_after'][0]:.1f})", flush=True)
+                if time.monotonic() > t_end:
+                    proc.terminate()
+                    break
+    if not runs:
+        sys.exit("no configuration finished")
+    groups: dict[tuple, list] = {}
+    for r in runs:
+        groups.setdefault((r["local_steps"], r["cohort"], r["client_chunk"], r["devices"]), []).append(r)
+    rows = [{"local_steps": s, "cohort": k, "client_chunk": c, "devices": d,
+             "sec_per_round": round(statistics.median(r["sec_per_round"] for r in g), 4),
+             "client_updates_per_s": round(k / statistics.median(r["sec_per_round"] for r in g), 2),
+             "per_pass_sec_per_round": [r["sec_per_round"] for r in g],
+             "cpu_s_per_round": round(statistics.median(r["cpu_s_per_round"] for r in g), 4),
+             "first_call_s": round(statistics.median(r["first_call_s"] for r in g), 2), "capacity": g[0]["capacity"]}
+            for (s, k, c, d), g in sorted(groups.items())]
+    best = {}
     for r in rows:
-        r["relative_to_first"] = round(r["sec_per_round"] / rows[0]["sec_per_round"], 3)
-        print(f"devices {r['devices']}: median {r['sec_per_round'] * 1e3:.1f} ms/round ({r['relative_to_first']}x), "
-              f"{r['cpu_s_per_round'] * 1e3:.0f} ms CPU (all threads) per round")
+        key = f"steps={r['local_steps']}/cohort={r['cohort']}"
+        if key not in best or r["client_updates_per_s"] > best[key]["client_updates_per_s"]:
+            best[key] = {k: r[k] for k in ("devices", "client_chunk", "client_updates_per_s", "sec_per_round")}
     report = {
-        "what": "seconds per DP-FedAvg round (default CIFG-LSTM) against the devices the cohort axis is sharded over",
+        "what": ("DP-FedAvg round of the default CIFG-LSTM (V 2048, batch 8) against devices the cohort is sharded "
+                 "over, client_chunk, local steps and cohort"),
         "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([".venv/bin/python", "benchmarks/bench_devices.py"] + (argv if argv is not None else sys.argv[1:])),
         "devices_kind": "real accelerators" if a.real_devices else "fake CPU devices (--xla_force_host_platform_device_count)",
-        "note": ("Fake CPU devices share the same cores: the ratio mixes the overhead of sharding with cores one "
-                 "device leaves idle; it is no forecast for real devices (multi-GPU, or multi-host via jax.distributed)."),
+        "note": ("Fake CPU devices share the same cores. The machine is shared with other sessions: compare rows "
+                 "measured side by side, not absolute times."),
         "timing": ("first_call_s = compile + one round; sec_per_round = median wall time of the timed rounds after it; "
-                   "cpu_s_per_round = process CPU time (all threads) per round, less sensitive to the shared load"),
+                   "cpu_s_per_round = process CPU time (all threads) per round"),
         "machine": _machine(),
         "load_average_start": load_start,
         "load_average_end": list(os.getloadavg()),
-        "model": {"num_params": runs[0]["num_params"], "cohort": a.cohort, "client_chunk": runs[0]["client_chunk"]},
+        "num_params": runs[0]["num_params"],
+        "best": best,
         "summary": rows,
         "runs": runs,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(best, indent=1))
     print(f"wrote {a.out}")
     return report
 

@@ -50,6 +50,7 @@ import sys
 import time
 from pathlib import Path
 
+import keyboard_fl  # noqa: F401  (the fixed host device count, before JAX starts)
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,6 +61,7 @@ from keyboard_fl.fl import (
     AggregatorConfig, CohortBatch, build_round, client_update, dp_mean_delta, make_server_optimizer, server_init,
     server_update,
 )
+from keyboard_fl.fl.sharding import client_mesh
 from keyboard_fl.models import init_params, make_loss_fn, param_count
 from keyboard_fl.privacy.clipping import clip_update
 from keyboard_fl.tokenizer import EOS_ID, PAD_ID
@@ -116,8 +118,9 @@ def bench_vmap(loss_fn, params, cohort: CohortBatch, *, num_real: int, fed, roun
     server_opt = make_server_optimizer(fed.server_optimizer, fed.server_lr)
     agg = AggregatorConfig(mode="dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER,
                            expected_cohort=float(num_real))
-    fn = build_round(loss_fn, fed.client_lr, server_opt, agg, client_chunk=chunk, mesh=mesh)
-    state = server_init(params, server_opt)
+    mesh = client_mesh(fed.devices) if mesh is None else mesh  # the run's default: the package's host devices
+    fl_round = build_round(loss_fn, fed.client_lr, server_opt, agg, client_chunk=chunk, mesh=mesh)
+    fn, state = fl_round.apply, fl_round.init(params)
     first, times, _, m = _time_rounds(lambda s, r: fn(s, cohort, jax.random.key(r)), state, rounds)
     row = _row(first, times, num_real, cohort, float(m.num_tokens), float(m.train_loss))
     row["client_chunk"] = chunk

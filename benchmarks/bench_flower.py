@@ -84,7 +84,7 @@ def bench_in_process(k: int, rounds: int, work: Path) -> dict:
     graphdef, params = init_params(model_cfg, jax.random.fold_in(jax.random.key(0), 1))
     server_opt = make_server_optimizer("sgd", 1.0)
     agg = AggregatorConfig(mode="dp-fedavg", clip_norm=C, noise_multiplier=Z, expected_cohort=float(k))
-    round_fn = build_round(make_loss_fn(graphdef), cfg.federated.client_lr, server_opt, agg)
+    round_fn = build_round(make_loss_fn(graphdef), cfg.federated.client_lr, server_opt, agg).apply
     state = server_init(params, server_opt)
     idx, mask = np.arange(k), np.ones(k, bool)
     times = []

@@ -37,7 +37,7 @@ def bench(loss_fn, params, *, cohorts=(16, 64, 256), mode="dp-fedavg", rounds=5,
     for k in cohorts:
         agg = AggregatorConfig(mode=mode, clip_norm=1.0, noise_multiplier=1.0 if mode == "dp-fedavg" else 0.0,
                                expected_cohort=float(k))
-        fn = build_round(loss_fn, client_lr, server_opt, agg, client_chunk=client_chunk)
+        fn = build_round(loss_fn, client_lr, server_opt, agg, client_chunk=client_chunk).apply
         cohort = toy_cohort(seed, k, steps=steps, batch=batch, seq_len=seq_len, vocab_size=vocab_size)
         state = server_init(params, server_opt)
         t0 = time.perf_counter()

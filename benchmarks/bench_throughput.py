@@ -11,10 +11,13 @@ noise multiplier 1.0, client SGD lr 1.0, server Adam lr 0.005):
   tokens/s, achieved matmul FLOP/s, time to the first round (compile + one
   round) and the worker process's peak RSS (``ru_maxrss``). Each
   measurement runs in its own process, so peaks are per configuration;
-* **ours, sharded**: the same round with its cohort axis sharded over N XLA
-  host devices (``--host-devices``, default one per core, set through
-  ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` in the worker), so
-  each core trains its own clients (:mod:`keyboard_fl.fl.sharding`);
+  The round runs as a real run does: its cohort sharded over the package's
+  fixed number of host devices (:mod:`keyboard_fl.hostdevices`);
+* **ours, one device** (``onedevice``): the same round on one XLA device, the
+  default before every core was used (``--no-onedevice`` skips it);
+* **ours, sharded** (``--host-devices N ...``): the round sharded over N host
+  devices instead (``XLA_FLAGS=--xla_force_host_platform_device_count=N`` in
+  the worker);
 * **python loop**: the same round written as a per-client Python loop
   (``bench_fl_round.bench_loop``: jitted ``client_update`` per client,
   jitted clip-and-add, jitted noise + server step);
@@ -100,6 +103,7 @@ def task_rows(seed: int, cohort: int, vocab: int, seqs: int, seq_len: int):
 
 
 def worker_ours(a) -> dict:
+    import keyboard_fl  # noqa: F401  (the fixed host device count, before JAX starts)
     import jax
     import jax.numpy as jnp
 
@@ -127,10 +131,12 @@ def worker_ours(a) -> dict:
     if a.variant == "loop":
         row = bench_loop(loss_fn, params, cohort, num_real=k, fed=fed, rounds=a.rounds)
     else:
-        mesh = None
-        if a.variant.startswith("sharded"):  # the cohort axis over N host devices (XLA_FLAGS set by the parent)
-            from keyboard_fl.fl.sharding import client_mesh
+        from keyboard_fl.fl.sharding import client_mesh
 
+        mesh = client_mesh(fed.devices)  # "vmap": the default, the package's fixed host devices
+        if a.variant == "onedevice":  # the default before every core was: one device
+            mesh = client_mesh(1)
+        elif a.variant.startswith("sharded"):  # the cohort axis over N host devices (XLA_FLAGS set by the parent)
             mesh = client_mesh(int(a.variant.removeprefix("sharded")))
         row = bench_vmap(loss_fn, params, cohort, num_real=k, fed=fed, rounds=a.rounds, mesh=mesh)
         row["client_chunk_used"] = fed.client_chunk
@@ -164,7 +170,7 @@ def worker_memory(a) -> dict:
     server_opt = make_server_optimizer(fed.server_optimizer, fed.server_lr)
     agg = AggregatorConfig(mode="dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER,
                            expected_cohort=float(k))
-    round_fn = build_round(make_loss_fn(graphdef), fed.client_lr, server_opt, agg, client_chunk=fed.client_chunk)
+    round_fn = build_round(make_loss_fn(graphdef), fed.client_lr, server_opt, agg, client_chunk=fed.client_chunk).apply
     state = server_init(params, server_opt)
     rng = np.random.default_rng(0)
     proc = psutil.Process()
@@ -286,7 +292,7 @@ def tff_cmd(a, model, cohort, rounds, cell) -> list[str]:
 
 def row_key(r: dict) -> str:
     cell = f"/{r['cell']}" if r.get("framework") == "tff" else ""
-    chunk = f"/chunk{r['client_chunk_used']}" if r.get("variant", "").startswith(("vmap", "sharded")) else ""
+    chunk = f"/chunk{r['client_chunk_used']}" if r.get("variant", "").startswith(("vmap", "sharded", "onedevice")) else ""
     return f"{r['framework']}/{r.get('variant', 'fedavg')}{cell}{chunk}/{r['model']}/{r['cohort']}"
 
 
@@ -360,13 +366,14 @@ def plot(report: dict, path: Path) -> None:
         name = (f"TFF 0.87 ({r['cell']})" if r["framework"] == "tff" else
                 "keyboard_fl jit round" if r["variant"] == "vmap" else
                 "keyboard_fl per-client Python loop" if r["variant"] == "loop" else
+                "keyboard_fl jit round, one device" if r["variant"] == "onedevice" else
                 f"keyboard_fl jit round, cohort sharded over {r['variant'].removeprefix('sharded')} CPU devices")
         series.setdefault(f"{r['model']}: {name}", []).append(r)
     colors = {"default": "tab:blue", "so": "tab:red"}
     for label, rs in sorted(series.items()):
         rs.sort(key=lambda r: r["cohort"])
         model = rs[0]["model"]
-        style = "^--" if "TFF" in label else ":x" if "loop" in label else "s-." if "sharded" in label else "o-"
+        style = "^--" if "TFF" in label else ":x" if "loop" in label else "s-." if ("sharded" in label or "one device" in label) else "o-"
         ks = [r["cohort"] for r in rs]
         axes[0].plot(ks, [r["sec_per_round"] for r in rs], style, color=colors.get(model), label=label)
         axes[1].plot(ks, [r["tokens_per_s"] for r in rs], style, color=colors.get(model), label=label)
@@ -423,7 +430,8 @@ def main(argv=None) -> None:
     p.add_argument("--tff-python", default=os.environ.get("TFF_PYTHON", "/tmp/tff-venv/bin/python"))
     p.add_argument("--chunks", type=int, nargs="*", default=[], help="extra client_chunk values for ours")
     p.add_argument("--host-devices", type=int, nargs="*", default=None,
-                   help="also run ours with the cohort sharded over N XLA host devices (default: the core count)")
+                   help="also run ours with the cohort sharded over N XLA host devices (default: none)")
+    p.add_argument("--no-onedevice", action="store_true", help="skip ours on one device (the old default)")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--memory-rounds", type=int, default=None, help="default 500 (100 with --quick)")
     p.add_argument("--timeout", type=float, default=1800, help="per child process, seconds")
@@ -453,8 +461,7 @@ def main(argv=None) -> None:
     tff_rounds = a.tff_rounds or (1 if a.quick else 3)
     mem_rounds = a.memory_rounds or (100 if a.quick else 500)
     use_tff = not a.no_tff and bool(tff_cohorts)
-    cores = os.cpu_count() or 1
-    host_devices = [n for n in (a.host_devices if a.host_devices is not None else [cores]) if n > 1]
+    host_devices = [n for n in (a.host_devices or []) if n > 1]
     if use_tff and not Path(a.tff_python).exists():
         sys.exit(f"{a.tff_python} not found: run `bash benchmarks/tff/setup.sh` first, or pass --no-tff")
 
@@ -513,6 +520,10 @@ def main(argv=None) -> None:
             la = load_avg()
             for chunk in [None] + list(a.chunks):
                 record(run_child(ours_cmd(model, k, "vmap", 3 if k >= 256 else rounds, chunk), "OURS_RESULT",
+                                 a.timeout), {"load_average_before": la})
+            if not a.no_onedevice:
+                la = load_avg()
+                record(run_child(ours_cmd(model, k, "onedevice", 3 if k >= 256 else rounds), "OURS_RESULT",
                                  a.timeout), {"load_average_before": la})
             for n in host_devices:
                 la = load_avg()

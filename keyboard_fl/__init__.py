@@ -8,3 +8,9 @@ privacy (:mod:`keyboard_fl.fl`, :mod:`keyboard_fl.privacy`), keyboard metrics
 """
 
 __version__ = "0.1.0"
+
+from keyboard_fl.hostdevices import configure_host_devices as _configure_host_devices
+
+# Before JAX starts: a fixed number of CPU devices, so rounds use every core
+# and give the same results on any core count (keyboard_fl/hostdevices.py).
+_configure_host_devices()

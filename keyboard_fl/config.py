@@ -51,8 +51,8 @@ class FederatedConfig:
     adaptive_clip_quantile: float | None = None  # γ: adaptive clipping (Andrew et al. 2021) tracks this quantile of update norms, starting from clip_norm; None: fixed C
     adaptive_clip_lr: float = 0.2  # η: geometric step of C per round (TFF gaussian_adaptive default)
     adaptive_clip_count_stddev: float | None = None  # σ_b of the noised count; None → 0.05·clients_per_round (TFF default); costs part of z: z_sum = (z⁻² − (2σ_b)⁻²)^-½
-    client_chunk: int = 1  # clients trained together (vmap); chunks without a sampled client are skipped. 1 is fastest on CPU (benchmarks/results/fl_round.json); use 16+ on a GPU
-    devices: int | None = None  # devices the cohort axis is sharded over (fl/sharding.py); None: all visible (one CPU: unchanged). Same result up to float rounding
+    client_chunk: int = 1  # clients trained together (vmap); chunks without a sampled client are skipped. 1 is fastest on CPU even with the shared first step (benchmarks/results/fl_round_grid.json: 16 was 2.4x slower); use 16+ on a GPU
+    devices: int | None = None  # devices the cohort axis is sharded over (fl/sharding.py); None: all visible, on CPU the package's fixed 2 host devices (keyboard_fl/hostdevices.py): every core, same results on any core count
     eval_every: int = 50  # rounds between quick evaluations logged to metrics.jsonl
     checkpoint_every: int = 25  # rounds between atomic checkpoints
     eval_messages: int = 400  # held-out messages in each quick evaluation

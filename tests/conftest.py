@@ -60,23 +60,19 @@ def canary_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def compiled_round_cache():
-    """Reuse one compiled federated round per (loss, lr, aggregator) within a test module.
+def compiled_round():
+    """``compiled_round(loss_fn, cfg, dp, private, population)``: one prebuilt federated
+    round per configuration within a test module, to pass as ``train_federated(fl_round=...)``
+    (compiling the round dominates these modules' runtime otherwise)."""
+    from keyboard_fl.train.federated import make_round
 
-    For modules whose runs all share shapes and server optimizer (the optimizer is
-    not part of the key): compiling the round dominates their runtime otherwise.
-    """
-    from keyboard_fl.train import federated
+    cache = {}
 
-    cache, build = {}, federated.build_round
-    mp = pytest.MonkeyPatch()
-
-    def cached(loss_fn, lr, opt, agg, **kw):
-        key = (loss_fn, lr, agg, tuple(sorted(kw.items())))
+    def get(loss_fn, cfg, dp, private, population):
+        key = (loss_fn, cfg.client_lr, cfg.server_optimizer, cfg.server_lr, cfg.client_chunk, cfg.devices, dp, private,
+               population)
         if key not in cache:
-            cache[key] = build(loss_fn, lr, opt, agg, **kw)
+            cache[key] = make_round(loss_fn, cfg, dp, private=private, population=population)
         return cache[key]
 
-    mp.setattr(federated, "build_round", cached)
-    yield
-    mp.undo()
+    return get

@@ -32,7 +32,7 @@ SERVERS = {
 @functools.lru_cache(maxsize=None)
 def _round(agg=FEDAVG, client_lr=0.5, server="sgd"):
     # Donating is safe here: every run starts from server_init, which copies params.
-    return build_round(toy_loss, client_lr, SERVERS[server], agg)
+    return build_round(toy_loss, client_lr, SERVERS[server], agg).apply
 
 
 def _cohort(seed, num_real=K, **kw):
@@ -215,13 +215,13 @@ def test_client_chunks_match_one_vmap():
     cohort = _cohort(9, num_real=7)
     cohort = cohort._replace(inputs=cohort.inputs.at[1, 0, 0, 0].set(10**6))  # one NaN client
     ref, m_ref = _run(_round(agg), params, cohort, key=4)
-    chunked = build_round(toy_loss, 0.5, SERVERS["sgd"], agg, client_chunk=2)
+    chunked = build_round(toy_loss, 0.5, SERVERS["sgd"], agg, client_chunk=2).apply
     got, m = _run(chunked, params, cohort, key=4)
     np.testing.assert_allclose(_flat(got.params), _flat(ref.params), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.array(m, np.float64), np.array(m_ref, np.float64), rtol=1e-5, atol=1e-6)
     assert int(m.nonfinite_clients) == 1
     with pytest.raises(ValueError):
-        build_round(toy_loss, 0.5, SERVERS["sgd"], agg, client_chunk=3)(
+        build_round(toy_loss, 0.5, SERVERS["sgd"], agg, client_chunk=3).apply(
             server_init(params, SERVERS["sgd"]), cohort, jax.random.key(0))
 
 

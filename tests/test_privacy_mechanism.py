@@ -119,7 +119,7 @@ def test_adaptive_clipping_tracks_its_quantile(quantile):
 
 def test_round_with_dp_fedavg_mechanism_is_bit_identical_to_the_classic_aggregator():
     """The mechanism path reproduces the pre-mechanism DP-FedAvg round bit for bit (same seed, same config)."""
-    from keyboard_fl.fl import toy
+    from keyboard_fl import testing as toy
     from keyboard_fl.fl.round import AggregatorConfig, build_round, make_server_optimizer, server_init
 
     params = toy.toy_init(jax.random.key(0))
@@ -128,7 +128,7 @@ def test_round_with_dp_fedavg_mechanism_is_bit_identical_to_the_classic_aggregat
     mech = DpFedAvg(0.3, 1.3, Participation("poisson", 0.47, 10))
     outs = []
     for agg in (AggregatorConfig("dp-fedavg", 0.3, 1.3, 0.47 * 10), mech):
-        fn, st = build_round(toy.toy_loss, 0.5, opt, agg), server_init(params, opt, agg)
+        fn, st = build_round(toy.toy_loss, 0.5, opt, agg).apply, server_init(params, opt, agg)
         for r in range(3):
             st, m = fn(st, cohort, jax.random.key(r))
         outs.append((jax.tree.leaves(st.params), m))

@@ -37,11 +37,8 @@ def _rows(bad_user=None):
     return UserRows(per)
 
 
-pytestmark = pytest.mark.usefixtures("compiled_round_cache")  # one compiled round per (loss, aggregator)
-
-
 @pytest.fixture(scope="module")
-def model():
+def model(compiled_round):
     """A loss that is NaN (value and gradients) for any batch holding BAD_TOKEN, the plain loss otherwise."""
     graphdef, params = init_params(MODEL, jax.random.key(0))
     base_loss = make_loss_fn(graphdef)
@@ -50,12 +47,14 @@ def model():
         loss, n = base_loss(p, batch)
         return loss * jnp.where(jnp.any(batch["inputs"] == BAD_TOKEN), jnp.nan, 1.0), n
 
-    return nan_loss, params
+    return nan_loss, params, compiled_round  # one compiled round per configuration
 
 
 def _run(model, tmp, cfg=FED, *, seed=0, resume=False, rows=None):
-    loss_fn, params = model
-    return train_federated(loss_fn, params, rows or _rows(), cfg, DP, private=True, seed=seed, ckpt_dir=tmp, resume=resume)
+    loss_fn, params, rounds = model
+    rows = rows or _rows()
+    return train_federated(loss_fn, params, rows, cfg, DP, private=True, seed=seed, ckpt_dir=tmp, resume=resume,
+                           fl_round=rounds(loss_fn, cfg, DP, True, len(rows)))
 
 
 def _same(a, b):
@@ -121,7 +120,7 @@ def test_fault_config_validation(kwargs, match):
 
 def test_all_clients_drop_dp_round_adds_only_noise(model, tmp_path):
     """dropout_prob=1: every round completes, nobody trains, and the model moves by exactly the noise / (qN)."""
-    _, params = model
+    _, params, _ = model
     cfg = dataclasses.replace(FED, rounds=1, dropout_prob=1.0)
     p1, ledger, hist = _run(model, tmp_path, cfg)
     h = hist[0]

@@ -35,19 +35,17 @@ def _user_rows(seed=0, users=20):
     return UserRows(per)
 
 
-pytestmark = pytest.mark.usefixtures("compiled_round_cache")  # one compiled round per (loss, aggregator)
-
-
 @pytest.fixture(scope="module")
-def setup():
+def setup(compiled_round):
     graphdef, params = init_params(MODEL, jax.random.key(0))
-    return make_loss_fn(graphdef), params, _user_rows()
+    return make_loss_fn(graphdef), params, _user_rows(), compiled_round  # one compiled round per configuration
 
 
 def _fed(setup, tmp, *, cfg=FED, seed=0, private=True, resume=False):
-    loss_fn, params, rows = setup
+    loss_fn, params, rows, rounds = setup
     dp = DP if private else dataclasses.replace(DP, mechanism=None)  # as resolve_dp gives
-    return train_federated(loss_fn, params, rows, cfg, dp, private=private, seed=seed, ckpt_dir=tmp, resume=resume)
+    return train_federated(loss_fn, params, rows, cfg, dp, private=private, seed=seed, ckpt_dir=tmp, resume=resume,
+                           fl_round=rounds(loss_fn, cfg, dp, private, len(rows)))
 
 
 def _strip(history):
@@ -133,7 +131,7 @@ def test_fedavg_is_not_private(setup, tmp_path):
 
 
 def test_central_lowers_loss_and_is_deterministic(setup):
-    loss_fn, params, rows = setup
+    loss_fn, params, rows, _ = setup
     cfg = CentralConfig(steps=40, batch_size=8, learning_rate=1e-2)
     p1, losses = train_central(loss_fn, params, rows.rows, cfg, seed=0)
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.2

@@ -77,8 +77,7 @@ def test_streamed_cohorts_are_byte_identical_to_eager(pop_tok):
             assert x.dtype == y.dtype and x.tobytes() == y.tobytes()
 
 
-@pytest.mark.usefixtures("compiled_round_cache")
-def test_streamed_prefetched_rounds_equal_eager_rounds(pop_tok, tmp_path):
+def test_streamed_prefetched_rounds_equal_eager_rounds(pop_tok, tmp_path, compiled_round):
     pop, tok = pop_tok
     graphdef, params = init_params(
         ModelConfig(vocab_size=tok.vocab_size, embed_dim=8, hidden_dim=16), jax.random.key(0)
@@ -92,7 +91,8 @@ def test_streamed_prefetched_rounds_equal_eager_rounds(pop_tok, tmp_path):
         clip_norm=0.3,
     )
     run = lambda rows, d, pre: train_federated(
-        loss_fn, params, rows, FED, dp, private=True, seed=3, ckpt_dir=tmp_path / d, resume=False, prefetch=pre
+        loss_fn, params, rows, FED, dp, private=True, seed=3, ckpt_dir=tmp_path / d, resume=False, prefetch=pre,
+        fl_round=compiled_round(loss_fn, FED, dp, True, len(rows)),  # one compiled round for both runs
     )
     p0, l0, h0 = run(_eager_today(pop, tok), "eager", False)
     p1, l1, h1 = run(StreamedRows(split_view(pop, "train"), tok, SEQ), "stream", True)

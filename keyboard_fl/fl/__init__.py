@@ -1,9 +1,11 @@
 """Federated training: cohort sampling, client update, one jitted round (sharded over devices)."""
 
 from keyboard_fl.fl.client import ClientMetrics, as_client_optimizer, client_update
+from keyboard_fl.fl.cohort_map import ClientSlots, for_each_client
 from keyboard_fl.fl.round import (
     AggregatorConfig,
     CohortBatch,
+    FederatedRound,
     RoundMetrics,
     ServerState,
     build_round,
@@ -19,7 +21,9 @@ from keyboard_fl.fl.sharding import capacity_multiple, client_mesh, replicate, s
 __all__ = [
     "AggregatorConfig",
     "ClientMetrics",
+    "ClientSlots",
     "CohortBatch",
+    "FederatedRound",
     "RoundMetrics",
     "ServerState",
     "as_client_optimizer",
@@ -29,6 +33,7 @@ __all__ = [
     "client_update",
     "cohort_capacity",
     "dp_mean_delta",
+    "for_each_client",
     "make_server_optimizer",
     "privatize_mean",
     "replicate",

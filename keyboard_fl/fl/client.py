@@ -63,7 +63,7 @@ def client_update(
     loss_fn: LossFn,
     client_opt: optax.GradientTransformation | float,
 ) -> tuple[PyTree, ClientMetrics]:
-    """Runs local training over ``S`` padded steps with ``lax.scan``.
+    """Runs local training over ``S`` padded steps (the first, then ``lax.scan``).
 
     Args:
         params: initial (server) parameters, any pytree of float arrays.
@@ -98,7 +98,15 @@ def client_update(
 
     zero = jnp.zeros((), jnp.float32)
     init = (params, opt.init(params), zero, zero, jnp.zeros((), bool))
-    (local, _, first, last, _), (loss_x_tok, ntok, active) = jax.lax.scan(step, init, dict(batches))
+    batches = dict(batches)
+    # The first step runs outside the scan, on the server params themselves:
+    # under vmap they are unbatched, so every client's forward and backward
+    # pass is one matmul over the clients (a scan carry would be per-client
+    # from its first step). Later steps start from each client's own weights.
+    carry, out0 = step(init, jax.tree.map(lambda x: x[0], batches))
+    carry, outs = jax.lax.scan(step, carry, jax.tree.map(lambda x: x[1:], batches))
+    (local, _, first, last, _) = carry
+    loss_x_tok, ntok, active = (jnp.concatenate([a[None], b]) for a, b in zip(out0, outs, strict=True))
     delta = jax.tree.map(lambda a, b: a - b, local, params)
     num_tokens = jnp.sum(ntok)
     metrics = ClientMetrics(

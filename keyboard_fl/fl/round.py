@@ -14,11 +14,12 @@
   Nesterov momentum 0.9 and lr 1 is Gboard's server (Hard et al. 2018,
   arXiv:1811.03604); Adam is FedAdam.
 
-The round is ``vmap(client_update)`` over a padded, masked cohort →
-``vmap(clip_update)`` → masked sum → noise → divide → server optimizer, with
-no Python loop over clients. With a device mesh the cohort axis is split
-across devices and the masked sum becomes a ``psum``
-(:mod:`keyboard_fl.fl.sharding`). A client whose delta contains NaN/Inf is masked
+The round is train → clip → sum → noise → server update:
+:func:`keyboard_fl.fl.cohort_map.for_each_client` maps ``client_update`` +
+``clip_update`` over a padded, masked cohort and sums (``vmap``, chunks of
+clients, or ``shard_map`` over a device mesh with one ``psum``), with no
+Python loop over clients; :func:`build_round` returns it as an
+``init``/``apply`` pair (fedjax algorithms, optax transforms). A client whose delta contains NaN/Inf is masked
 out of the aggregate and counted in ``RoundMetrics.nonfinite_clients``;
 dropping it cannot raise the sensitivity (it is the same as that user not
 contributing).
@@ -40,7 +41,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from keyboard_fl.fl.client import LossFn, as_client_optimizer, client_update
-from keyboard_fl.fl.sharding import AXIS, check_capacity, replicate, shard_cohort
+from keyboard_fl.fl.cohort_map import ClientFn, ClientSlots, for_each_client
+from keyboard_fl.fl.sharding import AXIS, check_capacity, replicate
 from keyboard_fl.privacy.clipping import clip_update
 from keyboard_fl.privacy.events import Participation
 from keyboard_fl.privacy.mechanism import ClipStats, DpFedAvg, Mechanism
@@ -49,6 +51,7 @@ from keyboard_fl.typing import PyTree
 __all__ = [
     "AggregatorConfig",
     "CohortBatch",
+    "FederatedRound",
     "RoundMetrics",
     "ServerState",
     "as_mechanism",
@@ -215,11 +218,6 @@ def server_update(state: ServerState, mean_delta: PyTree, server_opt: optax.Grad
     return state._replace(params=params, opt_state=opt_state, round=state.round + 1)
 
 
-def _bcast(v: jax.Array, x: jax.Array) -> jax.Array:
-    """Reshapes a per-client vector ``[K]`` to broadcast against ``x [K, ...]``."""
-    return v.reshape(v.shape + (1,) * (x.ndim - 1))
-
-
 def _masked_median(x: jax.Array, valid: jax.Array) -> jax.Array:
     n = jnp.sum(valid, dtype=jnp.int32)
     s = jnp.sort(jnp.where(valid, x, jnp.inf))
@@ -229,21 +227,89 @@ def _masked_median(x: jax.Array, valid: jax.Array) -> jax.Array:
     return jnp.where(n > 0, 0.5 * (lo + hi), 0.0)
 
 
+class FederatedRound(NamedTuple):
+    """A round as an ``init``/``apply`` pair (fedjax ``FederatedAlgorithm``, optax style)."""
+
+    init: Callable[[PyTree], ServerState]  # params -> initial server state (on the mesh when sharded)
+    apply: Callable[[ServerState, CohortBatch, jax.Array], tuple[ServerState, RoundMetrics]]  # jitted: has .lower
+
+
+def _client_fn(loss_fn: LossFn, client_opt: optax.GradientTransformation, dp: bool) -> ClientFn:
+    """One slot of the round: train, clip to the round's C, and its weight in the sum (0: not aggregated).
+
+    The shared argument is ``(params, clip_norm)``: C is traced, since adaptive
+    clipping moves it every round.
+    """
+
+    def train_and_clip(shared: tuple[PyTree, jax.Array], slot: ClientSlots):
+        params, clip_norm = shared
+        batches = {"inputs": slot.inputs, "targets": slot.targets, "weights": slot.weights}
+        delta, cm = client_update(params, batches, slot.keys, loss_fn=loss_fn, client_opt=client_opt)
+        clipped, norm = clip_update(delta, clip_norm)
+        # A NaN/Inf anywhere in a delta (or a norm overflowing float32) makes
+        # its global norm non-finite: such clients are excluded and counted.
+        finite = jnp.isfinite(norm)
+        valid = slot.sampled & finite
+        if dp:  # unweighted sum of clipped deltas
+            update, weight = clipped, valid.astype(jnp.float32)
+        else:  # token-weighted sum of raw deltas
+            update, weight = delta, jnp.where(valid, cm.num_tokens, 0.0)
+        stats = {
+            "finite": finite,
+            "valid": valid,
+            "norm": jnp.where(valid, norm, 0.0),
+            "num_tokens": jnp.where(valid, cm.num_tokens, 0.0),
+            "train_loss": jnp.where(valid, cm.train_loss, 0.0),
+        }
+        return update, weight, stats
+
+    return train_and_clip
+
+
+def _round_metrics(st: dict, sampled: jax.Array, mean_delta: PyTree, clip_norm, noise_std, expected_cohort) -> RoundMetrics:
+    """Diagnostics of one round from the per-slot stats (un-noised: see the module note).
+    ``clip_norm`` / ``noise_std`` are None in FedAvg."""
+    dp = clip_norm is not None
+    valid, norms = st["valid"], st["norm"]
+    tokens = jnp.sum(st["num_tokens"])
+    n_valid = jnp.sum(valid, dtype=jnp.int32)
+    n_safe = jnp.maximum(n_valid, 1).astype(jnp.float32)
+    clipped_frac = jnp.sum(valid & (norms > clip_norm)) / n_safe if dp else jnp.zeros((), jnp.float32)
+    return RoundMetrics(
+        cohort_size=jnp.sum(sampled, dtype=jnp.int32),
+        included_clients=n_valid,
+        nonfinite_clients=jnp.sum(sampled & ~st["finite"], dtype=jnp.int32),
+        num_tokens=tokens,
+        mean_client_loss=jnp.sum(st["train_loss"]) / n_safe,
+        train_loss=jnp.sum(st["train_loss"] * st["num_tokens"]) / jnp.maximum(tokens, 1.0),
+        clipped_fraction=jnp.asarray(clipped_frac, jnp.float32),
+        update_norm_mean=jnp.sum(norms) / n_safe,
+        update_norm_median=_masked_median(norms, valid),
+        update_norm_max=jnp.max(norms),
+        clip_norm=jnp.asarray(clip_norm if dp else 0.0, jnp.float32),
+        noise_std=jnp.asarray(noise_std if dp else 0.0, jnp.float32),
+        noise_std_average=jnp.asarray(noise_std / expected_cohort if dp else 0.0, jnp.float32),
+        server_update_norm=optax.tree.norm(mean_delta).astype(jnp.float32),
+    )
+
+
 def build_round(
     loss_fn: LossFn,
     client_opt: optax.GradientTransformation | float,
     server_opt: optax.GradientTransformation,
-    agg: AggregatorConfig,
+    agg: AggregatorConfig | Mechanism,
     *,
     client_chunk: int | None = None,
     jit: bool = True,
     donate: bool = True,
     mesh: Mesh | None = None,
-) -> Callable[[ServerState, CohortBatch, jax.Array], tuple[ServerState, RoundMetrics]]:
-    """Builds ``round_fn(state, cohort, key) -> (new_state, metrics)``.
+) -> FederatedRound:
+    """Builds the round: ``init(params) -> state`` and ``apply(state, cohort, key) -> (state, metrics)``.
 
-    The key is split once into a client key (further split per cohort slot)
-    and a noise key, so the noise never reuses client randomness.
+    ``apply`` reads train → clip → sum (:func:`keyboard_fl.fl.cohort_map.for_each_client`)
+    → noise → server update. The key is split once into a client key (further
+    split per cohort slot) and a noise key, so the noise never reuses client
+    randomness.
 
     Args:
         loss_fn: ``loss_fn(params, batch) -> (loss, num_tokens)``.
@@ -252,21 +318,19 @@ def build_round(
         agg: ``AggregatorConfig`` (FedAvg, or the DP-FedAvg shorthand) or a
           privacy :class:`~keyboard_fl.privacy.Mechanism`, the one source of
           z, C and q; its state lives in ``ServerState.mech_state``.
-        client_chunk: if set, clients are trained ``client_chunk`` at a time
-          (``vmap`` inside a loop over chunks, summing as it goes), so memory
-          holds ``client_chunk`` deltas instead of ``K`` and chunks holding no
-          sampled client are skipped. Must divide the cohort capacity ``K``.
-          Same result as unchunked up to float rounding.
-        jit: return the ``jax.jit``-ed function.
+        client_chunk: clients trained together (``vmap`` inside a loop over
+          chunks, summing as it goes; chunks holding no sampled client are
+          skipped). Must divide the cohort capacity ``K`` (per device). None:
+          all at once. Same result as unchunked up to float rounding.
+        jit: ``apply`` is the ``jax.jit``-ed function (with ``.lower``).
         donate: donate the server state buffers to the jitted call (do not
-          reuse a state after passing it in; :func:`server_init` copies params).
+          reuse a state after passing it in; ``init`` copies params).
         mesh: a 1-D mesh named ``"clients"`` (:func:`keyboard_fl.fl.sharding.client_mesh`)
-          to split the cohort across its devices (``shard_map``, one ``psum``;
-          see :mod:`keyboard_fl.fl.sharding`). The capacity ``K`` must then be
-          a multiple of ``mesh.size * client_chunk``. State, key and outputs
-          are replicated, the cohort split; the returned function puts inputs
-          not yet on the mesh there itself. A mesh of one device (or None)
-          gives the unsharded round.
+          to split the cohort across its devices (``shard_map``, one ``psum``).
+          ``K`` must then be a multiple of ``mesh.size * client_chunk``. State,
+          key and outputs are replicated, the cohort split; ``apply`` places
+          host inputs itself. A mesh of one device (or None) gives the
+          unsharded round.
     """
     client_opt = as_client_optimizer(client_opt)
     mech = as_mechanism(agg)
@@ -274,151 +338,42 @@ def build_round(
     sharded = mesh is not None and mesh.size > 1
     if sharded and tuple(mesh.axis_names) != (AXIS,):
         raise ValueError(f"mesh must be 1-D with axis {AXIS!r} (client_mesh()), got axes {mesh.axis_names}")
-
-    def one_client(params, inputs, targets, weights, key):
-        batches = {"inputs": inputs, "targets": targets, "weights": weights}
-        return client_update(params, batches, key, loss_fn=loss_fn, client_opt=client_opt)
-
-    def clients(params, inputs, targets, weights, keys, sampled, clip_norm=1.0):
-        """Trains a group of clients; returns their contribution to the sum and per-client stats."""
-        deltas, cm = jax.vmap(one_client, in_axes=(None, 0, 0, 0, 0))(params, inputs, targets, weights, keys)
-        clipped, norms = jax.vmap(clip_update, in_axes=(0, None))(deltas, clip_norm)
-        # A NaN/Inf anywhere in a delta (or a norm overflowing float32) makes
-        # its global norm non-finite: such clients are excluded and counted.
-        finite = jnp.isfinite(norms)
-        valid = sampled & finite
-        if dp:  # unweighted sum of clipped deltas
-            w = valid.astype(jnp.float32)
-            contrib = clipped
-        else:  # token-weighted sum of raw deltas
-            w = jnp.where(valid, cm.num_tokens, 0.0)
-            contrib = deltas
-        # `where`, not a product alone: NaN * 0 is NaN.
-        total = jax.tree.map(
-            lambda x: jnp.sum(jnp.where(_bcast(valid, x), _bcast(w, x) * x, 0.0), axis=0), contrib
-        )
-        stats = {
-            "finite": finite,
-            "valid": valid,
-            "norm": jnp.where(valid, norms, 0.0),
-            "num_tokens": jnp.where(valid, cm.num_tokens, 0.0),
-            "train_loss": jnp.where(valid, cm.train_loss, 0.0),
-        }
-        return total, stats
-
-    def cohort_sum(params, inputs, targets, weights, keys, sampled, clip_norm=1.0):
-        """Trains ``k`` client slots (all, or ``client_chunk`` at a time); returns
-        their summed contribution and per-slot stats ``[k]``."""
-        k = sampled.shape[0]
-        args = (inputs, targets, weights, keys, sampled)
-        if client_chunk is None or client_chunk >= k:
-            return clients(params, *args, clip_norm)
-        if k % client_chunk:
-            raise ValueError(f"client_chunk={client_chunk} must divide the cohort capacity {k}")
-        n = k // client_chunk
-        chunked = jax.tree.map(lambda x: x.reshape((n, client_chunk) + x.shape[1:]), args)
-
-        # A chunk with no sampled client is skipped at run time (lax.cond
-        # inside a loop, not under vmap), so a padded capacity costs no
-        # compute: the round's time follows the realized cohort.
-        stats_shape = jax.eval_shape(lambda c: clients(params, *c, clip_norm)[1], jax.tree.map(lambda x: x[0], chunked))
-
-        def body(i, carry):
-            acc, stats = carry
-            chunk = jax.tree.map(lambda x: x[i], chunked)
-
-            def run(_):
-                return clients(params, *chunk, clip_norm)
-
-            def skip(_):
-                zeros = jax.tree.map(jnp.zeros_like, acc)
-                return zeros, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), stats_shape)
-
-            part, chunk_stats = jax.lax.cond(jnp.any(chunk[-1]), run, skip, None)
-            acc = jax.tree.map(jnp.add, acc, part)
-            stats = jax.tree.map(lambda a, b: a.at[i].set(b), stats, chunk_stats)
-            return acc, stats
-
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        stats0 = jax.tree.map(lambda s: jnp.zeros((n,) + s.shape, s.dtype), stats_shape)
-        total, st = jax.lax.fori_loop(0, n, body, (zeros, stats0))
-        return total, jax.tree.map(lambda x: x.reshape((k,) + x.shape[2:]), st)
-
-    def sharded_cohort_sum(params, *args, clip_norm=1.0):
-        """``cohort_sum`` split over the mesh: slot j on device j % D, psum of the sums."""
-        d = mesh.size
-        k = args[-1].shape[0]
-        check_capacity(k, d, client_chunk)
-        # View [k] as [k/D, D] and shard the second axis: device i holds slots
-        # i, i+D, i+2D, ... (the sampled clients come first: strided = balanced).
-        view = jax.tree.map(lambda x: x.reshape((k // d, d) + x.shape[1:]), args)
-
-        def per_device(params, clip_norm, *local):
-            local = jax.tree.map(lambda x: x[:, 0], local)
-            total, st = cohort_sum(params, *local, clip_norm)
-            return jax.lax.psum(total, AXIS), jax.tree.map(lambda x: x[:, None], st)
-
-        spec = P(None, AXIS)
-        total, st = jax.shard_map(
-            per_device, mesh=mesh, in_specs=(P(), P()) + (spec,) * len(args), out_specs=(P(), spec),
-            check_vma=False,  # the chunk loop's carry starts replicated and becomes per-device
-        )(params, clip_norm, *view)
-        return total, jax.tree.map(lambda x: x.reshape((k,) + x.shape[2:]), st)
+    train_and_clip = _client_fn(loss_fn, client_opt, dp)
 
     def round_fn(state: ServerState, cohort: CohortBatch, key: jax.Array):
-        client_key, noise_key = jax.random.split(key)
         k = cohort.mask.shape[0]
-        client_keys = jax.random.split(client_key, k)
+        if sharded:  # at trace time, so a capacity the devices can't split gets our message
+            check_capacity(k, mesh.size, client_chunk)
+            cohort = jax.lax.with_sharding_constraint(cohort, NamedSharding(mesh, P(AXIS)))
+        client_key, noise_key = jax.random.split(key)
         sampled = cohort.mask.astype(bool)
-        args = (cohort.inputs, cohort.targets, cohort.weights, client_keys, sampled)
-        clip_norm = mech.clip_norm_of(state.mech_state) if dp else 1.0
-        total, st = (sharded_cohort_sum if sharded else cohort_sum)(state.params, *args, clip_norm=clip_norm)
-
-        valid, norms = st["valid"], st["norm"]
-        tokens = jnp.sum(st["num_tokens"])
+        slots = ClientSlots(cohort.inputs, cohort.targets, cohort.weights, jax.random.split(client_key, k), sampled)
+        clip_norm = mech.clip_norm_of(state.mech_state) if dp else jnp.ones((), jnp.float32)
+        total, st = for_each_client(train_and_clip, (state.params, clip_norm), slots, chunk=client_chunk,
+                                    mesh=mesh if sharded else None)
         mech_state = state.mech_state
         if dp:
             noise_std = mech.noise_std_of(mech_state)
-            mean_delta, mech_state = privatize_mean(total, mech, noise_key, ClipStats(clip_norm, norms, valid), mech_state)
+            stats = ClipStats(clip_norm, st["norm"], st["valid"])
+            mean_delta, mech_state = privatize_mean(total, mech, noise_key, stats, mech_state)
         else:
-            denom = jnp.maximum(tokens, 1e-12)
+            denom = jnp.maximum(jnp.sum(st["num_tokens"]), 1e-12)
             mean_delta = jax.tree.map(lambda x: x / denom, total)
         new_state = server_update(state, mean_delta, server_opt)._replace(mech_state=mech_state)
-
-        n_valid = jnp.sum(valid, dtype=jnp.int32)
-        n_safe = jnp.maximum(n_valid, 1).astype(jnp.float32)
-        clipped_frac = jnp.sum(valid & (norms > clip_norm)) / n_safe if dp else jnp.zeros((), jnp.float32)
-        metrics = RoundMetrics(
-            cohort_size=jnp.sum(sampled, dtype=jnp.int32),
-            included_clients=n_valid,
-            nonfinite_clients=jnp.sum(sampled & ~st["finite"], dtype=jnp.int32),
-            num_tokens=tokens,
-            mean_client_loss=jnp.sum(st["train_loss"]) / n_safe,
-            train_loss=jnp.sum(st["train_loss"] * st["num_tokens"]) / jnp.maximum(tokens, 1.0),
-            clipped_fraction=jnp.asarray(clipped_frac, jnp.float32),
-            update_norm_mean=jnp.sum(norms) / n_safe,
-            update_norm_median=_masked_median(norms, valid),
-            update_norm_max=jnp.max(norms),
-            clip_norm=jnp.asarray(clip_norm if dp else 0.0, jnp.float32),
-            noise_std=jnp.asarray(noise_std if dp else 0.0, jnp.float32),
-            noise_std_average=jnp.asarray(noise_std / mech.expected_cohort if dp else 0.0, jnp.float32),
-            server_update_norm=optax.tree.norm(mean_delta).astype(jnp.float32),
-        )
+        metrics = _round_metrics(st, sampled, mean_delta, clip_norm if dp else None,
+                                 noise_std if dp else None, mech.expected_cohort if dp else None)
         return new_state, metrics
+
+    def init(params: PyTree) -> ServerState:
+        state = server_init(params, server_opt, agg)
+        return replicate(state, mesh) if sharded else state
 
     donate_argnums = (0,) if donate else ()
     if jit and sharded:
-        rep, cli = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
-        jitted = jax.jit(round_fn, in_shardings=(rep, cli, rep), out_shardings=rep, donate_argnums=donate_argnums)
-
-        def sharded_round(state, cohort, key):
-            check_capacity(cohort.mask.shape[0], mesh.size, client_chunk)  # before jit's own, vaguer, error
-            # Places what is not on the mesh yet (a no-op for arrays already there,
-            # e.g. the state a previous round returned, so donation still works).
-            return jitted(replicate(state, mesh), shard_cohort(cohort, mesh), replicate(key, mesh))
-
-        sharded_round.lower = jitted.lower
-        return sharded_round
-    if jit:
-        return jax.jit(round_fn, donate_argnums=donate_argnums)
-    return round_fn
+        rep = NamedSharding(mesh, P())  # the cohort's split is set inside round_fn, after the capacity check
+        apply = jax.jit(round_fn, in_shardings=(rep, None, rep), out_shardings=rep, donate_argnums=donate_argnums)
+    elif jit:
+        apply = jax.jit(round_fn, donate_argnums=donate_argnums)
+    else:
+        apply = round_fn
+    return FederatedRound(init=init, apply=apply)

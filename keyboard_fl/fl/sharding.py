@@ -21,9 +21,11 @@ without chunks): pass ``multiple=`` :func:`capacity_multiple` to
 :func:`keyboard_fl.fl.cohort_capacity`. A mesh of one device is ignored, so
 the single-device round is bit-identical to the unsharded one.
 
-On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (set before
-``import jax``) makes 4 fake devices, enough to test the program; they share
-the same cores, so they show the overhead of sharding, not a speed-up.
+On a CPU, ``XLA_FLAGS=--xla_force_host_platform_device_count=D`` (set
+before JAX starts) makes ``D`` host devices sharing the cores. ``import
+keyboard_fl`` sets a fixed ``D`` (:mod:`keyboard_fl.hostdevices`), so by
+default the round uses every core (up to ``D``) and its results do not depend
+on the machine's core count.
 
 Multi-host (untested here: only single-host multi-device has run). Call
 ``jax.distributed.initialize()`` in every process before anything else in
@@ -38,12 +40,14 @@ metrics and checkpoint the parameters (write from process 0 only).
 
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from keyboard_fl.hostdevices import FLAG, flag_in_effect, host_device_count
 from keyboard_fl.typing import PyTree
 
 AXIS = "clients"
@@ -56,6 +60,7 @@ def client_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
     first ``devices`` of them (an int), or the given devices."""
     if devices is None:
         devs = jax.devices()
+        _warn_if_fewer_host_devices(len(devs))
     elif isinstance(devices, int):
         avail = jax.devices()
         if not 1 <= devices <= len(avail):
@@ -65,6 +70,18 @@ def client_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
     else:
         devs = list(devices)
     return Mesh(np.asarray(devs), (AXIS,))
+
+
+def _warn_if_fewer_host_devices(visible: int) -> None:
+    """The default mesh on CPU is the package's fixed host device count; fewer means
+    JAX started before ``import keyboard_fl`` could ask for them."""
+    want = host_device_count()
+    if jax.default_backend() == "cpu" and visible < want and flag_in_effect() is None:
+        warnings.warn(
+            f"{visible} CPU device(s) visible, not keyboard_fl's default {want}: JAX started before "
+            "`import keyboard_fl` set XLA_FLAGS. Rounds use fewer cores and differ from the default by float "
+            "rounding; import keyboard_fl before computing with JAX, or set "
+            f"XLA_FLAGS={FLAG}={want} before starting Python", stacklevel=3)
 
 
 def capacity_multiple(num_devices: int, client_chunk: int | None = None) -> int:

@@ -44,7 +44,9 @@ import numpy as np
 from keyboard_fl import checkpoint
 from keyboard_fl.config import FederatedConfig
 from keyboard_fl.fl.faults import apply_faults, fault_key
-from keyboard_fl.fl.round import AggregatorConfig, CohortBatch, ServerState, build_round, make_server_optimizer, server_init
+from jax.sharding import Mesh
+
+from keyboard_fl.fl.round import AggregatorConfig, FederatedRound, build_round, make_server_optimizer
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh
 from keyboard_fl.models import Params
@@ -146,6 +148,16 @@ def _check_checkpoint_mechanism(ckpt_dir, ledger: PrivacyLedger) -> None:
         return
 
 
+def make_round(loss_fn, cfg: FederatedConfig, dp: DpSetup, *, private: bool, population: int,
+               mesh: Mesh | None = None) -> FederatedRound:
+    """The run's round: its aggregator from ``dp``, its cohort sharded over ``mesh``
+    (default ``client_mesh(cfg.devices)``; one device: the unsharded round)."""
+    agg = dp.mechanism if private else AggregatorConfig(mode=FEDAVG)
+    server_opt = make_server_optimizer(cfg.server_optimizer, cfg.server_lr)
+    mesh = mesh if mesh is not None else client_mesh(cfg.devices)
+    return build_round(loss_fn, cfg.client_lr, server_opt, agg, client_chunk=cfg.client_chunk, mesh=mesh)
+
+
 def round_metrics_dict(m) -> dict[str, float]:
     return {k: float(v) for k, v in m._asdict().items()}
 
@@ -163,6 +175,7 @@ def train_federated(
     resume: bool,
     on_round: Callable[[int, dict, Params, PrivacyLedger], None] | None = None,
     prefetch: bool = True,
+    fl_round: FederatedRound | None = None,
 ) -> tuple[Params, PrivacyLedger, list[dict]]:
     """Run rounds up to ``cfg.rounds``; checkpoint every ``cfg.checkpoint_every``; return params, ledger, history.
 
@@ -170,19 +183,17 @@ def train_federated(
     with ``prefetch`` the next round's cohort is made while this one trains.
     The history holds the rounds run by this call (a resumed run: those after
     its checkpoint); the run's full log is ``on_round``'s to keep.
+    ``fl_round``: a prebuilt :func:`make_round` for this configuration (tests
+    reuse one compiled round across runs); None builds it.
     """
     n = len(rows)
-    server_opt = make_server_optimizer(cfg.server_optimizer, cfg.server_lr)
     if dp.population != n:
         raise ValueError(f"the privacy setup is for N={dp.population} users, the data has {n}")
     if private and dp.mechanism is None:
         raise ValueError("a private run needs a mechanism (resolve_dp)")
-    agg = dp.mechanism if private else AggregatorConfig(mode=FEDAVG)
-    # The cohort axis over the devices (one device: the unsharded round). The
-    # sharded round puts state, cohort and key on the mesh itself.
     mesh = client_mesh(cfg.devices)
-    round_fn = build_round(loss_fn, cfg.client_lr, server_opt, agg, client_chunk=cfg.client_chunk, mesh=mesh)
-    state = server_init(params, server_opt, agg)
+    fl_round = fl_round or make_round(loss_fn, cfg, dp, private=private, population=n, mesh=mesh)
+    state = fl_round.init(params)
     ledger = dp.ledger() if private else None
     history: list[dict] = []
     start = 0
@@ -192,7 +203,7 @@ def train_federated(
         found = checkpoint.load_latest(ckpt_dir, (state.params, state.opt_state, state.mech_state))
         if found is not None:
             start, (p, o, ms), meta = found
-            state = ServerState(p, o, jnp.asarray(start, jnp.int32), ms)
+            state = state._replace(params=p, opt_state=o, round=jnp.asarray(start, jnp.int32), mech_state=ms)
             if private:
                 saved = PrivacyLedger.from_dict(meta["ledger"])
                 if saved.rounds != start:
@@ -214,7 +225,7 @@ def train_federated(
         for r in range(start, cfg.rounds):
             t0 = time.perf_counter()
             faults, cohort = next(cohorts)
-            state, m = round_fn(state, cohort, stream_key(seed, Stream.ROUND, r))
+            state, m = fl_round.apply(state, cohort, stream_key(seed, Stream.ROUND, r))
             record = {"round": r + 1, **round_metrics_dict(m), "sampled_clients": faults.sampled,
                       "dropped_clients": faults.dropped, "stragglers": faults.stragglers, "seconds": time.perf_counter() - t0}
             if private:

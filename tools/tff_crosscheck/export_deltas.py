@@ -93,7 +93,7 @@ def run_ours(table, *, noise_multiplier: float, key: int, chunk: int | None):
     server_opt = make_server_optimizer("sgd", 1.0)
     cache_key = (id(table), noise_multiplier, chunk)
     if cache_key not in _ROUNDS:
-        _ROUNDS[cache_key] = build_round(loss_fn, optax.sgd(1.0), server_opt, agg, client_chunk=chunk)
+        _ROUNDS[cache_key] = build_round(loss_fn, optax.sgd(1.0), server_opt, agg, client_chunk=chunk).apply
     fn = _ROUNDS[cache_key]
     idx = np.arange(CAPACITY, dtype=np.int32).reshape(CAPACITY, 1, 1, 1)
     cohort = CohortBatch(jnp.asarray(idx), jnp.asarray(idx), jnp.ones((CAPACITY, 1, 1, 1), jnp.float32),
