@@ -35,7 +35,6 @@ from jax_privacy.matrix_factorization import buffered_toeplitz, toeplitz
 from jax_privacy.matrix_factorization import streaming_matrix as sm
 
 __all__ = [
-    "blt_noising_params",
     "blt_sensitivity_squared",
     "bruteforce_sensitivity_squared",
     "cyclic_patterns",
@@ -75,15 +74,6 @@ def _blt(buf_decay, output_scale) -> buffered_toeplitz.BufferedToeplitz:
     return buffered_toeplitz.BufferedToeplitz.build(buf_decay, output_scale, dtype=jnp.float64)
 
 
-def blt_noising_params(
-    buf_decay: tuple[float, ...], output_scale: tuple[float, ...]
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The BLT parameters of ``C⁻¹`` (the noising matrix), computed in float64."""
-    with jax.enable_x64(True):
-        inv = _blt(buf_decay, output_scale).inverse()
-        return tuple(map(float, np.asarray(inv.buf_decay))), tuple(map(float, np.asarray(inv.output_scale)))
-
-
 def blt_sensitivity_squared(
     buf_decay: tuple[float, ...], output_scale: tuple[float, ...], rounds: int, min_sep: int, max_participations: int
 ) -> float:
@@ -101,17 +91,18 @@ def noising_matrix(kind: str, params: dict, rounds: int) -> sm.StreamingMatrix:
     """``C⁻¹`` as a jax-privacy StreamingMatrix, in float32, for ``kind`` in {"bandmf", "blt"}.
 
     ``params``: ``{"coefs": …}`` (banded; column-normalised for ``rounds``) or
-    ``{"noising_buf_decay": …, "noising_output_scale": …}`` (BLT of ``C⁻¹``).
+    ``{"buf_decay": …, "output_scale": …}`` (BLT of ``C``; ``C⁻¹ x`` is then
+    computed from C's own buffers, arXiv:2408.08868 Alg. 3).
     """
     if kind == "bandmf":
         coef = jnp.asarray(params["coefs"], jnp.float32)
         return toeplitz.inverse_as_streaming_matrix(coef, column_normalize_for_n=rounds)
     if kind == "blt":
-        inv = buffered_toeplitz.BufferedToeplitz(
-            buf_decay=jnp.asarray(params["noising_buf_decay"], jnp.float32),
-            output_scale=jnp.asarray(params["noising_output_scale"], jnp.float32),
+        blt = buffered_toeplitz.BufferedToeplitz(
+            buf_decay=jnp.asarray(params["buf_decay"], jnp.float32),
+            output_scale=jnp.asarray(params["output_scale"], jnp.float32),
         )
-        return inv.inverse_as_streaming_matrix()
+        return blt.inverse_as_streaming_matrix()
     raise ValueError(f"unknown correlated-noise kind {kind!r}; expected 'bandmf' or 'blt'")
 
 

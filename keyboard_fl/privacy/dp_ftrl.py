@@ -57,8 +57,9 @@ __all__ = [
     "mechanism_from_dict",
 ]
 
-# PLD grid for ε (pessimistic rounding: a coarser grid only raises ε).
-PLD_DISCRETIZATION = 1e-4
+# PLD grid for ε, as in keyboard_fl.privacy.accounting (pessimistic rounding:
+# a coarser grid only raises ε; 1e-3 is within 0.1% of 1e-4 and ~10x faster).
+PLD_DISCRETIZATION = 1e-3
 
 
 def _check_common(m: Any) -> None:
@@ -267,14 +268,8 @@ class BLT(_CorrelatedNoise):
     def sensitivity(self) -> float:
         return self.sensitivity_at(self.rounds)
 
-    @functools.cached_property
-    def _noising_params(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return cn.blt_noising_params(self.buf_decay, self.output_scale)
-
     def _matrix_params(self) -> dict:
-        decay, scale = self._noising_params
-        return {"buf_decay": self.buf_decay, "output_scale": self.output_scale,
-                "noising_buf_decay": decay, "noising_output_scale": scale}
+        return {"buf_decay": self.buf_decay, "output_scale": self.output_scale}
 
     def dp_event(self, rounds: int) -> dp_accounting.DpEvent:
         rounds = self._check_rounds(rounds)
@@ -285,11 +280,9 @@ class BLT(_CorrelatedNoise):
         return dp_accounting.GaussianDpEvent(self.noise_multiplier * ratio)
 
     def to_dict(self) -> dict[str, Any]:
-        decay, scale = self._noising_params
         return {"name": self.name, "clip_norm": self.clip_norm, "noise_multiplier": self.noise_multiplier,
                 "participation": self.participation.to_dict(), "rounds": self.rounds,
                 "buf_decay": list(self.buf_decay), "output_scale": list(self.output_scale),
-                "noising_buf_decay": list(decay), "noising_output_scale": list(scale),
                 "sensitivity": self.sensitivity, "min_separation": self.participation.min_separation,
                 "max_participations": self.participation.max_participations(self.rounds),
                 "noise_std": self.noise_std, "accountant": self.accountant,
@@ -329,16 +322,28 @@ def mechanism_epsilon(mech: BandMF | BLT, delta: float, rounds: int) -> float:
 
 
 def calibrate_noise_multiplier(mech: BandMF | BLT, target_epsilon: float, delta: float,
-                               rounds: int | None = None) -> BandMF | BLT:
-    """``mech`` with the smallest z whose ε after ``rounds`` (default all) is <= ``target_epsilon``."""
+                               rounds: int | None = None, *, rtol: float = 1e-3) -> BandMF | BLT:
+    """``mech`` with the smallest z (to ``rtol``) whose ε after ``rounds`` (default all) is <= ``target_epsilon``.
+
+    Bracketing by doubling from z = 1, then bisection on log z; every trial
+    is a full PLD ε, so the result's ε is <= the target.
+    """
     rounds = mech.rounds if rounds is None else rounds
-    if not target_epsilon > 0:
-        raise ValueError(f"target_epsilon must be > 0, got {target_epsilon!r}")
-    z = dp_accounting.calibrate_dp_mechanism(
-        lambda: dp_accounting.pld.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION),
-        lambda z: mech.with_noise_multiplier(z).dp_event(rounds),
-        target_epsilon, delta,
-        bracket_interval=dp_accounting.LowerEndpointAndGuess(0.05, 1.0),
-        tol=1e-4,
-    )
-    return mech.with_noise_multiplier(float(z))
+    if not (math.isfinite(target_epsilon) and target_epsilon > 0):
+        raise ValueError(f"target_epsilon must be a finite number > 0, got {target_epsilon!r}")
+
+    def eps(z: float) -> float:
+        return mechanism_epsilon(mech.with_noise_multiplier(z), delta, rounds)
+
+    lo, hi = 1.0, 1.0
+    while eps(hi) > target_epsilon:
+        lo, hi = hi, hi * 2
+        if hi > 1e4:
+            raise ValueError(f"{mech.name}: no z <= 1e4 reaches ε={target_epsilon} at δ={delta}")
+    if lo == hi:
+        while lo > 1e-2 and eps(lo) <= target_epsilon:
+            hi, lo = lo, lo / 2
+    while hi / lo > 1 + rtol:
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if eps(mid) <= target_epsilon else (mid, hi)
+    return mech.with_noise_multiplier(hi)
