@@ -136,7 +136,9 @@ def train(
     target_epsilon: Optional[float] = typer.Option(None, "--target-epsilon", help="calibrate the noise for this ε (dp-fedavg)"),
     noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", help="fixed z instead of a target ε"),
     clients_per_round: Optional[float] = typer.Option(None, "--clients-per-round", help="expected cohort q·N"),
-    clip_norm: Optional[float] = typer.Option(None, "--clip-norm", help="per-user L2 clip C (dp-fedavg)"),
+    clip_norm: Optional[float] = typer.Option(None, "--clip-norm", help="per-user L2 clip C (dp-fedavg; the initial C with adaptive clipping)"),
+    mechanism: Optional[str] = typer.Option(None, "--mechanism", help="privacy mechanism (dp-fedavg; see keyboard_fl.privacy.MECHANISMS)"),
+    adaptive_clip_quantile: Optional[float] = typer.Option(None, "--adaptive-clip-quantile", help="adaptive clipping: C tracks this quantile of update norms (Andrew et al. 2021; 0.5 is TFF's default)"),
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="your own corpus: a JSONL file ({user_id, text} per line) or a directory of per-user text files"),
     skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="skip and count malformed corpus lines instead of stopping"),
     canaries: bool = typer.Option(False, "--canaries", help="plant Secret Sharer canaries in training users (for keyboard-fl audit)"),
@@ -150,7 +152,8 @@ def train(
     if noise_multiplier is not None and target_epsilon is not None:
         _fail("give either --noise-multiplier or --target-epsilon, not both")
     over = dict(rounds=rounds, target_epsilon=target_epsilon, noise_multiplier=noise_multiplier,
-                clients_per_round=clients_per_round, clip_norm=clip_norm)
+                clients_per_round=clients_per_round, clip_norm=clip_norm, mechanism=mechanism,
+                adaptive_clip_quantile=adaptive_clip_quantile)
     if noise_multiplier is not None:
         over["target_epsilon"] = None
     cfg = _config(preset, mode, seed, **over)
@@ -331,9 +334,15 @@ def privacy(
     noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", "-z", help="z: what ε does it give?"),
     target_epsilon: Optional[float] = typer.Option(None, "--target-epsilon", help="what z does this ε need?"),
     delta: Optional[float] = typer.Option(None, help="δ (default: below 1/N)"),
+    mechanism: str = typer.Option("dp-fedavg", "--mechanism", help="privacy mechanism (keyboard_fl.privacy.MECHANISMS)"),
+    sampling: str = typer.Option("poisson", "--sampling", help="participation: poisson, or fixed (replace-one, RDP)"),
+    accountant: Optional[str] = typer.Option(None, "--accountant", help="pld or rdp (default: the mechanism's own)"),
+    clip_norm: float = typer.Option(1.0, "--clip-norm", help="C: to show the noise std zC on the sum"),
+    adaptive_clip_quantile: Optional[float] = typer.Option(None, "--adaptive-clip-quantile", help="with adaptive clipping: show the sum/count split of z"),
+    count_stddev: Optional[float] = typer.Option(None, "--count-stddev", help="adaptive clipping's count noise σ_b (default 0.05·qN)"),
 ):
-    """Privacy without training: ε for a noise level, or the noise for a target ε (user-level, Poisson sampling)."""
-    from keyboard_fl.privacy import calibrate_noise_multiplier, default_delta, describe, PrivacySpec
+    """Privacy without training: ε for a noise level, or the noise for a target ε, for a mechanism (user-level)."""
+    from keyboard_fl.privacy import Participation, calibrate_mechanism, default_delta, make_mechanism, mechanism_epsilon
 
     if (noise_multiplier is None) == (target_epsilon is None):
         _fail("give exactly one of --noise-multiplier or --target-epsilon")
@@ -345,13 +354,42 @@ def privacy(
         if population is None:
             _fail("give --delta, or --population to use the default δ below 1/N")
         delta = default_delta(population)
-    if target_epsilon is not None:
-        noise_multiplier = calibrate_noise_multiplier(target_epsilon, sampling_prob, rounds, delta)
-    rep = describe(PrivacySpec(noise_multiplier, sampling_prob, rounds, delta, population=population))
-    t = Table(title="user-level DP-FedAvg privacy")
+    if adaptive_clip_quantile is not None and population is None:
+        _fail("adaptive clipping needs --population (its count noise and denominator are qN)")
+    try:
+        mech = make_mechanism(
+            mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier or 0.0,
+            participation=Participation(sampling, sampling_prob, population),
+            adaptive_clip_quantile=adaptive_clip_quantile, adaptive_clip_count_stddev=count_stddev,
+        )
+        if target_epsilon is not None:
+            mech = calibrate_mechanism(mech, target_epsilon, rounds, delta, accountant=accountant)
+        acc = accountant or mech.accountant
+        rep = {"epsilon": mechanism_epsilon(mech, rounds, delta, accountant=acc)}
+    except ValueError as e:
+        _fail(f"--mechanism {mechanism} --sampling {sampling}: {e}")
+    try:
+        rep["epsilon_rdp"] = mechanism_epsilon(mech, rounds, delta, accountant="rdp")
+    except ValueError:
+        pass
+    d = mech.to_dict()
+    p = mech.participation
+    name = f"{d['base']['name']} + adaptive clipping" if "base" in d else d["name"]
+    rep.update(delta=delta, mechanism=name, noise_multiplier=mech.noise_multiplier)
+    if "sum_noise_multiplier" in d:
+        rep.update(sum_noise_multiplier=d["sum_noise_multiplier"], count_stddev=d["count_stddev"])
+    z_sum = d.get("sum_noise_multiplier", mech.noise_multiplier)
+    rep["noise_std_sum"] = z_sum * clip_norm
+    if population is not None:
+        rep["noise_std_average"] = z_sum * clip_norm / mech.expected_cohort
+    rep.update(sampling_prob=p.sampling_prob, rounds=rounds, population=population, privacy_unit="user", accountant=acc,
+               sampling=p.scheme, neighbouring=p.neighbouring)
+    t = Table(title=f"user-level privacy: {name}")
     t.add_column("quantity")
     t.add_column("value", justify="right")
-    for key in ("epsilon", "epsilon_rdp", "delta", "noise_multiplier", "sampling_prob", "rounds", "population", "privacy_unit", "accountant", "sampling", "neighbouring"):
+    for key in ("epsilon", "epsilon_rdp", "delta", "mechanism", "noise_multiplier", "sum_noise_multiplier", "count_stddev",
+                "noise_std_sum", "noise_std_average", "sampling_prob", "rounds", "population", "privacy_unit", "accountant",
+                "sampling", "neighbouring"):
         if key in rep:
             v = rep[key]
             t.add_row(key, f"{v:.4g}" if isinstance(v, float) else str(v))

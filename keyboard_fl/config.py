@@ -44,6 +44,13 @@ class FederatedConfig:
     noise_multiplier: float | None = None  # z; None → calibrated from target_epsilon
     target_epsilon: float | None = 10.0  # ε to calibrate z for, over `rounds` rounds (DP mode only)
     delta: float | None = None  # None → default_delta(N), below 1/N
+    # Privacy mechanism (keyboard_fl/privacy/mechanism.py; DP mode only): the one source of z, C and q.
+    mechanism: str = "dp-fedavg"  # "dp-fedavg" (Gaussian noise each round, McMahan et al. 2018); others register themselves (privacy.MECHANISMS)
+    sampling: str = "poisson"  # participation the sampler implements AND the accountant assumes (DESIGN §3); "fixed" etc. are refused where no sampler implements them
+    accountant: str | None = None  # "pld" or "rdp"; None → the mechanism's own (PLD for Poisson). A mismatch with `sampling` is refused
+    adaptive_clip_quantile: float | None = None  # γ: adaptive clipping (Andrew et al. 2021) tracks this quantile of update norms, starting from clip_norm; None: fixed C
+    adaptive_clip_lr: float = 0.2  # η: geometric step of C per round (TFF gaussian_adaptive default)
+    adaptive_clip_count_stddev: float | None = None  # σ_b of the noised count; None → 0.05·clients_per_round (TFF default); costs part of z: z_sum = (z⁻² − (2σ_b)⁻²)^-½
     client_chunk: int = 1  # clients trained together (vmap); chunks without a sampled client are skipped. 1 is fastest on CPU (benchmarks/results/fl_round.json); use 16+ on a GPU
     devices: int | None = None  # devices the cohort axis is sharded over (fl/sharding.py); None: all visible (one CPU: unchanged). Same result up to float rounding
     eval_every: int = 50  # rounds between quick evaluations logged to metrics.jsonl
@@ -70,6 +77,7 @@ class FederatedConfig:
             raise ValueError(f"straggler_deadline must be > 0 (simulated seconds) or null, got {self.straggler_deadline!r}")
         if self.devices is not None and not (isinstance(self.devices, int) and self.devices >= 1):
             raise ValueError(f"devices must be a positive int or null (all visible devices), got {self.devices!r}")
+        _check_privacy_fields(self)
         if self.server_optimizer not in ("sgd", "nesterov", "adam"):
             raise ValueError(f"server_optimizer must be sgd, nesterov or adam, got {self.server_optimizer!r}")
 
@@ -80,6 +88,31 @@ class FederatedConfig:
                 f"clients_per_round={self.clients_per_round} needs q = {q:.4g} in (0, 1] for a population of {population}"
             )
         return q
+
+
+_SCHEMES = ("poisson", "fixed", "cyclic", "min-separation")  # keyboard_fl.privacy.SCHEMES (not imported: jax-free config)
+
+
+def _check_privacy_fields(cfg: FederatedConfig) -> None:
+    """Refuses privacy settings that cannot go together, naming the field (the mechanism checks the rest)."""
+    if not (isinstance(cfg.mechanism, str) and cfg.mechanism):
+        raise ValueError(f"mechanism must be a mechanism name such as 'dp-fedavg', got {cfg.mechanism!r}")
+    if cfg.sampling not in _SCHEMES:
+        raise ValueError(f"sampling must be one of {', '.join(_SCHEMES)}, got {cfg.sampling!r}")
+    if cfg.accountant not in (None, "pld", "rdp"):
+        raise ValueError(f"accountant must be 'pld', 'rdp' or null, got {cfg.accountant!r}")
+    if cfg.sampling == "fixed" and cfg.accountant == "pld":
+        raise ValueError("accountant='pld' cannot account sampling='fixed' (fixed-size cohorts: replace-one-user DP, "
+                         "RDP only); use accountant 'rdp' or Poisson sampling")
+    if cfg.adaptive_clip_quantile is not None and not (
+        isinstance(cfg.adaptive_clip_quantile, (int, float)) and 0 < cfg.adaptive_clip_quantile < 1
+    ):
+        raise ValueError(f"adaptive_clip_quantile must be in (0, 1) or null, got {cfg.adaptive_clip_quantile!r}")
+    if not (isinstance(cfg.adaptive_clip_lr, (int, float)) and math.isfinite(cfg.adaptive_clip_lr) and cfg.adaptive_clip_lr > 0):
+        raise ValueError(f"adaptive_clip_lr must be > 0, got {cfg.adaptive_clip_lr!r}")
+    sb = cfg.adaptive_clip_count_stddev
+    if sb is not None and not (isinstance(sb, (int, float)) and math.isfinite(sb) and sb > 0):
+        raise ValueError(f"adaptive_clip_count_stddev must be > 0 or null, got {sb!r}")
 
 
 @dataclasses.dataclass(frozen=True)

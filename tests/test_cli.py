@@ -86,6 +86,24 @@ def test_privacy_calibrates_the_noise():
     assert float(_table_value(res.output, "epsilon")) <= 3.0 + 1e-3
 
 
+def test_privacy_per_mechanism_with_adaptive_clipping():
+    args = ["privacy", "--clients-per-round", "64", "--population", "2000", "--rounds", "300", "-z", "1.0"]
+    plain = _invoke(*args, "--clip-norm", "0.5")
+    adaptive = _invoke(*args, "--clip-norm", "0.1", "--mechanism", "dp-fedavg", "--adaptive-clip-quantile", "0.5")
+    assert plain.exit_code == 0 and adaptive.exit_code == 0, plain.output + adaptive.output
+    eps = epsilon(1.0, 0.032, 300, default_delta(2000))
+    assert float(_table_value(plain.output, "epsilon")) == float(_table_value(adaptive.output, "epsilon")) == pytest.approx(eps, rel=1e-3)
+    assert float(_table_value(plain.output, "noise_std_sum")) == pytest.approx(0.5)
+    z_sum = (1.0 - (2 * 3.2) ** -2) ** -0.5  # σ_b = 0.05 · 64
+    assert float(_table_value(adaptive.output, "sum_noise_multiplier")) == pytest.approx(z_sum, rel=1e-3)
+    assert "adaptive clipping" in adaptive.output
+    res = _invoke("privacy", "--q", "0.01", "--population", "1000", "--rounds", "10", "-z", "1", "--sampling", "fixed",
+                  "--accountant", "pld")
+    assert res.exit_code != 0 and "cannot account sampling='fixed'" in res.output
+    res = _invoke("privacy", "--q", "0.01", "--population", "1000", "--rounds", "10", "-z", "1", "--mechanism", "dp-xyz")
+    assert res.exit_code != 0 and "unknown 'dp-xyz'" in res.output
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

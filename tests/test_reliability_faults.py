@@ -20,7 +20,7 @@ V, T, USERS = 30, 8, 20
 MODEL = ModelConfig(vocab_size=V, embed_dim=8, hidden_dim=16)
 FED = FederatedConfig(rounds=4, clients_per_round=10, max_examples=4, batch_size=2, checkpoint_every=1, eval_every=1,
                       client_lr=0.5, server_optimizer="sgd", server_lr=1.0, clip_norm=0.3)
-DP = DpSetup(noise_multiplier=0.9, sampling_prob=0.5, delta=1e-3, population=USERS, clip_norm=0.3)
+DP = DpSetup.dp_fedavg(noise_multiplier=0.9, sampling_prob=0.5, delta=1e-3, population=USERS, clip_norm=0.3)
 BAD_TOKEN = 3  # rows use tokens 4..V-1; the NaN loss below fires on this one
 
 

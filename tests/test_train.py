@@ -20,7 +20,7 @@ V, T = 30, 8
 MODEL = ModelConfig(vocab_size=V, embed_dim=8, hidden_dim=16)
 FED = FederatedConfig(rounds=5, clients_per_round=5, max_examples=4, batch_size=2, checkpoint_every=1, eval_every=1,
                       client_lr=0.5, server_optimizer="nesterov", clip_norm=0.3)
-DP = DpSetup(noise_multiplier=0.9, sampling_prob=0.25, delta=1e-3, population=20, clip_norm=0.3)
+DP = DpSetup.dp_fedavg(noise_multiplier=0.9, sampling_prob=0.25, delta=1e-3, population=20, clip_norm=0.3)
 TIMING = {"seconds"}
 
 
@@ -46,7 +46,7 @@ def setup():
 
 def _fed(setup, tmp, *, cfg=FED, seed=0, private=True, resume=False):
     loss_fn, params, rows = setup
-    dp = DP if private else dataclasses.replace(DP, noise_multiplier=0.0, clip_norm=float("inf"))  # as resolve_dp gives
+    dp = DP if private else dataclasses.replace(DP, mechanism=None)  # as resolve_dp gives
     return train_federated(loss_fn, params, rows, cfg, dp, private=private, seed=seed, ckpt_dir=tmp, resume=resume)
 
 
@@ -83,6 +83,28 @@ def test_resume_equals_uninterrupted(setup, full_run, tmp_path, k):
     assert _same_params(params, p0)
     assert ledger == l0
     assert _strip(history) == _strip(h0)
+
+
+ADAPTIVE = DpSetup.dp_fedavg(noise_multiplier=0.9, sampling_prob=0.25, delta=1e-3, population=20, clip_norm=0.05,
+                             adaptive_clip_quantile=0.5, adaptive_clip_count_stddev=1.0)
+
+
+def test_resume_equals_uninterrupted_with_adaptive_clipping(setup, tmp_path):
+    """A stateful mechanism: its clip norm rides in the checkpoint, so resuming replays it exactly."""
+    loss_fn, params, rows = setup
+    kw = dict(private=True, seed=0)
+    full = train_federated(loss_fn, params, rows, FED, ADAPTIVE, ckpt_dir=tmp_path / "full", resume=False, **kw)
+    clips = [h["clip_norm"] for h in full[2]]
+    assert clips[0] == pytest.approx(0.05) and len(set(clips)) == len(clips)  # C moves every round
+    assert all(h["noise_std"] == pytest.approx(ADAPTIVE.mechanism.sum_noise_multiplier * h["clip_norm"]) for h in full[2])
+    part = tmp_path / "part"
+    train_federated(loss_fn, params, rows, dataclasses.replace(FED, rounds=2), ADAPTIVE, ckpt_dir=part, resume=False, **kw)
+    resumed = train_federated(loss_fn, params, rows, FED, ADAPTIVE, ckpt_dir=part, resume=True, **kw)
+    assert _same_params(resumed[0], full[0]) and resumed[1] == full[1]
+    assert _strip(resumed[2]) == _strip(full[2])
+    assert full[1].epsilon() == epsilon(0.9, 0.25, FED.rounds, 1e-3)  # the count's share is inside z
+    with pytest.raises(checkpoint.CheckpointError, match="mechanism"):  # a checkpoint of another mechanism
+        train_federated(loss_fn, params, rows, FED, DP, ckpt_dir=part, resume=True, **kw)
 
 
 def test_resume_skips_a_damaged_checkpoint(setup, full_run, tmp_path):

@@ -41,7 +41,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from keyboard_fl.fl.client import LossFn, as_client_optimizer, client_update
 from keyboard_fl.fl.sharding import AXIS, check_capacity, replicate, shard_cohort
-from keyboard_fl.privacy.clipping import add_gaussian_noise, clip_update
+from keyboard_fl.privacy.clipping import clip_update
+from keyboard_fl.privacy.events import Participation
+from keyboard_fl.privacy.mechanism import ClipStats, DpFedAvg, Mechanism
 
 PyTree = Any
 
@@ -50,6 +52,7 @@ __all__ = [
     "CohortBatch",
     "RoundMetrics",
     "ServerState",
+    "as_mechanism",
     "build_round",
     "dp_mean_delta",
     "make_server_optimizer",
@@ -60,7 +63,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class AggregatorConfig:
-    """How client deltas are combined into one server update."""
+    """How client deltas are combined into one server update (a shorthand).
+
+    ``"fedavg"`` is the non-private mean. ``"dp-fedavg"`` here is a shorthand
+    for tests and benchmarks: it lowers to a :class:`~keyboard_fl.privacy.DpFedAvg`
+    mechanism (:func:`as_mechanism`). Training runs pass a mechanism to
+    :func:`build_round` directly: it is the one source of z, C and q.
+    """
 
     # "fedavg": example-weighted mean, no clipping, no noise (not private).
     # "dp-fedavg": clip, unweighted sum, Gaussian noise, fixed denominator.
@@ -92,10 +101,34 @@ class AggregatorConfig:
         return self.noise_multiplier * self.clip_norm if self.mode == "dp-fedavg" else 0.0
 
 
+class _FixedDenominator(DpFedAvg):
+    """DpFedAvg with an explicit denominator (AggregatorConfig gives qN but not q, N)."""
+
+    def __init__(self, clip_norm: float, noise_multiplier: float, expected_cohort: float):
+        super().__init__(clip_norm, noise_multiplier, Participation("poisson", 1.0))
+        object.__setattr__(self, "_denominator", float(expected_cohort))
+
+    @property
+    def expected_cohort(self) -> float:
+        return self._denominator
+
+
+def as_mechanism(agg: AggregatorConfig | Mechanism) -> Mechanism | None:
+    """The DP mechanism of an aggregator (None for plain FedAvg)."""
+    if isinstance(agg, AggregatorConfig):
+        if agg.mode == "fedavg":
+            return None
+        return _FixedDenominator(agg.clip_norm, agg.noise_multiplier, agg.expected_cohort)
+    if not isinstance(agg, Mechanism):
+        raise TypeError(f"expected an AggregatorConfig or a privacy Mechanism, got {type(agg).__name__}")
+    return agg
+
+
 class ServerState(NamedTuple):
     params: PyTree  # global model parameters (the only DP output)
     opt_state: PyTree  # server optimizer state (momentum / Adam moments)
     round: jax.Array  # int32: rounds completed
+    mech_state: PyTree = ()  # the privacy mechanism's state (adaptive clip norm, noise state); () if none
 
 
 class CohortBatch(NamedTuple):
@@ -118,6 +151,7 @@ class RoundMetrics(NamedTuple):
     update_norm_mean: jax.Array  # float32: pre-clip delta norms over included clients
     update_norm_median: jax.Array  # float32
     update_norm_max: jax.Array  # float32
+    clip_norm: jax.Array  # float32: C this round (adaptive clipping moves it; 0 in fedavg)
     noise_std: jax.Array  # float32: std of noise added to the sum (z*C; 0 in fedavg)
     noise_std_average: jax.Array  # float32: std of noise on the averaged delta, z*C/(qN)
     server_update_norm: jax.Array  # float32: L2 norm of the averaged (noised) delta
@@ -141,18 +175,31 @@ def make_server_optimizer(
     raise ValueError(f"unknown server optimizer {name!r}; expected 'sgd', 'nesterov' or 'adam'")
 
 
-def server_init(params: PyTree, server_opt: optax.GradientTransformation) -> ServerState:
-    """Initial server state. Copies ``params``, so a round that donates the
-    state never invalidates the caller's arrays."""
+def server_init(
+    params: PyTree, server_opt: optax.GradientTransformation, mechanism: AggregatorConfig | Mechanism | None = None
+) -> ServerState:
+    """Initial server state (with the mechanism's initial state). Copies ``params``,
+    so a round that donates the state never invalidates the caller's arrays."""
     params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
-    return ServerState(params=params, opt_state=server_opt.init(params), round=jnp.zeros((), jnp.int32))
+    mech = as_mechanism(mechanism) if mechanism is not None else None
+    return ServerState(
+        params=params, opt_state=server_opt.init(params), round=jnp.zeros((), jnp.int32),
+        mech_state=mech.init(params) if mech is not None else (),
+    )
 
 
-def dp_mean_delta(clipped_sum: PyTree, agg: AggregatorConfig, key: jax.Array) -> PyTree:
-    """``(Σ clip(Δ_u, C) + N(0, (zC)² I)) / (q·N)``: one noise draw on the sum, the
-    fixed expected cohort as denominator (DP-FedAvg, McMahan et al. 2018)."""
-    noised = add_gaussian_noise(clipped_sum, agg.noise_std, key)
-    return jax.tree.map(lambda x: x / agg.expected_cohort, noised)
+def dp_mean_delta(
+    clipped_sum: PyTree, agg: AggregatorConfig | Mechanism, key: jax.Array, stats: ClipStats | None = None,
+    mech_state: PyTree = (),
+) -> tuple[PyTree, PyTree]:
+    """``(privatize(Σ clip(Δ_u, C)) / (q·N), new mechanism state)``: the mechanism's noise
+    on the sum, the fixed expected cohort as denominator (DP-FedAvg, McMahan et al. 2018).
+    For DP-FedAvg the noise is one draw of ``N(0, (zC)² I)``."""
+    mech = as_mechanism(agg)
+    if stats is None:
+        stats = ClipStats(mech.clip_norm_of(mech_state), jnp.zeros((0,), jnp.float32), jnp.zeros((0,), bool))
+    noised, new_state = mech.privatize(clipped_sum, stats, mech_state, key)
+    return jax.tree.map(lambda x: x / mech.expected_cohort, noised), new_state
 
 
 def server_update(state: ServerState, mean_delta: PyTree, server_opt: optax.GradientTransformation) -> ServerState:
@@ -160,7 +207,7 @@ def server_update(state: ServerState, mean_delta: PyTree, server_opt: optax.Grad
     pseudo_grad = jax.tree.map(jnp.negative, mean_delta)
     updates, opt_state = server_opt.update(pseudo_grad, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return ServerState(params=params, opt_state=opt_state, round=state.round + 1)
+    return state._replace(params=params, opt_state=opt_state, round=state.round + 1)
 
 
 def _bcast(v: jax.Array, x: jax.Array) -> jax.Array:
@@ -197,7 +244,9 @@ def build_round(
         loss_fn: ``loss_fn(params, batch) -> (loss, num_tokens)``.
         client_opt: client optax optimizer, or a float learning rate for SGD.
         server_opt: server optax optimizer (see :func:`make_server_optimizer`).
-        agg: aggregation mode and DP parameters.
+        agg: ``AggregatorConfig`` (FedAvg, or the DP-FedAvg shorthand) or a
+          privacy :class:`~keyboard_fl.privacy.Mechanism`, the one source of
+          z, C and q; its state lives in ``ServerState.mech_state``.
         client_chunk: if set, clients are trained ``client_chunk`` at a time
           (``vmap`` inside a loop over chunks, summing as it goes), so memory
           holds ``client_chunk`` deltas instead of ``K`` and chunks holding no
@@ -215,7 +264,8 @@ def build_round(
           gives the unsharded round.
     """
     client_opt = as_client_optimizer(client_opt)
-    dp = agg.mode == "dp-fedavg"
+    mech = as_mechanism(agg)
+    dp = mech is not None
     sharded = mesh is not None and mesh.size > 1
     if sharded and tuple(mesh.axis_names) != (AXIS,):
         raise ValueError(f"mesh must be 1-D with axis {AXIS!r} (client_mesh()), got axes {mesh.axis_names}")
@@ -224,10 +274,10 @@ def build_round(
         batches = {"inputs": inputs, "targets": targets, "weights": weights}
         return client_update(params, batches, key, loss_fn=loss_fn, client_opt=client_opt)
 
-    def clients(params, inputs, targets, weights, keys, sampled):
+    def clients(params, inputs, targets, weights, keys, sampled, clip_norm=1.0):
         """Trains a group of clients; returns their contribution to the sum and per-client stats."""
         deltas, cm = jax.vmap(one_client, in_axes=(None, 0, 0, 0, 0))(params, inputs, targets, weights, keys)
-        clipped, norms = jax.vmap(clip_update, in_axes=(0, None))(deltas, agg.clip_norm)
+        clipped, norms = jax.vmap(clip_update, in_axes=(0, None))(deltas, clip_norm)
         # A NaN/Inf anywhere in a delta (or a norm overflowing float32) makes
         # its global norm non-finite: such clients are excluded and counted.
         finite = jnp.isfinite(norms)
@@ -251,13 +301,13 @@ def build_round(
         }
         return total, stats
 
-    def cohort_sum(params, inputs, targets, weights, keys, sampled):
+    def cohort_sum(params, inputs, targets, weights, keys, sampled, clip_norm=1.0):
         """Trains ``k`` client slots (all, or ``client_chunk`` at a time); returns
         their summed contribution and per-slot stats ``[k]``."""
         k = sampled.shape[0]
         args = (inputs, targets, weights, keys, sampled)
         if client_chunk is None or client_chunk >= k:
-            return clients(params, *args)
+            return clients(params, *args, clip_norm)
         if k % client_chunk:
             raise ValueError(f"client_chunk={client_chunk} must divide the cohort capacity {k}")
         n = k // client_chunk
@@ -266,14 +316,14 @@ def build_round(
         # A chunk with no sampled client is skipped at run time (lax.cond
         # inside a loop, not under vmap), so a padded capacity costs no
         # compute: the round's time follows the realized cohort.
-        stats_shape = jax.eval_shape(lambda c: clients(params, *c)[1], jax.tree.map(lambda x: x[0], chunked))
+        stats_shape = jax.eval_shape(lambda c: clients(params, *c, clip_norm)[1], jax.tree.map(lambda x: x[0], chunked))
 
         def body(i, carry):
             acc, stats = carry
             chunk = jax.tree.map(lambda x: x[i], chunked)
 
             def run(_):
-                return clients(params, *chunk)
+                return clients(params, *chunk, clip_norm)
 
             def skip(_):
                 zeros = jax.tree.map(jnp.zeros_like, acc)
@@ -289,7 +339,7 @@ def build_round(
         total, st = jax.lax.fori_loop(0, n, body, (zeros, stats0))
         return total, jax.tree.map(lambda x: x.reshape((k,) + x.shape[2:]), st)
 
-    def sharded_cohort_sum(params, *args):
+    def sharded_cohort_sum(params, *args, clip_norm=1.0):
         """``cohort_sum`` split over the mesh: slot j on device j % D, psum of the sums."""
         d = mesh.size
         k = args[-1].shape[0]
@@ -298,16 +348,16 @@ def build_round(
         # i, i+D, i+2D, ... (the sampled clients come first: strided = balanced).
         view = jax.tree.map(lambda x: x.reshape((k // d, d) + x.shape[1:]), args)
 
-        def per_device(params, *local):
+        def per_device(params, clip_norm, *local):
             local = jax.tree.map(lambda x: x[:, 0], local)
-            total, st = cohort_sum(params, *local)
+            total, st = cohort_sum(params, *local, clip_norm)
             return jax.lax.psum(total, AXIS), jax.tree.map(lambda x: x[:, None], st)
 
         spec = P(None, AXIS)
         total, st = jax.shard_map(
-            per_device, mesh=mesh, in_specs=(P(),) + (spec,) * len(args), out_specs=(P(), spec),
+            per_device, mesh=mesh, in_specs=(P(), P()) + (spec,) * len(args), out_specs=(P(), spec),
             check_vma=False,  # the chunk loop's carry starts replicated and becomes per-device
-        )(params, *view)
+        )(params, clip_norm, *view)
         return total, jax.tree.map(lambda x: x.reshape((k,) + x.shape[2:]), st)
 
     def round_fn(state: ServerState, cohort: CohortBatch, key: jax.Array):
@@ -316,20 +366,23 @@ def build_round(
         client_keys = jax.random.split(client_key, k)
         sampled = cohort.mask.astype(bool)
         args = (cohort.inputs, cohort.targets, cohort.weights, client_keys, sampled)
-        total, st = (sharded_cohort_sum if sharded else cohort_sum)(state.params, *args)
+        clip_norm = mech.clip_norm_of(state.mech_state) if dp else 1.0
+        total, st = (sharded_cohort_sum if sharded else cohort_sum)(state.params, *args, clip_norm=clip_norm)
 
         valid, norms = st["valid"], st["norm"]
         tokens = jnp.sum(st["num_tokens"])
+        mech_state = state.mech_state
         if dp:
-            mean_delta = dp_mean_delta(total, agg, noise_key)
+            noise_std = mech.noise_std_of(mech_state)
+            mean_delta, mech_state = dp_mean_delta(total, mech, noise_key, ClipStats(clip_norm, norms, valid), mech_state)
         else:
             denom = jnp.maximum(tokens, 1e-12)
             mean_delta = jax.tree.map(lambda x: x / denom, total)
-        new_state = server_update(state, mean_delta, server_opt)
+        new_state = server_update(state, mean_delta, server_opt)._replace(mech_state=mech_state)
 
         n_valid = jnp.sum(valid, dtype=jnp.int32)
         n_safe = jnp.maximum(n_valid, 1).astype(jnp.float32)
-        clipped_frac = jnp.sum(valid & (norms > agg.clip_norm)) / n_safe if dp else jnp.zeros((), jnp.float32)
+        clipped_frac = jnp.sum(valid & (norms > clip_norm)) / n_safe if dp else jnp.zeros((), jnp.float32)
         metrics = RoundMetrics(
             cohort_size=jnp.sum(sampled, dtype=jnp.int32),
             included_clients=n_valid,
@@ -341,8 +394,9 @@ def build_round(
             update_norm_mean=jnp.sum(norms) / n_safe,
             update_norm_median=_masked_median(norms, valid),
             update_norm_max=jnp.max(norms),
-            noise_std=jnp.asarray(agg.noise_std, jnp.float32),
-            noise_std_average=jnp.asarray(agg.noise_std / agg.expected_cohort if dp else 0.0, jnp.float32),
+            clip_norm=jnp.asarray(clip_norm if dp else 0.0, jnp.float32),
+            noise_std=jnp.asarray(noise_std if dp else 0.0, jnp.float32),
+            noise_std_average=jnp.asarray(noise_std / mech.expected_cohort if dp else 0.0, jnp.float32),
             server_update_norm=optax.tree.norm(mean_delta).astype(jnp.float32),
         )
         return new_state, metrics

@@ -53,24 +53,25 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
-from keyboard_fl.fl.round import AggregatorConfig, ServerState, dp_mean_delta, server_init, server_update
+from keyboard_fl.fl.round import ServerState, dp_mean_delta, server_init, server_update
 from keyboard_fl.fl.sampling import sample_cohort
 from keyboard_fl.flower.task import arrays_to_params, params_to_arrays
-from keyboard_fl.privacy import PrivacyLedger, clip_update
+from keyboard_fl.privacy import DpFedAvg as DpFedAvgMechanism, Participation, PrivacyLedger, clip_update
 
 __all__ = ["DpFedAvg"]
 
 PyTree = Any
 
 
-def _server_update(server_opt: optax.GradientTransformation, agg: AggregatorConfig):
+def _server_update(server_opt: optax.GradientTransformation, mechanism: Any):
     """``(state, clipped_sum, key) -> (state, mean_delta_norm)``: the round's own server side
     (:func:`~keyboard_fl.fl.round.dp_mean_delta`, :func:`~keyboard_fl.fl.round.server_update`), jitted."""
 
     @jax.jit
     def update(state: ServerState, total: PyTree, key: jax.Array):
-        mean_delta = dp_mean_delta(total, agg, key)
-        return server_update(state, mean_delta, server_opt), optax.tree.norm(mean_delta)
+        mean_delta, mech_state = dp_mean_delta(total, mechanism, key, mech_state=state.mech_state)
+        new_state = server_update(state, mean_delta, server_opt)._replace(mech_state=mech_state)
+        return new_state, optax.tree.norm(mean_delta)
 
     return update
 
@@ -111,8 +112,10 @@ class DpFedAvg(Strategy):
     Args:
         params: initial global parameters (a pytree; also the wire template).
         server_opt: optax server optimizer over the pseudo-gradient ``-mean_delta``.
-        ledger: privacy ledger at round 0 (gives z, q, δ, N); stepped every round.
-        clip_norm: ``C``, the same bound the devices clip to.
+        ledger: privacy ledger at round 0; stepped every round. Its mechanism
+          (:meth:`PrivacyLedger.for_mechanism`; a classic ledger gives DP-FedAvg
+          with ``clip_norm``) is the one source of z, C, q.
+        clip_norm: ``C``, the same bound the devices clip to (must equal the mechanism's).
         seed: root of the sampling and noise keys.
         run_dir: if set, ``privacy.json`` (ledger report + per-round history) is
           rewritten there after every round.
@@ -136,15 +139,23 @@ class DpFedAvg(Strategy):
         poll_interval: float = 0.2,
     ) -> None:
         self.ledger = ledger
-        self.clip_norm = float(clip_norm)
-        self.expected_cohort = ledger.sampling_prob * ledger.population
-        self.agg = AggregatorConfig(
-            mode="dp-fedavg", clip_norm=self.clip_norm, noise_multiplier=ledger.noise_multiplier,
-            expected_cohort=self.expected_cohort,
-        )
+        if ledger.mechanism is None:
+            ledger = PrivacyLedger.for_mechanism(DpFedAvgMechanism(
+                clip_norm, ledger.noise_multiplier, Participation("poisson", ledger.sampling_prob, ledger.population),
+            ), ledger.delta, ledger.rounds, ledger.accountant)
+            self.ledger = ledger
+        self.mechanism = ledger.mech()
+        # Devices clip to a fixed C and sampling here is Poisson: only that mechanism is implemented.
+        if type(self.mechanism) is not DpFedAvgMechanism or self.mechanism.participation.scheme != "poisson":
+            raise ValueError(f"the Flower strategy implements Poisson dp-fedavg with a fixed clip norm, not "
+                             f"{self.mechanism.to_dict()['name']!r} with {self.mechanism.participation.scheme!r} sampling")
+        if float(clip_norm) != self.mechanism.clip_norm:
+            raise ValueError(f"clip_norm={clip_norm} differs from the mechanism's C={self.mechanism.clip_norm}")
+        self.clip_norm = self.mechanism.clip_norm
+        self.expected_cohort = self.mechanism.expected_cohort
         self.template = params
-        self.state = server_init(params, server_opt)
-        self._update = _server_update(server_opt, self.agg)
+        self.state = server_init(params, server_opt, self.mechanism)
+        self._update = _server_update(server_opt, self.mechanism)
         self._clip = jax.jit(clip_update)
         root = jax.random.key(seed)
         self.sample_key = jax.random.fold_in(root, 0x5A3)
@@ -238,8 +249,8 @@ class DpFedAvg(Strategy):
             "clipped_fraction": clipped / max(included, 1),
             "mean_client_loss": float(np.mean(losses)) if losses else float("nan"),
             "reply_norm_max": max(reply_norms, default=0.0),  # norm of a delta as received: <= C when devices clip
-            "noise_std": self.agg.noise_std,
-            "noise_std_average": self.agg.noise_std / self.expected_cohort,
+            "noise_std": float(self.mechanism.noise_std_of(self.state.mech_state)),
+            "noise_std_average": float(self.mechanism.noise_std_of(self.state.mech_state)) / self.expected_cohort,
             "server_update_norm": float(update_norm),
             "epsilon": privacy["epsilon"],
             "delta": privacy["delta"],
@@ -291,7 +302,8 @@ class DpFedAvg(Strategy):
 
     def summary(self) -> None:
         log(INFO, "\t├── DP-FedAvg (user level): Poisson q=%.4g, z=%.4g, C=%.4g, denominator qN=%.4g, δ=%.0e",
-            self.ledger.sampling_prob, self.ledger.noise_multiplier, self.clip_norm, self.expected_cohort, self.ledger.delta)
+            self.mechanism.participation.sampling_prob, self.mechanism.noise_multiplier, self.clip_norm,
+            self.expected_cohort, self.ledger.delta)
         log(INFO, "\t└── server optimizer over -mean_delta; PLD accountant, add/remove-one-user")
 
     @property

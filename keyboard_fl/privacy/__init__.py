@@ -1,36 +1,33 @@
-"""User-level differential privacy for DP-FedAvg: clipping, noise and accounting.
+"""User-level differential privacy: clipping, noise, mechanisms and accounting.
 
-The accounting names are imported on first use (PEP 562): ``dp_accounting``
-pulls in most of scipy (~1–2 s), which a device-side process that only clips
-(e.g. a Flower ClientApp, started afresh for every message) never needs.
+Clipping and noise are imported eagerly; everything that pulls in
+``dp_accounting`` (most of scipy, ~1–2 s) is imported on first use (PEP 562),
+so a device-side process that only clips (a Flower ClientApp) never pays for it.
 """
+
+import importlib
 
 from keyboard_fl.privacy.clipping import add_gaussian_noise, clip_update
 
-_ACCOUNTING = (
-    "ACCOUNTANTS",
-    "PLD_DISCRETIZATION",
-    "SAMPLINGS",
-    "PrivacyLedger",
-    "PrivacySpec",
-    "calibrate_noise_multiplier",
-    "default_delta",
-    "describe",
-    "dp_event",
-    "epsilon",
-    "epsilon_curve",
-)
+_LAZY = {
+    "accountant": ("ACCOUNTANTS", "PLD_DISCRETIZATION", "default_delta", "describe", "epsilon", "epsilon_curve",
+                   "event_epsilon"),
+    "calibration": ("calibrate", "calibrate_noise_multiplier"),
+    "events": ("SAMPLINGS", "SCHEMES", "Participation", "PrivacySpec", "dp_event", "gaussian_round_event"),
+    "ledger": ("PrivacyLedger",),
+    "mechanism": ("MECHANISMS", "AdaptiveClipping", "ClipStats", "DpFedAvg", "Mechanism", "calibrate_mechanism",
+                  "make_mechanism", "mechanism_epsilon", "mechanism_from_dict", "register_mechanism"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
-__all__ = ["add_gaussian_noise", "clip_update", *_ACCOUNTING]
+__all__ = ["add_gaussian_noise", "clip_update", *_WHERE]
 
 
 def __getattr__(name: str):
-    if name in _ACCOUNTING:
-        from keyboard_fl.privacy import accounting
-
-        return getattr(accounting, name)
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"keyboard_fl.privacy.{_WHERE[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_ACCOUNTING))
+    return sorted(set(globals()) | set(_WHERE))

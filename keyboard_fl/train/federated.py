@@ -5,9 +5,13 @@ this host loop only feeds it. Each round's randomness is derived from the
 run's seed and the round number (``fold_in``), so a run resumed from any
 checkpoint replays exactly the rounds an uninterrupted run would have.
 
-Privacy bookkeeping (DESIGN.md §3): users are Poisson-sampled with
-probability q; the ledger composes one sampled Gaussian mechanism per round
-and is stored in every checkpoint. Only clipped, noised aggregates reach the
+Privacy bookkeeping (DESIGN.md §3): the run's privacy
+:class:`~keyboard_fl.privacy.Mechanism` (``cfg.mechanism``, optionally
+wrapped in adaptive clipping) is the one source of z, C and q; users are
+sampled as its participation says (Poisson here: a config whose sampling no
+sampler implements is refused); the ledger composes the mechanism's event
+one round at a time and is stored, with the mechanism's state, in every
+checkpoint. Only clipped, noised aggregates reach the
 server state; the host loop never looks at a user's text, only at the rows
 the client function trains on.
 
@@ -27,8 +31,10 @@ result equals the one-device run up to float summation order.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -41,34 +47,98 @@ from keyboard_fl.fl.round import AggregatorConfig, CohortBatch, ServerState, bui
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh
 from keyboard_fl.models import Params
-from keyboard_fl.privacy import PrivacyLedger, calibrate_noise_multiplier, default_delta
+from keyboard_fl.privacy import Participation, PrivacyLedger, calibrate_mechanism, default_delta, make_mechanism
 from keyboard_fl.train.examples import UserRows, as_batch, client_steps
+
+
+# Participation schemes whose sampler this loop implements (fl/sampling.py: Poisson).
+SAMPLERS: tuple[str, ...] = ("poisson",)
 
 
 @dataclasses.dataclass(frozen=True)
 class DpSetup:
-    """The resolved privacy parameters of a run."""
+    """The resolved privacy of a run: how users are sampled, δ, and the mechanism (None: not private).
 
-    noise_multiplier: float
-    sampling_prob: float
+    z, C and q are read from the mechanism, never stored twice.
+    """
+
+    # How users join rounds (q, N); the sampler follows it with or without DP.
+    participation: Participation
+    # δ of the reported (ε, δ).
     delta: float
-    population: int
-    clip_norm: float
+    # The privacy mechanism (None for FedAvg / central).
+    mechanism: Any = None
+    # The accountant that reports ε (None: the mechanism's own).
+    accountant: str | None = None
+
+    def __post_init__(self):
+        if self.mechanism is not None and self.mechanism.participation != self.participation:
+            raise ValueError(f"mechanism participation {self.mechanism.participation} != run's {self.participation}")
+
+    @classmethod
+    def dp_fedavg(cls, *, noise_multiplier: float, sampling_prob: float, delta: float, population: int,
+                  clip_norm: float, **adaptive: Any) -> DpSetup:
+        """Classic DP-FedAvg with Poisson sampling (``adaptive``: ``adaptive_clip_quantile=`` etc.)."""
+        p = Participation("poisson", sampling_prob, population)
+        mech = make_mechanism("dp-fedavg", clip_norm=clip_norm, noise_multiplier=noise_multiplier, participation=p,
+                              **adaptive)
+        return cls(p, delta, mech)
+
+    sampling_prob = property(lambda self: self.participation.sampling_prob)
+    population = property(lambda self: self.participation.population)
+    noise_multiplier = property(lambda self: self.mechanism.noise_multiplier if self.mechanism else 0.0)
+    clip_norm = property(lambda self: self.mechanism.clip_norm if self.mechanism else float("inf"))
+
+    def ledger(self) -> PrivacyLedger | None:
+        if self.mechanism is None:
+            return None
+        return PrivacyLedger.for_mechanism(self.mechanism, self.delta, accountant=self.accountant)
 
 
 def resolve_dp(cfg: FederatedConfig, population: int, private: bool) -> DpSetup:
-    """q from the expected cohort, δ default below 1/N, z given or calibrated to the target ε."""
+    """q from the expected cohort, δ default below 1/N, the mechanism with z given or calibrated to the target ε.
+
+    Refuses, naming the field, a sampling no sampler here implements or that
+    the mechanism's accountant cannot account.
+    """
     q = cfg.sampling_prob(population)
     delta = cfg.delta if cfg.delta is not None else default_delta(population)
+    if cfg.sampling not in SAMPLERS:
+        raise ValueError(
+            f"federated.sampling={cfg.sampling!r}: the training loop's sampler draws {'/'.join(SAMPLERS)} cohorts "
+            "(fl/sampling.py); an accountant must never assume a participation the sampler does not implement"
+        )
+    participation = Participation(cfg.sampling, q, population)
     if not private:
-        return DpSetup(0.0, q, delta, population, float("inf"))
-    if cfg.noise_multiplier is not None:
-        z = float(cfg.noise_multiplier)
-    elif cfg.target_epsilon is not None:
-        z = calibrate_noise_multiplier(cfg.target_epsilon, q, cfg.rounds, delta)
-    else:
+        return DpSetup(participation, delta)
+    if cfg.noise_multiplier is None and cfg.target_epsilon is None:
         raise ValueError("dp-fedavg needs a noise_multiplier or a target_epsilon")
-    return DpSetup(z, q, delta, population, cfg.clip_norm)
+    try:
+        mech = make_mechanism(
+            cfg.mechanism, clip_norm=cfg.clip_norm, participation=participation,
+            noise_multiplier=0.0 if cfg.noise_multiplier is None else float(cfg.noise_multiplier),
+            adaptive_clip_quantile=cfg.adaptive_clip_quantile, adaptive_clip_lr=cfg.adaptive_clip_lr,
+            adaptive_clip_count_stddev=cfg.adaptive_clip_count_stddev,
+        )
+        if cfg.noise_multiplier is None:
+            mech = calibrate_mechanism(mech, cfg.target_epsilon, cfg.rounds, delta, accountant=cfg.accountant)
+    except ValueError as e:
+        raise ValueError(f"federated (mechanism={cfg.mechanism!r}, sampling={cfg.sampling!r}): {e}") from None
+    return DpSetup(participation, delta, mech, cfg.accountant)
+
+
+def _check_checkpoint_mechanism(ckpt_dir, ledger: PrivacyLedger) -> None:
+    """Refuses to resume from checkpoints written by another mechanism (their state would not even load)."""
+    for step in reversed(checkpoint.list_steps(ckpt_dir)):
+        try:
+            meta = json.loads((Path(ckpt_dir) / f"ckpt-{step:06d}.json").read_text())["meta"]
+        except (OSError, ValueError, KeyError):
+            continue  # damaged: load_latest skips it with a warning
+        saved = (meta.get("ledger") or {}).get("mechanism")
+        if saved is not None and saved != ledger.mechanism:
+            raise checkpoint.CheckpointError(
+                f"{ckpt_dir}: checkpoint {step} was written by mechanism {saved}, this run uses {ledger.mechanism}")
+        return
 
 
 def gather_cohort(rows: UserRows, indices: np.ndarray, mask: np.ndarray, cfg: FederatedConfig, seed: int, round_: int) -> CohortBatch:
@@ -104,30 +174,35 @@ def train_federated(
     """Run ``cfg.rounds`` rounds; checkpoint every ``cfg.checkpoint_every``; return params, ledger, history."""
     n = len(rows)
     server_opt = make_server_optimizer(cfg.server_optimizer, cfg.server_lr)
-    agg = AggregatorConfig(
-        mode="dp-fedavg" if private else "fedavg",
-        clip_norm=dp.clip_norm if private else 1.0,
-        noise_multiplier=dp.noise_multiplier,
-        expected_cohort=dp.sampling_prob * n,
-    )
+    if dp.population != n:
+        raise ValueError(f"the privacy setup is for N={dp.population} users, the data has {n}")
+    if private and dp.mechanism is None:
+        raise ValueError("a private run needs a mechanism (resolve_dp)")
+    agg = dp.mechanism if private else AggregatorConfig(mode="fedavg")
     # The cohort axis over the devices (one device: the unsharded round). The
     # sharded round puts state, cohort and key on the mesh itself.
     mesh = client_mesh(cfg.devices)
     round_fn = build_round(loss_fn, cfg.client_lr, server_opt, agg, client_chunk=cfg.client_chunk, mesh=mesh)
-    state = server_init(params, server_opt)
-    ledger = PrivacyLedger(dp.noise_multiplier, dp.sampling_prob, dp.delta, n) if private else None
+    state = server_init(params, server_opt, agg)
+    ledger = dp.ledger() if private else None
     history: list[dict] = []
     start = 0
+    if resume and private:
+        _check_checkpoint_mechanism(ckpt_dir, ledger)
     if resume:
-        found = checkpoint.load_latest(ckpt_dir, (state.params, state.opt_state))
+        found = checkpoint.load_latest(ckpt_dir, (state.params, state.opt_state, state.mech_state))
         if found is not None:
-            start, (p, o), meta = found
-            state = ServerState(p, o, jnp.asarray(start, jnp.int32))
+            start, (p, o, ms), meta = found
+            state = ServerState(p, o, jnp.asarray(start, jnp.int32), ms)
             history = meta.get("history", [])
             if private:
-                ledger = PrivacyLedger.from_dict(meta["ledger"])
-                if ledger.rounds != start:
-                    raise checkpoint.CheckpointError(f"{ckpt_dir}: ledger has {ledger.rounds} rounds, checkpoint {start}")
+                saved = PrivacyLedger.from_dict(meta["ledger"])
+                if saved.rounds != start:
+                    raise checkpoint.CheckpointError(f"{ckpt_dir}: ledger has {saved.rounds} rounds, checkpoint {start}")
+                if saved.mechanism is not None and saved.mechanism != ledger.mechanism:
+                    raise checkpoint.CheckpointError(
+                        f"{ckpt_dir}: checkpoint was written by mechanism {saved.mechanism}, this run uses {ledger.mechanism}")
+                ledger = saved
     root = jax.random.key(seed)
     fl_key = jax.random.fold_in(root, 0xFED)
     multiple = capacity_multiple(mesh.size, cfg.client_chunk)  # = client_chunk on one device
@@ -151,5 +226,5 @@ def train_federated(
             on_round(r + 1, record, state.params, ledger)
         if (r + 1) % cfg.checkpoint_every == 0 or r + 1 == cfg.rounds:
             meta = {"round": r + 1, "seed": seed, "history": history, "ledger": ledger.to_dict() if private else None}
-            checkpoint.save(ckpt_dir, r + 1, (state.params, state.opt_state), meta)
+            checkpoint.save(ckpt_dir, r + 1, (state.params, state.opt_state, state.mech_state), meta)
     return state.params, ledger, history

@@ -224,7 +224,8 @@ def run(
         private = cfg.mode == "dp-fedavg"
         dp = resolve_dp(cfg.federated, len(data.rows), private)
         if private:
-            log(f"dp: q={dp.sampling_prob:.4g} z={dp.noise_multiplier:.4f} C={dp.clip_norm} δ={dp.delta:.0e} N={dp.population}")
+            log(f"dp: {dp.mechanism.to_dict()['name']} q={dp.sampling_prob:.4g} z={dp.noise_multiplier:.4f} "
+                f"C={dp.clip_norm} δ={dp.delta:.0e} N={dp.population} ({dp.participation.scheme} sampling)")
         if not resume and jsonl.exists():
             jsonl.unlink()
         replayed = [resume]  # a resumed run replays rounds after the checkpoint it actually loaded
