@@ -207,3 +207,33 @@ def test_optimised_banded_strategy_beats_independent_noise():
     assert len(coefs) == 4 and sum(c * c for c in coefs) == pytest.approx(1.0)
     prefix = cn.noise_error_profile("bandmf", {"coefs": coefs}, 16)["prefix"]
     assert cn.effective_iid_std(prefix) < 0.9  # iid noise (DP-FedAvg) is exactly 1
+
+
+# ----------------------------------------------------------------- the mechanism registry and the training config
+
+
+def test_registered_and_consistent_with_the_mechanism_abstraction():
+    from keyboard_fl.privacy import MECHANISMS, Participation, make_mechanism, mechanism_epsilon
+    from keyboard_fl.privacy import mechanism_from_dict as any_from_dict
+
+    assert {"dp-ftrl-bandmf", "dp-ftrl-blt"} <= set(MECHANISMS)
+    m = make_mechanism("dp-ftrl-bandmf", clip_norm=1.0, noise_multiplier=0.9,
+                       participation=Participation("cyclic", 0.2, 1000, min_separation=3), rounds=8, coefs=BAND3)
+    assert m == _bandmf(z=0.9)
+    assert any_from_dict(m.to_dict()) == m
+    assert mechanism_epsilon(m, 8, 1e-6) == pytest.approx(m.epsilon(1e-6), rel=1e-9)
+    with pytest.raises(ValueError, match="participation 'poisson' does not match its accountant"):
+        make_mechanism("dp-ftrl-blt", clip_norm=1.0, noise_multiplier=1.0,
+                       participation=Participation("poisson", 0.01, 1000), rounds=8)
+
+
+def test_training_config_with_mismatched_sampling_is_refused():
+    from keyboard_fl.config import FederatedConfig
+    from keyboard_fl.train.federated import resolve_dp
+
+    cfg = FederatedConfig(mechanism="dp-ftrl-bandmf", sampling="poisson", clients_per_round=10, rounds=8)
+    with pytest.raises(ValueError, match="mechanism='dp-ftrl-bandmf'.*does not match its accountant"):
+        resolve_dp(cfg, 300, private=True)
+    cfg = FederatedConfig(mechanism="dp-ftrl-blt", sampling="cyclic", clients_per_round=10, rounds=8)
+    with pytest.raises(ValueError, match="sampling='cyclic'"):  # the loop has no cyclic sampler (yet)
+        resolve_dp(cfg, 300, private=True)

@@ -59,7 +59,8 @@ class CyclicPoisson:
     # deterministic cyclic participation; no amplification then).
     sampling_prob: float
 
-    name = "cyclic-poisson"
+    # keyboard_fl.privacy.Participation's name for this pattern (with min_separation = b).
+    scheme = "cyclic"
 
     def __post_init__(self):
         for field in ("num_users", "num_bands"):
@@ -90,6 +91,20 @@ class CyclicPoisson:
         return cls(num_users, num_bands, q)
 
     @property
+    def population(self) -> int:
+        return self.num_users
+
+    @property
+    def neighbouring(self) -> str:
+        return "add-remove one user"
+
+    def relation(self):
+        """dp-accounting's neighbouring relation: add or remove one user."""
+        import dp_accounting  # only for accounting; the sampler itself never needs it
+
+        return dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+
+    @property
     def min_separation(self) -> int:
         """Fewest rounds between two participations of one user (b)."""
         return self.num_bands
@@ -108,14 +123,14 @@ class CyclicPoisson:
         return -(-int(rounds) // self.num_bands)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"scheme": self.name, **asdict(self)}
+        return {"scheme": self.scheme, **asdict(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CyclicPoisson:
         d = dict(d)
-        scheme = d.pop("scheme", cls.name)
-        if scheme != cls.name:
-            raise ValueError(f"participation scheme {scheme!r} is not {cls.name!r}")
+        scheme = d.pop("scheme", cls.scheme)
+        if scheme != cls.scheme:
+            raise ValueError(f"participation scheme {scheme!r} is not {cls.scheme!r} (block-cyclic Poisson)")
         return cls(**d)
 
 

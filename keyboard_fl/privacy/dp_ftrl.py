@@ -53,6 +53,8 @@ __all__ = [
     "BandMF",
     "calibrate_noise_multiplier",
     "check_participation",
+    "make_bandmf",
+    "make_blt",
     "mechanism_epsilon",
     "mechanism_from_dict",
 ]
@@ -288,6 +290,30 @@ class BLT(_CorrelatedNoise):
                 "noise_std": self.noise_std, "accountant": self.accountant,
                 "event": "dp_accounting.GaussianDpEvent(z) (no amplification; min-sep sensitivity, "
                          "jax_privacy.matrix_factorization.toeplitz.minsep_sensitivity_squared)"}
+
+
+def _as_cyclic(participation: Any) -> Any:
+    """keyboard_fl.privacy.Participation("cyclic", q_b, N, min_separation=b) → CyclicPoisson(N, b, q_b)."""
+    p = participation
+    if getattr(p, "scheme", None) == "cyclic" and getattr(p, "population", None) and getattr(p, "min_separation", None):
+        return CyclicPoisson(p.population, p.min_separation, p.sampling_prob)
+    return p  # anything else is refused, with the reason, by check_participation
+
+
+def _factory(cls: type, deterministic: bool):
+    def make(*, clip_norm: float, noise_multiplier: float, participation: Any, rounds: int | None = None, **params):
+        participation = check_participation(cls.name, _as_cyclic(participation), deterministic=deterministic)
+        if rounds is None:
+            raise ValueError(f"{cls.name}: rounds= is required (the number of rounds the factorisation covers)")
+        return cls.build(clip_norm=clip_norm, noise_multiplier=noise_multiplier, participation=participation,
+                         rounds=rounds, **params)
+
+    make.__doc__ = f"{cls.name} for keyboard_fl.privacy.make_mechanism (participation CyclicPoisson or 'cyclic')."
+    return make
+
+
+make_bandmf = _factory(BandMF, deterministic=False)
+make_blt = _factory(BLT, deterministic=True)
 
 
 def mechanism_from_dict(d: dict[str, Any]) -> BandMF | BLT:
