@@ -35,7 +35,12 @@ from jax_privacy.experimental import accounting as jp_accounting
 
 from keyboard_fl.fl.participation import CyclicPoisson
 from keyboard_fl.privacy import correlated_noise as cn
-from keyboard_fl.privacy.dp_ftrl import BLT, PLD_DISCRETIZATION, BandMF, calibrate_noise_multiplier
+from keyboard_fl.privacy.dp_ftrl import (
+    BLT,
+    PLD_DISCRETIZATION,
+    BandMF,
+    calibrate_noise_multiplier,
+)
 
 OUT = Path(__file__).parent / "results" / "mechanism_noise.json"
 

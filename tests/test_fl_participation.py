@@ -1,5 +1,7 @@
 """Tests for keyboard_fl.fl.participation (block-cyclic Poisson: bands, min-sep, rate)."""
 
+import itertools
+
 import jax
 import numpy as np
 import pytest
@@ -41,7 +43,7 @@ def test_only_active_band_min_separation_and_max_participations():
             seen.setdefault(int(u), []).append(t)
     for ts in seen.values():
         assert len(ts) <= p.max_participations(rounds)
-        assert all(b - a >= p.min_separation for a, b in zip(ts, ts[1:]))
+        assert all(b - a >= p.min_separation for a, b in itertools.pairwise(ts))
     # Poisson within the band: total draws are Binomial(sum of band sizes, q_b)
     band_sizes = np.bincount(np.asarray(bands), minlength=p.num_bands)
     trials = int(sum(band_sizes[t % p.num_bands] for t in range(rounds)))

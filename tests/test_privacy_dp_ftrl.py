@@ -18,7 +18,12 @@ from keyboard_fl import checkpoint
 from keyboard_fl.fl.participation import CyclicPoisson
 from keyboard_fl.privacy import correlated_noise as cn
 from keyboard_fl.privacy.clipping import add_gaussian_noise
-from keyboard_fl.privacy.dp_ftrl import BLT, BandMF, calibrate_noise_multiplier, mechanism_from_dict
+from keyboard_fl.privacy.dp_ftrl import (
+    BLT,
+    BandMF,
+    calibrate_noise_multiplier,
+    mechanism_from_dict,
+)
 
 BLT_C = ((0.9, 0.4), (0.25, 0.3))  # buf_decay, output_scale: Toeplitz coefs 1, .55, .345, ... (decreasing)
 BAND3 = tuple(np.array([0.8, 0.45, 0.3]) / np.linalg.norm([0.8, 0.45, 0.3]))
@@ -213,7 +218,12 @@ def test_optimised_banded_strategy_beats_independent_noise():
 
 
 def test_registered_and_consistent_with_the_mechanism_abstraction():
-    from keyboard_fl.privacy import MECHANISMS, Participation, make_mechanism, mechanism_epsilon
+    from keyboard_fl.privacy import (
+        MECHANISMS,
+        Participation,
+        make_mechanism,
+        mechanism_epsilon,
+    )
     from keyboard_fl.privacy import mechanism_from_dict as any_from_dict
 
     assert {"dp-ftrl-bandmf", "dp-ftrl-blt"} <= set(MECHANISMS)

@@ -149,7 +149,7 @@ def minsep_patterns(rounds: int, min_sep: int, max_participations: int) -> list[
     out: list[tuple[int, ...]] = []
     for k in range(1, max_participations + 1):
         for combo in itertools.combinations(range(rounds), k):
-            if all(b - a >= min_sep for a, b in zip(combo, combo[1:])):
+            if all(b - a >= min_sep for a, b in itertools.pairwise(combo)):
                 out.append(combo)
     return out
 

@@ -80,7 +80,7 @@ def check_participation(name: str, participation: Any, *, deterministic: bool) -
     """The participation if ``name``'s accountant assumes it; otherwise a ValueError saying why."""
     if not isinstance(participation, CyclicPoisson):
         scheme = getattr(participation, "scheme", type(participation).__name__)
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 - a config error (wrong sampling), reported as ValueError
             f"{name}: participation {scheme!r} does not match its accountant, which assumes block-cyclic "
             "participation (users in b bands, round t draws band t mod b; keyboard_fl.fl.participation."
             "CyclicPoisson). Plain Poisson or fixed-size cohorts are DP-FedAvg's samplers: use mechanism "
@@ -320,8 +320,8 @@ def mechanism_from_dict(d: dict[str, Any]) -> BandMF | BLT:
     """Inverse of ``to_dict`` (derived entries such as ``noise_std`` are recomputed, not read)."""
     try:
         name = d["name"]
-        common = dict(clip_norm=d["clip_norm"], noise_multiplier=d["noise_multiplier"],
-                      participation=CyclicPoisson.from_dict(d["participation"]), rounds=d["rounds"])
+        common = {"clip_norm": d["clip_norm"], "noise_multiplier": d["noise_multiplier"],
+                  "participation": CyclicPoisson.from_dict(d["participation"]), "rounds": d["rounds"]}
         if name == BandMF.name:
             return BandMF(**common, coefs=tuple(d["coefs"]))
         if name == BLT.name:
