@@ -58,16 +58,19 @@ def _guard(fn):
     return wrapper
 
 
-def _config(preset: str, mode: str, seed: int, **overrides):
+def _config(preset: str, mode: str, seed: int, config_file: Optional[Path] = None, sets=(), **overrides):
+    """The preset, then the --config file, then the dedicated flags (federated.*), then each --set, in order."""
     from keyboard_fl.config import PRESETS, preset as make_preset
+    from keyboard_fl.overrides import resolve
 
     if preset not in PRESETS:
         _fail(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    cfg = make_preset(preset, mode=mode, seed=seed)
-    fed = {k: v for k, v in overrides.items() if v is not None}
-    if fed:
-        cfg = dataclasses.replace(cfg, federated=dataclasses.replace(cfg.federated, **fed))
-    return cfg
+    flags = [f"federated.{k}={json.dumps(v)}" for k, v in overrides.items() if v is not None]
+    return resolve(make_preset(preset, mode=mode, seed=seed), config_file=config_file, sets=[*flags, *sets])
+
+
+CONFIG_OPTION = typer.Option(None, "--config", help="a full or partial RunConfig JSON file laid over the preset")
+SET_OPTION = typer.Option([], "--set", help="section.field=value (repeatable), e.g. federated.local_epochs=2")
 
 
 def _log(msg: str) -> None:
@@ -142,6 +145,8 @@ def train(
     corpus: Optional[Path] = typer.Option(None, "--corpus", help="your own corpus: a JSONL file ({user_id, text} per line) or a directory of per-user text files"),
     skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="skip and count malformed corpus lines instead of stopping"),
     canaries: bool = typer.Option(False, "--canaries", help="plant Secret Sharer canaries in training users (for keyboard-fl audit)"),
+    config_file: Optional[Path] = CONFIG_OPTION,
+    sets: list[str] = SET_OPTION,
 ):
     """Train one model (central baseline, FedAvg or DP-FedAvg) and evaluate it."""
     from keyboard_fl.config import MODES
@@ -156,17 +161,30 @@ def train(
                 adaptive_clip_quantile=adaptive_clip_quantile)
     if noise_multiplier is not None:
         over["target_epsilon"] = None
-    cfg = _config(preset, mode, seed, **over)
+    cfg = _config(preset, mode, seed, config_file, sets, **over)
     if corpus is not None:
         if not corpus.exists():
             _fail(f"--corpus {corpus}: no such file or directory")
         cfg = dataclasses.replace(cfg, corpus=str(corpus.resolve()), skip_bad_lines=skip_bad_lines)
-    if canaries:
+    if canaries and cfg.canaries is None:  # canaries set by --config/--set are kept
         cfg = _with_canaries(cfg, seed)
     with _Bars() as bars:
         m = run(cfg, out, resume=resume, log=_log, progress=bars)
-    console.print(results_table({mode: m}))
+    console.print(results_table({cfg.mode: m}))
     console.print(f"wrote {out / 'metrics.json'}")
+
+
+@app.command("config")
+@_guard
+def show_config(
+    preset: str = typer.Option("default", help="tiny, default or large"),
+    mode: str = typer.Option("dp-fedavg", help="central, fedavg or dp-fedavg"),
+    seed: int = typer.Option(0),
+    config_file: Optional[Path] = CONFIG_OPTION,
+    sets: list[str] = SET_OPTION,
+):
+    """Print the resolved run configuration as JSON (preset, then --config, then --set)."""
+    typer.echo(_config(preset, mode, seed, config_file, sets).to_json())
 
 
 @app.command()

@@ -112,7 +112,9 @@ def load_suggester(run_dir: str | Path):
     if found is None:
         raise RunNotFound(f"{run_dir / 'model'}: no usable model checkpoint")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return Suggester(graphdef, found[1], tok), metrics
+    from keyboard_fl.dictionary import run_dictionary
+
+    return Suggester(graphdef, found[1], tok, dictionary=run_dictionary(run_dir)), metrics
 
 
 def load_run(run_dir: str | Path, name: str | None = None, *, backend: str = "jax") -> LoadedRun:
@@ -127,7 +129,10 @@ def load_run(run_dir: str | Path, name: str | None = None, *, backend: str = "ja
         if not (run_dir / "export" / "manifest.json").exists():
             export_run(run_dir)
         _, metrics = load_suggester(run_dir)
-        return LoadedRun(name or run_dir.name, run_dir, OnnxSuggester(run_dir / "export", int8=True), metrics)
+        from keyboard_fl.dictionary import run_dictionary
+
+        onnx_s = OnnxSuggester(run_dir / "export", int8=True, dictionary=run_dictionary(run_dir))  # also for older exports
+        return LoadedRun(name or run_dir.name, run_dir, onnx_s, metrics)
     if backend != "jax":
         raise ValueError(f"backend must be 'jax' or 'onnx', got {backend!r}")
     suggester, metrics = load_suggester(run_dir)

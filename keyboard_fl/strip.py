@@ -14,6 +14,7 @@ installs without JAX:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Container
 
 import numpy as np
 
@@ -64,9 +65,13 @@ def prefix_tables(tokenizer: Tokenizer, prefix: str, max_prefix: int) -> tuple[n
 
 
 def collect_words(
-    tokenizer: Tokenizer, pieces: np.ndarray, scores: np.ndarray, k: int, prefix: str = ""
+    tokenizer: Tokenizer, pieces: np.ndarray, scores: np.ndarray, k: int, prefix: str = "",
+    dictionary: Container[str] | None = None,
 ) -> list[tuple[str, float]]:
-    """Top-k distinct words (with log-probabilities) from one context's search output."""
+    """Top-k distinct words (with log-probabilities) from one context's search output.
+
+    With a ``dictionary`` (:class:`keyboard_fl.dictionary.Dictionary`) only real words are kept.
+    """
     best: dict[str, float] = {}
     depth = pieces.shape[0]
     for d in range(depth):
@@ -76,6 +81,8 @@ def collect_words(
                 continue
             word = tokenizer.word_of(pieces[d, b, : d + 1])
             if not word or not word.startswith(prefix) or not text_lib.WORD_RE.fullmatch(word):
+                continue
+            if dictionary is not None and word not in dictionary:
                 continue
             best[word] = float(np.logaddexp(best[word], s)) if word in best else s
     return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]

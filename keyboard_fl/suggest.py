@@ -108,8 +108,12 @@ def _context_state(graphdef, params, ids: jax.Array, length: jax.Array):
 class Suggester:
     """Top-k word suggestions for a text being typed, from one trained model."""
 
-    def __init__(self, graphdef: nnx.GraphDef, params: Params, tokenizer: Tokenizer, config: SearchConfig = SearchConfig()):
+    def __init__(
+        self, graphdef: nnx.GraphDef, params: Params, tokenizer: Tokenizer, config: SearchConfig = SearchConfig(),
+        dictionary=None,
+    ):
         self.graphdef, self.params, self.tokenizer, self.config = graphdef, params, tokenizer, config
+        self.dictionary = dictionary  # keyboard_fl.dictionary.Dictionary: only real words reach the strip
         self.boundary = jnp.asarray(tokenizer.ends_word)
         self._tables: dict[str, tuple[jax.Array, jax.Array]] = {}
 
@@ -141,7 +145,7 @@ class Suggester:
             jnp.asarray([len(prefix)], jnp.int32), self.boundary,
             beam=self.config.beam, depth=self.config.depth,
         )
-        return collect_words(self.tokenizer, np.asarray(pieces[0]), np.asarray(scores[0]), k, prefix)
+        return collect_words(self.tokenizer, np.asarray(pieces[0]), np.asarray(scores[0]), k, prefix, self.dictionary)
 
 
 __all__ = ["SearchConfig", "Suggester", "word_search", "collect_words", "prefix_tables", "BOS_ID"]

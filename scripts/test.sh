@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# The test suite. Installs what it needs: the package (scripts/setup.sh) and
-# Debian's chromium for the end-to-end browser test of the demo.
+# The test suite. Installs what it needs: Debian's chromium (end-to-end browser
+# tests of the demo) and node/npm (onnxruntime-web for the on-device page, the
+# tokenizer parity test), then the package and its assets (scripts/setup.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-if ! command -v chromium >/dev/null 2>&1; then
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "warning: could not install chromium; the browser test will fail" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
+      || echo "warning: could not install ${missing[*]}; the browser tests will fail" >&2
   else
-    echo "warning: chromium is missing (sudo apt-get install chromium); the browser test will fail" >&2
+    echo "warning: missing ${missing[*]} (sudo apt-get install ${missing[*]}); the browser tests will fail" >&2
   fi
 fi
+bash scripts/setup.sh
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

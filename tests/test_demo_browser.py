@@ -52,7 +52,7 @@ class _Capture(logging.Handler):
 
 
 @contextlib.contextmanager
-def _serving(runs):
+def _serving(runs, *, export: bool = False):
     """uvicorn serving the demo over ``runs`` on a free port: yields (base URL, log capture)."""
     uvicorn = pytest.importorskip("uvicorn")
     from keyboard_fl.demo.app import create_app
@@ -64,7 +64,7 @@ def _serving(runs):
         logging.getLogger(n).setLevel(logging.DEBUG)
     logging.getLogger().addHandler(capture)
 
-    app = create_app(runs)
+    app = create_app(runs, export=export)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, log_level="debug", access_log=True, lifespan="off")
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -134,7 +134,7 @@ def test_type_accept_switch_model_screenshot(server, browser):
     page.on("pageerror", lambda e: console_errors.append(str(e)))
     page.on("request", lambda r: foreign.append(r.url) if not (r.url.startswith(base) or r.url.startswith("data:")) else None)
 
-    page.goto(base + "/")
+    page.goto(base + "/?mode=server")
     page.wait_for_selector(".model-card >> nth=2")
     cards = page.eval_on_selector_all(".model-card", "els => els.map(e => [e.dataset.model, e.innerText])")
     assert [c[0] for c in cards] == ["central", "fedavg", "dp-fedavg"]
@@ -226,7 +226,7 @@ def test_a_late_answer_to_an_old_key_press_is_dropped(server, browser):
         };
         """
     )
-    page.goto(base + "/")
+    page.goto(base + "/?mode=server")
     page.wait_for_selector(".model-card >> nth=2")
     page.click("#message")
     seq = _wait_fresh(page)
@@ -255,7 +255,7 @@ def test_canary_view_shows_each_model_with_a_leak_badge(canary_run, tiny_runs, b
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.goto(base + "/")
+        page.goto(base + "/?mode=server")
         page.wait_for_selector(".model-card >> nth=1")
         assert page.is_hidden("#view-canary")
         page.click("#tab-canary")

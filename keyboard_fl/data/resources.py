@@ -23,7 +23,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-DEFAULT_LANG_DIR = Path(__file__).resolve().parent / "lang"  # package data: ships in the wheel
+from keyboard_fl.package_data import package_dir
+
+DEFAULT_LANG_DIR = package_dir("keyboard_fl.data", "lang")  # package data: ships in the wheel
 
 SLOT, ALT, OPT = 0, 1, 2
 

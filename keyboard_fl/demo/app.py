@@ -1,6 +1,9 @@
 """The suggestion-strip demo: a FastAPI app serving a phone-keyboard page.
 
-``GET /``             the page (static HTML/CSS/JS, no external resources)
+``GET /``             the page (static HTML/CSS/JS, no external resources); by default it
+                      computes suggestions on the device (onnxruntime-web, WASM)
+``GET /export/{model}/{file}`` a run's export for the page: the ONNX step model,
+                      ``tokenizer.json``, ``words.txt`` and ``manifest.json``
 ``GET /api/models``   the loaded models: mode, privacy (ε, δ) and quality
 ``POST /api/suggest`` ``{"model": name, "text": str}`` →
                       ``{"suggestions": [3 words], "ms": latency, ...}``
@@ -13,12 +16,12 @@ Privacy (DESIGN.md §3): typed text is used to compute one answer and then
 dropped. Nothing here logs, stores or echoes it — errors describe the request's
 *shape* (sizes, types), never its content — and responses are ``no-store``.
 Requests are bounded (body ≤ 8 KB, text ≤ 1,000 characters) so a client cannot
-make the server do unbounded work.
+make the server do unbounded work; their pydantic models (:mod:`.schemas`) are
+published at ``GET /openapi.json``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -31,17 +34,27 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from keyboard_fl import __version__
 from keyboard_fl.demo.canary import canary_format, check, run_canaries
 from keyboard_fl.demo.incremental import IncrementalSuggester
+from keyboard_fl.demo.schemas import (
+    MAX_BODY_BYTES,
+    MAX_TEXT_CHARS,
+    ApiError,
+    CanaryCheckRequest,
+    SuggestRequest,
+    parse,
+    request_body_schema,
+)
+from keyboard_fl.package_data import package_dir
 from keyboard_fl.models_registry import LoadedRun, RunNotFound, discover_runs, load_run
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).parent / "static"
-MAX_BODY_BYTES = 8192  # 1,000 characters of JSON-escaped text (≤ 6 bytes each) fit; more is refused
-MAX_TEXT_CHARS = 1000
+STATIC = package_dir("keyboard_fl.demo", "static")  # package data: ships in the wheel
 NUM_SUGGESTIONS = 3
 DEFAULT_RUNS_ROOT = Path("runs/main")
 
@@ -51,14 +64,12 @@ _SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     # Everything the page needs comes from this server: no CDN, no network.
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    # 'wasm-unsafe-eval' lets the page compile onnxruntime-web's WebAssembly (and nothing else: no eval).
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
 }
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status, self.message = status, message
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -90,6 +101,7 @@ def split_for_client(suggester, text: str) -> tuple[str, str]:
 
 
 async def _read_body(request: Request) -> bytes:
+    """The request body, refused (413) past :data:`MAX_BODY_BYTES` before it is all read."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -105,46 +117,6 @@ async def _read_body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _parse_object(body: bytes, fields: tuple[str, ...]) -> dict:
-    """The JSON object in ``body``, holding no field but ``fields`` (4xx otherwise)."""
-    shape = "{" + ", ".join(f'"{f}": "<{"name" if f == "model" else "typed text"}>"' for f in fields) + "}"
-    if not body.strip():
-        raise ApiError(400, f"empty body: send JSON {shape}")
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ApiError(400, "request body is not UTF-8") from None
-    except (json.JSONDecodeError, RecursionError):
-        raise ApiError(400, f"request body is not valid JSON: send {shape}") from None
-    if not isinstance(payload, dict):
-        raise ApiError(422, f"request body must be a JSON object, got {type(payload).__name__}")
-    unknown = sorted(set(payload) - set(fields))
-    if unknown:
-        expected = " and ".join(repr(f) for f in fields)
-        raise ApiError(422, f"unknown field(s): {', '.join(repr(str(k)[:40]) for k in unknown[:5])}; expected {expected}")
-    return payload
-
-
-def _parse_suggest_request(body: bytes) -> tuple[str, str]:
-    payload = _parse_object(body, ("model", "text"))
-    model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(422, "'model' must be a non-empty string (see GET /api/models)")
-    return model, _text_field(payload)
-
-
-def _text_field(payload: dict) -> str:
-    """The bounded ``text`` field of a request (may be empty)."""
-    text = payload.get("text")
-    if text is None:
-        raise ApiError(422, "'text' is required (a string, may be empty)")
-    if not isinstance(text, str):
-        raise ApiError(422, f"'text' must be a string, got {type(text).__name__}")
-    if len(text) > MAX_TEXT_CHARS:
-        raise ApiError(413, f"'text' is {len(text)} characters; the limit is {MAX_TEXT_CHARS} (send the text before the cursor, trimmed)")
-    return text
-
-
 class _Model:
     """A loaded run plus a lock: a Suggester keeps caches and is not made for concurrent calls."""
 
@@ -157,6 +129,59 @@ class _Model:
         self.suggester = IncrementalSuggester(run.suggester) if isinstance(run.suggester, Suggester) else run.suggester
         self.lock = threading.Lock()
         self.canaries = _planted(run)
+        self.export = run.path / "export"  # served to the page when complete (see ondevice_files)
+
+
+def ondevice_files(model: _Model) -> dict | None:
+    """URLs of a model's export for the in-page keyboard, or None when the export is missing or incomplete."""
+    from keyboard_fl.export.onnx_export import FLOAT_NAME, INT8_NAME, MANIFEST_NAME
+
+    d, name = model.export, model.info["name"]
+    need = (MANIFEST_NAME, FLOAT_NAME, TOKENIZER_JSON, WORDS_TXT)
+    if not all((d / f).is_file() for f in need):
+        return None
+
+    def url(f: str) -> str:
+        return f"/export/{name}/{f}"
+
+    int8 = (d / INT8_NAME).is_file()
+    return {
+        "manifest": url(MANIFEST_NAME), "tokenizer": url(TOKENIZER_JSON), "words": url(WORDS_TXT),
+        "model": url(INT8_NAME if int8 else FLOAT_NAME), "model_float": url(FLOAT_NAME),
+        "precision": "int8" if int8 else "float32",
+    }
+
+
+TOKENIZER_JSON, WORDS_TXT = "tokenizer.json", "words.txt"
+ORT_DIR = STATIC / "vendor" / "onnxruntime-web"
+ORT_MEDIA = {  # the runtime files the page loads (application/wasm: the browser compiles while it downloads)
+    "ort.wasm.min.mjs": "text/javascript", "ort-wasm-simd-threaded.mjs": "text/javascript",
+    "ort-wasm-simd-threaded.wasm": "application/wasm",
+}
+EXPORT_FILES = {  # the only files of an export the page may fetch, with their media types
+    "manifest.json": "application/json", "model.onnx": "application/octet-stream",
+    "model.int8.onnx": "application/octet-stream",
+    TOKENIZER_JSON: "application/json",
+    WORDS_TXT: "text/plain; charset=utf-8",
+}
+
+
+def ensure_exports(runs: Mapping[str, Path | LoadedRun]) -> None:
+    """Export (``keyboard-fl export``) every run whose export lacks a file the page needs.
+
+    A failure is reported and the model stays server-only.
+    """
+    from keyboard_fl.export import export_run
+
+    for name, r in runs.items():
+        path = r.path if isinstance(r, LoadedRun) else Path(r)
+        if all((path / "export" / f).is_file() for f in ("manifest.json", "model.onnx", TOKENIZER_JSON, WORDS_TXT)):
+            continue
+        try:
+            export_run(path)
+        except Exception as e:  # noqa: BLE001 - that model stays server-only
+            why = f"{type(e).__name__}: {e}"
+            sys.stderr.write(f"model {name}: no on-device export ({why}); it runs on the server only\n")
 
 
 def _planted(run: LoadedRun) -> dict:
@@ -176,21 +201,28 @@ def _load_all(runs: Mapping[str, Path | LoadedRun]) -> dict[str, _Model]:
     return models
 
 
-def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> FastAPI:
+def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True, export: bool = False) -> FastAPI:
     """The demo app over ``runs`` (name → run directory, or an already loaded run).
 
     Each model is loaded once, here; with ``warmup`` every model answers a few
     requests before the app starts so the first key press is not a compile.
+    With ``export`` a run without a complete export is exported first, so the
+    page can run it on the device.
     """
     if not runs:
         raise RunNotFound("no trained runs to serve: train some with `keyboard-fl main` (writes runs/main/)")
+    if export:
+        ensure_exports(runs)
     models = _load_all(runs)
     if warmup:
         for m in models.values():
             for probe in ("", "a", "a "):
                 m.suggester.suggest(probe, NUM_SUGGESTIONS)
 
-    app = FastAPI(title="keyboard_fl demo", docs_url=None, redoc_url=None, openapi_url=None)
+    # The OpenAPI schema is served (clients, fuzzers); the interactive docs pages load a CDN, so stay off.
+    app = FastAPI(
+        title="keyboard_fl demo", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json"
+    )
     app.state.models = models
 
     @app.middleware("http")
@@ -208,6 +240,12 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> 
     async def http_error(_request: Request, exc: StarletteHTTPException):
         return _error(exc.status_code, str(exc.detail))
 
+    @app.exception_handler(ValidationError)
+    async def server_validation_error(_request: Request, exc: ValidationError):
+        # A pydantic error outside request parsing is a bug here; its report would quote the input.
+        log.error("internal validation error in %s (%d errors)", exc.title, exc.error_count())
+        return _error(500, "internal error")
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
         # Report where the problem is, never the input values.
@@ -218,23 +256,43 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> 
     def index():
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8")
 
+    @app.get("/static/vendor/onnxruntime-web/{file}", include_in_schema=False)
+    def ort_file(file: str, request: Request):
+        """The vendored runtime (scripts/fetch_ort.sh): cached by the browser, the WASM sent gzipped when accepted."""
+        path = ORT_DIR / file
+        if file not in ORT_MEDIA or not path.is_file():
+            raise ApiError(404, "onnxruntime-web is not installed here: run scripts/fetch_ort.sh (setup.sh does)")
+        headers = {"Cache-Control": "public, max-age=604800", "Vary": "Accept-Encoding"}
+        gz = path.with_name(file + ".gz")
+        if gz.is_file() and "gzip" in request.headers.get("accept-encoding", ""):
+            return FileResponse(gz, media_type=ORT_MEDIA[file], headers=headers | {"Content-Encoding": "gzip"})
+        return FileResponse(path, media_type=ORT_MEDIA[file], headers=headers)
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/export/{name}/{file}", include_in_schema=False)
+    def export_file(name: str, file: str):
+        model = models.get(name)
+        if model is None or file not in EXPORT_FILES or ondevice_files(model) is None:
+            raise ApiError(404, "no such export file (see GET /api/models: each model's 'ondevice')")
+        return FileResponse(model.export / file, media_type=EXPORT_FILES[file])
 
     @app.get("/api/models")
     def list_models():
         return {
-            "models": [m.info for m in models.values()],
+            "models": [m.info | {"ondevice": ondevice_files(m)} for m in models.values()],
             "default": _default_model(models),
             "limits": {"max_text_chars": MAX_TEXT_CHARS, "max_body_bytes": MAX_BODY_BYTES},
         }
 
-    @app.post("/api/suggest")
+    @app.post("/api/suggest", openapi_extra=request_body_schema(SuggestRequest))
     async def suggest(request: Request):
-        name, raw = _parse_suggest_request(await _read_body(request))
-        model = models.get(name)
+        """The suggestion strip (3 words) of one model for the text before the cursor."""
+        req = parse(SuggestRequest, await _read_body(request))
+        model = models.get(req.model)
         if model is None:
-            raise ApiError(404, f"unknown model {name[:64]!r}; available: {', '.join(models)}")
-        text = clean_text(raw)
+            raise ApiError(404, f"unknown model {req.model[:64]!r}; available: {', '.join(models)}")
+        text = clean_text(req.text)
         # The JAX call blocks; run it off the event loop, one call per model at a time.
         from starlette.concurrency import run_in_threadpool
 
@@ -246,9 +304,10 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True) -> 
         per_model = [m.info | m.canaries for m in models.values()]
         return {**canary_format(per_model), "models": per_model, "note": CANARY_NOTE}
 
-    @app.post("/api/canary-check")
+    @app.post("/api/canary-check", openapi_extra=request_body_schema(CanaryCheckRequest))
     async def canary_check(request: Request):
-        text = clean_text(_text_field(_parse_object(await _read_body(request), ("text",))))
+        """Type the text into every model: its strip, greedy completion and whether that is a planted secret."""
+        text = clean_text(parse(CanaryCheckRequest, await _read_body(request)).text)
         from starlette.concurrency import run_in_threadpool
 
         fmt = canary_format([m.canaries for m in models.values()])
@@ -336,7 +395,7 @@ def serve(
             sys.stderr.write(f"skipping run {path}: {type(e).__name__}: {e}\n")
     if not loaded:
         raise RunNotFound(f"none of the runs under {runs_root} could be loaded ({', '.join(map(str, runs.values()))})")
-    app = create_app(loaded)
+    app = create_app(loaded, export=True)
     # Access-log lines carry no bodies, but they are off by default anyway: a
     # keyboard demo has no reason to keep who asked when.
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning", server_header=False)

@@ -68,7 +68,9 @@ class IncrementalSuggester:
             jnp.asarray([len(prefix)], jnp.int32), b.boundary,
             beam=b.config.beam, depth=b.config.depth,
         )
-        return suggest_lib.collect_words(b.tokenizer, np.asarray(pieces[0]), np.asarray(scores[0]), k, prefix)
+        return suggest_lib.collect_words(
+            b.tokenizer, np.asarray(pieces[0]), np.asarray(scores[0]), k, prefix, getattr(b, "dictionary", None)
+        )
 
     def suggest(self, text: str, k: int = 3) -> list[str]:
         return [w for w, _ in self.suggest_scored(text, k)]

@@ -42,6 +42,7 @@ def predict_messages(
     k: int = 3,
     batch_size: int = 64,
     search_batch: int = 512,
+    dictionary=None,
 ) -> tuple[list[list[tuple[str, list[str]]]], float, int]:
     """Top-k predictions at each target of each message, and total piece NLL.
 
@@ -73,7 +74,7 @@ def predict_messages(
         )
         pieces, scores = np.asarray(pieces), np.asarray(scores)
         for j, (mi, word) in enumerate(pending_meta):
-            words = [w for w, _ in collect_words(tokenizer, pieces[j], scores[j], k)]
+            words = [w for w, _ in collect_words(tokenizer, pieces[j], scores[j], k, "", dictionary)]
             results[mi].append((word, words))
         pending_state.clear(), pending_logits.clear(), pending_meta.clear()
 

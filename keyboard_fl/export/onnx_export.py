@@ -10,7 +10,8 @@ float). The keyboard runs the step once per context piece and once per beam
 depth (:mod:`keyboard_fl.export.runner`).
 
 Files under ``<run_dir>/export/``: ``model.onnx`` (float32), ``model.int8.onnx``
-(dynamic int8 weights), ``tokenizer.model`` and ``manifest.json``.
+(dynamic int8 weights), ``tokenizer.model``, ``tokenizer.json`` and ``words.txt`` (for the
+in-page keyboard, :mod:`keyboard_fl.export.web`) and ``manifest.json``.
 """
 
 from __future__ import annotations
@@ -135,6 +136,13 @@ def export_run(run_dir, out_dir=None, *, quantize: bool = True) -> dict:
         (out / INT8_NAME).unlink()  # never leave a stale int8 model beside a new float one
     shutil.copyfile(run_dir / "tokenizer.model", out / TOKENIZER_NAME)
     files.append(TOKENIZER_NAME)
+    # For the in-page keyboard: the tokenizer as JSON and the dictionary (real words only).
+    from keyboard_fl.dictionary import WORDS_NAME, run_word_list, save_words
+    from keyboard_fl.export.web import TOKENIZER_JSON_NAME, write_tokenizer_json
+
+    write_tokenizer_json(suggester.tokenizer, out / TOKENIZER_JSON_NAME)
+    save_words(out / WORDS_NAME, run_word_list(run_dir))
+    files += [TOKENIZER_JSON_NAME, WORDS_NAME]
 
     cfg = json.loads((run_dir / "config.json").read_text())
     model_cfg = dict(cfg.get("model", {}))

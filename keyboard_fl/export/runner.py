@@ -20,6 +20,7 @@ import numpy as np
 
 from keyboard_fl.export.onnx_export import FLOAT_NAME, INT8_NAME, MANIFEST_NAME, TOKENIZER_NAME
 from keyboard_fl import text as text_lib
+from keyboard_fl.dictionary import WORDS_NAME, Dictionary
 from keyboard_fl.strip import SearchConfig, collect_words, prefix_tables, split_context
 from keyboard_fl.tokenizer import BOS_ID, Tokenizer
 
@@ -51,13 +52,16 @@ def top_k(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 class OnnxSuggester:
     """Top-k word suggestions from ``export_dir`` (``model.onnx`` or ``model.int8.onnx``)."""
 
-    def __init__(self, export_dir, int8: bool = False, *, threads: int = 1, search=None):
+    def __init__(self, export_dir, int8: bool = False, *, threads: int = 1, search=None, dictionary=None):
         import onnxruntime as ort
 
         self.export_dir = Path(export_dir)
         self.manifest = json.loads((self.export_dir / MANIFEST_NAME).read_text())
         self.tokenizer = Tokenizer.load(self.export_dir / TOKENIZER_NAME)
         self.config = search or SearchConfig(**self.manifest.get("search", {}))
+        if dictionary is None and (self.export_dir / WORDS_NAME).is_file():
+            dictionary = Dictionary.load(self.export_dir / WORDS_NAME)
+        self.dictionary = dictionary  # only real words reach the strip (None: no filter, an old export)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -168,7 +172,7 @@ class OnnxSuggester:
         c, h, logits = self.context_state(ids)
         allowed, advance = self._tables_for(prefix)
         pieces, scores = self.word_search(c, h, logits, allowed, advance, len(prefix))
-        return collect_words(self.tokenizer, pieces, scores, k, prefix)
+        return collect_words(self.tokenizer, pieces, scores, k, prefix, self.dictionary)
 
 
 __all__ = ["OnnxSuggester", "log_softmax", "logsumexp", "top_k"]

@@ -14,8 +14,8 @@
 Submodules are imported on demand: ``import keyboard_fl.flower`` needs no flwr.
 """
 
-from pathlib import Path
+from keyboard_fl.package_data import package_dir
 
-APP_DIR = Path(__file__).with_name("app")  # the Flower App project directory (flwr run APP_DIR ...)
+APP_DIR = package_dir("keyboard_fl.flower", "app")  # the Flower App project directory (flwr run APP_DIR ...)
 
 __all__ = ["APP_DIR"]

@@ -13,7 +13,6 @@ A run directory holds everything needed to use, audit or resume the run::
 
 from __future__ import annotations
 
-import collections
 import json
 import math
 import time
@@ -24,9 +23,9 @@ import jax
 import numpy as np
 
 from keyboard_fl import checkpoint
-from keyboard_fl import text as text_lib
 from keyboard_fl.config import RunConfig
 from keyboard_fl.data import Population, UserSource
+from keyboard_fl.dictionary import public_vocabulary
 from keyboard_fl.eval.metrics import TopKCounter, perplexity
 from keyboard_fl.eval.neural import predict_messages
 from keyboard_fl.models import init_params, make_loss_fn, param_count
@@ -61,8 +60,7 @@ class RunData:
     def __init__(self, cfg: RunConfig, source: UserSource, tokenizer: Tokenizer):
         e = cfg.eval
         public = [m for u in source.users("public") for m in u.train]
-        counts = collections.Counter(w for m in public for w in text_lib.words(m))
-        self.word_vocab = frozenset(w for w, _ in counts.most_common(WORD_VOCAB_SIZE))
+        self.word_vocab = frozenset(public_vocabulary(public, WORD_VOCAB_SIZE))  # also the strip's dictionary
         self.public_rows = np.concatenate(
             [user_rows(tokenizer, u.train, cfg.seq_len) for u in source.users("public")] or [np.zeros((0, cfg.seq_len + 1), np.int32)]
         ) if cfg.pretrain.steps > 0 else None
@@ -86,7 +84,7 @@ def evaluate_model(graphdef, params, tokenizer: Tokenizer, users: dict[str, list
     for uid, ms in users.items():
         ids += [uid] * len(ms)
         msgs += ms
-    preds, nll, n = predict_messages(graphdef, params, tokenizer, msgs)
+    preds, nll, n = predict_messages(graphdef, params, tokenizer, msgs, dictionary=word_vocab)  # real words only
     for uid, per in zip(ids, preds):
         counter.add(uid, [p for _, p in per], [w for w, _ in per])
     out = counter.summary(min_targets=min_targets)
@@ -106,11 +104,11 @@ def evaluate_ngram_baseline(data: RunData, min_targets: int) -> dict:
     return out
 
 
-def _ksr(graphdef, params, tokenizer, messages) -> dict:
+def _ksr(graphdef, params, tokenizer, messages, dictionary=None) -> dict:
     from keyboard_fl.eval.ksr import keystroke_savings
     from keyboard_fl.suggest import Suggester
 
-    s = Suggester(graphdef, params, tokenizer)
+    s = Suggester(graphdef, params, tokenizer, dictionary=dictionary)
     res = keystroke_savings(messages, s.suggest)
     return {k: res[k] for k in ("ksr", "keystrokes", "characters", "accepted_words")}
 
@@ -259,7 +257,7 @@ def run(
     own = evaluate_model(graphdef, params, tokenizer, data.train_user_test, data.word_vocab, e.min_targets)
     ngram = evaluate_ngram_baseline(data, e.min_targets)
     ksr_msgs = _ksr_messages(data, e.ksr_messages)
-    ksr = _ksr(graphdef, params, tokenizer, ksr_msgs) if ksr_msgs else {}
+    ksr = _ksr(graphdef, params, tokenizer, ksr_msgs, data.word_vocab) if ksr_msgs else {}
     if ksr_msgs:
         from keyboard_fl.eval.ksr import keystroke_savings
 

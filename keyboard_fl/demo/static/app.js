@@ -1,8 +1,10 @@
-// keyboard_fl demo: a phone keyboard's suggestion strip driven by /api/suggest.
-// Every key press asks for suggestions (no debounce); only the answer to the
-// latest request is shown, older ones are dropped. Typed text stays in this
-// page and in the one request that needs it.
-"use strict";
+// keyboard_fl demo: a phone keyboard's suggestion strip.
+// On this device (default): the run's export runs in the page (./ondevice/),
+// no request per key press, typed text never leaves the page. On the server
+// (?mode=server, or the toggle): every key press asks /api/suggest.
+// Either way only the answer to the latest key press is shown.
+import { initCanary } from "./canary.js";
+import { OnDeviceSuggester } from "./ondevice/engine.js";
 
 (() => {
   const CONTEXT_CHARS = 400; // the model only needs the recent past; keeps requests small
@@ -18,6 +20,12 @@
   let seq = 0; // id of the latest request; answers to older ones are stale
   let shown = []; // suggestions in rank order (0 = most likely)
   let shift = false;
+  const params = new URLSearchParams(location.search);
+  let where = params.get("mode") === "server" ? "server" : "device"; // where the user wants suggestions computed
+  const engines = new Map(); // model name → Promise<OnDeviceSuggester>
+  let queue = Promise.resolve(); // on-device calls run one at a time (the engine keeps state between them)
+  const timings = []; // per key press: ms from the key press to the strip, for the benchmark
+  const engineTimings = []; // per key press: ms the model took (in the page, or as the server reports it)
 
   // ---------- text helpers (mirror keyboard_fl.suggest.Suggester.split_context) ----------
   const beforeCaret = () => box.value.slice(0, box.selectionStart);
@@ -85,6 +93,68 @@
     el.hidden = !msg;
   }
 
+  // ---------- on this device ----------
+  const currentModel = () => models.find((x) => x.name === current);
+  const onDevice = () => where === "device" && !!(currentModel() || {}).ondevice;
+
+  function engineFor(name) {
+    const m = models.find((x) => x.name === name);
+    if (!m || !m.ondevice) return Promise.reject(new Error(`model ${name} has no export to run on this device`));
+    if (!engines.has(name)) {
+      const precision = params.get("precision") === "float32" ? "model_float" : "model";
+      engines.set(name, OnDeviceSuggester.load({ ...m.ondevice, model: m.ondevice[precision] }));
+    }
+    return engines.get(name);
+  }
+
+  function showWhere() {
+    const el = $("where");
+    const dev = onDevice();
+    el.dataset.where = dev ? "device" : "server";
+    el.textContent = dev ? "runs on this device" : "computed on the server";
+    document.body.dataset.where = el.dataset.where;
+  }
+
+  async function refreshOnDevice(my, text, t0) {
+    const name = current;
+    queue = queue.then(async () => {
+      if (my !== seq) return; // a newer key press is queued: skip this one
+      let engine;
+      try {
+        engine = await engineFor(name);
+      } catch (e) {
+        // No runtime or no export (e.g. set-up without npm): this model falls back to the server, visibly.
+        const m = models.find((x) => x.name === name);
+        if (m) m.ondevice = null;
+        engines.delete(name);
+        showError(`this model cannot run on this device (${e.message || e}); suggestions come from the server`);
+        if (name === current) selectModel(name);
+        return;
+      }
+      try {
+        const t1 = performance.now();
+        const { words, kind } = await engine.suggestScored(text, 3);
+        const t2 = performance.now();
+        if (my !== seq) return;
+        showError("");
+        render(words.map(([w]) => w));
+        timings.push(performance.now() - t0);
+        engineTimings.push(t2 - t1);
+        $("latency-server").textContent = `${(t2 - t1).toFixed(1)} ms`;
+        $("latency-rtt").textContent = `${(performance.now() - t0).toFixed(1)} ms`;
+        $("kind").textContent = kind === "completion" ? "completing" : "next word";
+        strip.dataset.seq = String(my);
+      } catch (e) {
+        if (my === seq) {
+          showError(`on-device model failed: ${e.message || e}`);
+          render([]);
+          strip.dataset.seq = String(my);
+        }
+      }
+    });
+    return queue;
+  }
+
   async function refresh() {
     if (!current) return;
     const my = ++seq;
@@ -93,6 +163,7 @@
     strip.dataset.pending = String(my);
     // Dim the strip only if an answer is slow to come (no flicker at normal speed).
     setTimeout(() => { if (strip.dataset.seq !== String(my) && seq === my) strip.classList.add("stale"); }, 150);
+    if (onDevice()) return refreshOnDevice(my, text, t0);
     try {
       const r = await fetch("/api/suggest", {
         method: "POST",
@@ -110,6 +181,8 @@
       }
       showError("");
       render(data.suggestions);
+      timings.push(performance.now() - t0);
+      engineTimings.push(data.ms);
       $("latency-server").textContent = `${data.ms.toFixed(1)} ms`;
       $("latency-rtt").textContent = `${(performance.now() - t0).toFixed(1)} ms`;
       $("kind").textContent = data.kind === "completion" ? "completing" : "next word";
@@ -129,6 +202,10 @@
     badge.textContent = m ? `${m.label} · ${m.privacy}` : "";
     badge.classList.toggle("private", !!(m && m.private));
     document.body.dataset.model = name;
+    const dev = document.querySelector("input[name=where][value=device]");
+    dev.disabled = !(m && m.ondevice);
+    showWhere();
+    if (onDevice()) engineFor(name).catch(() => {}); // start downloading the model now
     refresh();
   }
 
@@ -152,7 +229,8 @@
     title.append(name, badge);
     const metrics = document.createElement("span");
     metrics.className = "model-metrics";
-    metrics.textContent = `top-1 ${pct(m.top1)} · top-3 ${pct(m.top3)} · KSR ${pct(m.ksr)}`;
+    metrics.textContent = `top-1 ${pct(m.top1)} · top-3 ${pct(m.top3)} · KSR ${pct(m.ksr)}` +
+      (m.ondevice ? ` · on-device ${m.ondevice.precision}` : " · server only");
     label.append(input, title, metrics);
     return label;
   }
@@ -178,6 +256,8 @@
     li.className = "bubble me";
     li.textContent = msg; // page memory only; never sent anywhere
     $("thread").append(li);
+    // The words this user typed join the on-device dictionary (this page's memory only).
+    for (const e of engines.values()) e.then((eng) => eng.learn(msg)).catch(() => {});
     li.scrollIntoView({ block: "end" });
     box.value = "";
     refresh();
@@ -239,102 +319,6 @@
     }
   }
 
-  // ---------- canary view: does a model type a planted secret after the prefix? ----------
-  const canaryBox = $("canary-prefix");
-  const canaryList = $("canary-results");
-  let planted = null; // GET /api/canaries: per model, the synthetic secrets planted in its training
-
-  async function loadCanaries() {
-    if (planted) return;
-    const r = await fetch("/api/canaries", { cache: "no-store" });
-    planted = await r.json();
-    if (!canaryBox.value) canaryBox.value = planted.prefix;
-  }
-
-  function el(tag, cls, text) {
-    const e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined) e.textContent = text;
-    return e;
-  }
-
-  const bits = (x) => (typeof x === "number" ? `${x.toFixed(2)} bits` : "—");
-
-  function leakBadge(row) {
-    if (row.error) return el("span", "leak-badge error", "error");
-    if (row.leaks) return el("span", "leak-badge leaks", `LEAKS ${row.matched_words}/${planted.words} words`);
-    const b = el("span", "leak-badge safe", "does not leak");
-    // Count only when the strip itself got some of the secret right, not just the words typed by the user.
-    if (row.trained_with_canaries && row.matched_words > row.typed_words) b.textContent += ` (${row.matched_words}/${planted.words} words)`;
-    return b;
-  }
-
-  function canaryRow(row, prefix) {
-    const li = el("li", "canary-row" + (row.leaks ? " leaking" : ""));
-    li.dataset.model = row.name;
-    li.dataset.leaks = String(!!row.leaks);
-    const head = el("div", "canary-head");
-    head.append(el("span", "canary-name", row.label), el("span", "badge" + (row.private ? " private" : ""), row.privacy), leakBadge(row));
-    const typed = el("div", "canary-typed");
-    typed.append(el("span", "muted", prefix + " "));
-    const words = el("span", "canary-completion");
-    (row.completion || []).forEach((w, i) => {
-      words.append(el("span", "w" + (row.secret && row.typed_words + i < row.matched_words ? " hit" : ""), w), " ");
-    });
-    typed.append(words);
-    li.append(head, typed);
-    const info = planted.models.find((m) => m.name === row.name) || { canaries: [] };
-    const meta = el("ul", "canary-meta");
-    if (row.error) meta.append(el("li", "", row.error));
-    else if (info.trained_with_canaries === null) meta.append(el("li", "", "unknown whether canaries were planted (unreadable config)"));
-    else if (!info.trained_with_canaries) meta.append(el("li", "", "trained without canaries: nothing planted to leak"));
-    else meta.append(el("li", "", "secrets planted in its training data:"));
-    for (const c of info.canaries) {
-      const item = el("li", c.secret === row.secret ? "closest" : "");
-      item.append(el("span", "secret", `“${c.secret}”`), ` typed ${c.repetitions}× · exposure ${bits(c.exposure)}`);
-      if (typeof c.rank === "number") item.append(` (rank ${c.rank}/${c.references})`);
-      meta.append(item);
-    }
-    li.append(meta);
-    return li;
-  }
-
-  async function runCanaryCheck() {
-    const button = $("canary-run");
-    button.disabled = true;
-    canaryList.dataset.state = "pending";
-    try {
-      await loadCanaries();
-      const prefix = canaryBox.value.trim();
-      const r = await fetch("/api/canary-check", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ text: prefix }),
-        cache: "no-store",
-      });
-      const data = await r.json();
-      if (!r.ok) throw new Error(data.error || `error ${r.status}`);
-      showError("");
-      canaryList.replaceChildren(...data.models.map((row) => canaryRow(row, prefix)));
-      canaryList.dataset.state = "done";
-    } catch (e) {
-      showError(e instanceof TypeError ? "the demo server is unreachable" : String(e.message || e));
-      canaryList.dataset.state = "error";
-    } finally {
-      button.disabled = false;
-    }
-  }
-
-  function showView(name) {
-    for (const v of ["keyboard", "canary"]) {
-      const on = v === name;
-      $(`tab-${v}`).setAttribute("aria-selected", String(on));
-      $(`view-${v}`).hidden = !on;
-    }
-    document.body.dataset.view = name;
-    if (name === "canary") loadCanaries().then(() => canaryBox.focus()).catch(() => showError("could not load the canaries"));
-  }
-
   // ---------- wiring ----------
   for (const el of slots) {
     el.addEventListener("mousedown", (e) => e.preventDefault());
@@ -363,12 +347,24 @@
   });
   $("send").addEventListener("mousedown", (e) => e.preventDefault());
   $("send").addEventListener("click", send);
-  $("tab-keyboard").addEventListener("click", () => showView("keyboard"));
-  $("tab-canary").addEventListener("click", () => showView("canary"));
-  $("canary-run").addEventListener("click", runCanaryCheck);
-  canaryBox.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.isComposing) runCanaryCheck();
-  });
+  initCanary(showError);
+
+  for (const r of document.querySelectorAll("input[name=where]")) {
+    r.checked = r.value === where;
+    r.addEventListener("change", () => {
+      where = r.value;
+      showWhere();
+      refresh();
+    });
+  }
+
+  // Inspection hook for the browser tests and benchmark: the in-page engine, no server involved.
+  window.kfl = {
+    engine: (name) => engineFor(name || current),
+    timings,
+    engineTimings,
+    where: () => (onDevice() ? "device" : "server"),
+  };
 
   buildKeys();
   render([]);
