@@ -157,8 +157,9 @@ def train(
     if noise_multiplier is not None and target_epsilon is not None:
         _fail("give either --noise-multiplier or --target-epsilon, not both")
     over = dict(rounds=rounds, target_epsilon=target_epsilon, noise_multiplier=noise_multiplier,
-                clients_per_round=clients_per_round, clip_norm=clip_norm, mechanism=mechanism,
-                adaptive_clip_quantile=adaptive_clip_quantile)
+                clients_per_round=clients_per_round, clip_norm=clip_norm, adaptive_clip_quantile=adaptive_clip_quantile)
+    if mechanism is not None:  # a str field: --set syntax, not JSON
+        sets = [f"federated.mechanism={mechanism}", *sets]
     if noise_multiplier is not None:
         over["target_epsilon"] = None
     cfg = _config(preset, mode, seed, config_file, sets, **over)

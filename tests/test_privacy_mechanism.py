@@ -24,7 +24,6 @@ from keyboard_fl.privacy import (
     calibrate_mechanism,
     calibrate_noise_multiplier,
     epsilon,
-    make_mechanism,
     mechanism_epsilon,
     mechanism_from_dict,
 )

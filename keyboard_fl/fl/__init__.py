@@ -9,6 +9,7 @@ from keyboard_fl.fl.round import (
     build_round,
     dp_mean_delta,
     make_server_optimizer,
+    privatize_mean,
     server_init,
     server_update,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "cohort_capacity",
     "dp_mean_delta",
     "make_server_optimizer",
+    "privatize_mean",
     "replicate",
     "sample_cohort",
     "server_update",

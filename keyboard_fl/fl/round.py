@@ -56,6 +56,7 @@ __all__ = [
     "build_round",
     "dp_mean_delta",
     "make_server_optimizer",
+    "privatize_mean",
     "server_init",
     "server_update",
 ]
@@ -188,13 +189,18 @@ def server_init(
     )
 
 
-def dp_mean_delta(
+def dp_mean_delta(clipped_sum: PyTree, agg: AggregatorConfig | Mechanism, key: jax.Array) -> PyTree:
+    """``(Σ clip(Δ_u, C) + N(0, (zC)² I)) / (q·N)`` for a stateless mechanism (DP-FedAvg,
+    McMahan et al. 2018); see :func:`privatize_mean` for stateful ones."""
+    return privatize_mean(clipped_sum, agg, key)[0]
+
+
+def privatize_mean(
     clipped_sum: PyTree, agg: AggregatorConfig | Mechanism, key: jax.Array, stats: ClipStats | None = None,
     mech_state: PyTree = (),
 ) -> tuple[PyTree, PyTree]:
     """``(privatize(Σ clip(Δ_u, C)) / (q·N), new mechanism state)``: the mechanism's noise
-    on the sum, the fixed expected cohort as denominator (DP-FedAvg, McMahan et al. 2018).
-    For DP-FedAvg the noise is one draw of ``N(0, (zC)² I)``."""
+    on the sum, the fixed expected cohort as denominator."""
     mech = as_mechanism(agg)
     if stats is None:
         stats = ClipStats(mech.clip_norm_of(mech_state), jnp.zeros((0,), jnp.float32), jnp.zeros((0,), bool))
@@ -374,7 +380,7 @@ def build_round(
         mech_state = state.mech_state
         if dp:
             noise_std = mech.noise_std_of(mech_state)
-            mean_delta, mech_state = dp_mean_delta(total, mech, noise_key, ClipStats(clip_norm, norms, valid), mech_state)
+            mean_delta, mech_state = privatize_mean(total, mech, noise_key, ClipStats(clip_norm, norms, valid), mech_state)
         else:
             denom = jnp.maximum(tokens, 1e-12)
             mean_delta = jax.tree.map(lambda x: x / denom, total)

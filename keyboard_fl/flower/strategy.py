@@ -53,7 +53,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
-from keyboard_fl.fl.round import ServerState, dp_mean_delta, server_init, server_update
+from keyboard_fl.fl.round import ServerState, privatize_mean, server_init, server_update
 from keyboard_fl.fl.sampling import sample_cohort
 from keyboard_fl.flower.task import arrays_to_params, params_to_arrays
 from keyboard_fl.privacy import DpFedAvg as DpFedAvgMechanism, Participation, PrivacyLedger, clip_update
@@ -65,11 +65,11 @@ PyTree = Any
 
 def _server_update(server_opt: optax.GradientTransformation, mechanism: Any):
     """``(state, clipped_sum, key) -> (state, mean_delta_norm)``: the round's own server side
-    (:func:`~keyboard_fl.fl.round.dp_mean_delta`, :func:`~keyboard_fl.fl.round.server_update`), jitted."""
+    (:func:`~keyboard_fl.fl.round.privatize_mean`, :func:`~keyboard_fl.fl.round.server_update`), jitted."""
 
     @jax.jit
     def update(state: ServerState, total: PyTree, key: jax.Array):
-        mean_delta, mech_state = dp_mean_delta(total, mechanism, key, mech_state=state.mech_state)
+        mean_delta, mech_state = privatize_mean(total, mechanism, key, mech_state=state.mech_state)
         new_state = server_update(state, mean_delta, server_opt)._replace(mech_state=mech_state)
         return new_state, optax.tree.norm(mean_delta)
 

@@ -20,7 +20,7 @@ _LAZY = {
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
-__all__ = ["add_gaussian_noise", "clip_update", *_WHERE]
+__all__ = ["add_gaussian_noise", "clip_update", *_WHERE]  # noqa: PLE0604 (names of the lazy table)
 
 
 def __getattr__(name: str):

@@ -30,7 +30,6 @@ from dp_accounting.rdp import rdp_privacy_accountant as _rdp_lib
 from keyboard_fl.privacy.events import (
     NEIGHBOURING,
     PRIMARY_ACCOUNTANT,
-    Participation,
     PrivacySpec,
     check_delta,
     check_population,

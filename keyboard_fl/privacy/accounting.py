@@ -7,19 +7,19 @@
 - :mod:`keyboard_fl.privacy.mechanism`: the mechanisms that own z, C and q.
 """
 
-from keyboard_fl.privacy.accountant import (  # noqa: F401
+from keyboard_fl.privacy.accountant import (
     ACCOUNTANTS,
     PLD_DISCRETIZATION,
-    _epsilon_cached,
+    _epsilon_cached,  # noqa: F401 (the cache, for tests)
     default_delta,
     describe,
     epsilon,
     epsilon_curve,
     event_epsilon,
 )
-from keyboard_fl.privacy.calibration import calibrate, calibrate_noise_multiplier  # noqa: F401
-from keyboard_fl.privacy.events import SAMPLINGS, SCHEMES, Participation, PrivacySpec, dp_event  # noqa: F401
-from keyboard_fl.privacy.ledger import PrivacyLedger  # noqa: F401
+from keyboard_fl.privacy.calibration import calibrate, calibrate_noise_multiplier
+from keyboard_fl.privacy.events import SAMPLINGS, SCHEMES, Participation, PrivacySpec, dp_event
+from keyboard_fl.privacy.ledger import PrivacyLedger
 
 __all__ = [
     "ACCOUNTANTS",
