@@ -52,7 +52,8 @@ def _pld():
 def dp_fedavg(n: int, cohort: int, rounds: int, eps: float, delta: float) -> dict:
     q = cohort / n
     # BandMF with one band and coefficient 1 is exactly DP-FedAvg (Poisson q, T rounds, σ = z).
-    z = calibrate_noise_multiplier(BandMF(1.0, 1.0, CyclicPoisson(n, 1, q), rounds, (1.0,)), eps, delta).noise_multiplier
+    one_band = BandMF(1.0, 1.0, CyclicPoisson(n, 1, q), rounds, (1.0,))
+    z = calibrate_noise_multiplier(one_band, eps, delta).noise_multiplier
     achieved = _pld().compose(jp_accounting.dpsgd_event(z, rounds, sampling_prob=q)).get_epsilon(delta)
     return {"z": z, "sampling_prob": q, "epsilon": achieved, "noise_std_sum": z,
             "per_round_std_avg": z / cohort, "effective_std_avg": z / cohort}

@@ -139,7 +139,7 @@ def test_resume_through_checkpoint_is_exact(mech, tmp_path):
     resumed_mech = mechanism_from_dict(meta["mechanism"])
     rest, _ = run(loaded, 3, 8)
     assert resumed_mech == mech
-    for a, b in zip(full, first + rest):
+    for a, b in zip(full, first + rest, strict=True):
         jax.tree.map(lambda u, v: np.testing.assert_array_equal(np.asarray(u), np.asarray(v)), a, b)
 
 
