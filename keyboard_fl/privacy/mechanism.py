@@ -280,6 +280,16 @@ register_mechanism("dp-fedavg", DpFedAvg, _dp_fedavg_from_dict)
 _FROM_DICT[AdaptiveClipping.name] = _adaptive_from_dict
 
 
+def _register_dp_ftrl() -> None:
+    from keyboard_fl.privacy import dp_ftrl  # imports jax-privacy; no cycle (it does not import this module)
+
+    register_mechanism(dp_ftrl.BandMF.name, dp_ftrl.make_bandmf, dp_ftrl.mechanism_from_dict)
+    register_mechanism(dp_ftrl.BLT.name, dp_ftrl.make_blt, dp_ftrl.mechanism_from_dict)
+
+
+_register_dp_ftrl()
+
+
 def mechanism_from_dict(d: dict[str, Any]) -> Any:
     """Inverse of ``Mechanism.to_dict`` (for ε from metrics.json or a checkpoint's ledger)."""
     if not isinstance(d, dict) or "name" not in d:
