@@ -52,6 +52,7 @@ class Stream(enum.IntEnum):
     FLOWER_CLIENT = 12  # on-device batch order and training key; path: round, user hash
     FLOWER_EVAL = 13  # nodes chosen for federated evaluation; path: round
     COMMUNITIES = 14  # the simulator's communities and their local names (data/register.py)
+    BANDS = 15  # each user's band for cyclic participation (fl/participation.py)
 
 
 def _check(seed: int, path: tuple[int, ...]) -> None:

@@ -83,7 +83,7 @@ def test_streamed_prefetched_rounds_equal_eager_rounds(pop_tok, tmp_path, compil
         ModelConfig(vocab_size=tok.vocab_size, embed_dim=8, hidden_dim=16), jax.random.key(0)
     )
     loss_fn = make_loss_fn(graphdef)
-    dp = DpSetup(
+    dp = DpSetup.dp_fedavg(
         noise_multiplier=0.7,
         sampling_prob=FED.sampling_prob(POP.num_train_users),
         delta=1e-3,

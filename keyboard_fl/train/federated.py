@@ -47,6 +47,7 @@ from keyboard_fl.fl.faults import apply_faults, fault_key
 from jax.sharding import Mesh
 
 from keyboard_fl.fl.round import AggregatorConfig, FederatedRound, build_round, make_server_optimizer
+from keyboard_fl.fl.participation import CyclicPoisson, cyclic_capacity, sample_cyclic_cohort_exact, user_bands
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh
 from keyboard_fl.models import Params
@@ -58,8 +59,9 @@ from keyboard_fl.train.stream import RowsByUser, gather_cohort, prefetched
 __all__ = ["DpSetup", "gather_cohort", "resolve_dp", "round_metrics_dict", "train_federated"]
 
 
-# Participation schemes whose sampler this loop implements (fl/sampling.py: Poisson).
-SAMPLERS: tuple[str, ...] = ("poisson",)
+# Participation schemes whose sampler this loop implements: Poisson (fl/sampling.py) and
+# block-cyclic Poisson (fl/participation.py, the sampler amplified BandMF is accounted for).
+SAMPLERS: tuple[str, ...] = ("poisson", "cyclic")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +117,10 @@ def resolve_dp(cfg: FederatedConfig, population: int, private: bool) -> DpSetup:
             f"federated.sampling={cfg.sampling!r}: the training loop's sampler draws {'/'.join(SAMPLERS)} cohorts "
             "(fl/sampling.py); an accountant must never assume a participation the sampler does not implement"
         )
-    participation = Participation(cfg.sampling, q, population)
+    if cfg.sampling == "cyclic":
+        participation = CyclicPoisson.for_cohort(population, cfg.bands, cfg.clients_per_round)
+    else:
+        participation = Participation(cfg.sampling, q, population)
     if not private:
         return DpSetup(participation, delta)
     if cfg.noise_multiplier is None and cfg.target_epsilon is None:
@@ -126,6 +131,7 @@ def resolve_dp(cfg: FederatedConfig, population: int, private: bool) -> DpSetup:
             noise_multiplier=0.0 if cfg.noise_multiplier is None else float(cfg.noise_multiplier),
             adaptive_clip_quantile=cfg.adaptive_clip_quantile, adaptive_clip_lr=cfg.adaptive_clip_lr,
             adaptive_clip_count_stddev=cfg.adaptive_clip_count_stddev,
+            **({"rounds": cfg.rounds} if cfg.mechanism.startswith("dp-ftrl") else {}),
         )
         if cfg.noise_multiplier is None:
             mech = calibrate_mechanism(mech, cfg.target_epsilon, cfg.rounds, delta, accountant=cfg.accountant)
@@ -213,10 +219,19 @@ def train_federated(
                         f"{ckpt_dir}: checkpoint was written by mechanism {saved.mechanism}, this run uses {ledger.mechanism}")
                 ledger = saved
     multiple = capacity_multiple(mesh.size, cfg.client_chunk)  # = client_chunk on one device
-    capacity = cohort_capacity(n, dp.sampling_prob, multiple=multiple)
+    cyclic = isinstance(dp.participation, CyclicPoisson)
+    if cyclic:  # round r samples band r mod b; the bands are one draw of the seed
+        bands = user_bands(stream_key(seed, Stream.BANDS), n, dp.participation.num_bands)
+        capacity = cyclic_capacity(dp.participation, multiple=multiple)
+    else:
+        capacity = cohort_capacity(n, dp.sampling_prob, multiple=multiple)
 
     def cohort_of(r: int):  # a function of (seed, r) alone, so it can be made ahead, on another thread
-        indices, mask, _ = sample_cohort_exact(stream_key(seed, Stream.COHORT, r), n, dp.sampling_prob, capacity, multiple=multiple)
+        k = stream_key(seed, Stream.COHORT, r)
+        if cyclic:
+            indices, mask, _ = sample_cyclic_cohort_exact(k, bands, r, dp.participation, capacity, multiple=multiple)
+        else:
+            indices, mask, _ = sample_cohort_exact(k, n, dp.sampling_prob, capacity, multiple=multiple)
         faults = apply_faults(fault_key(seed, r), np.asarray(indices), np.asarray(mask), seed=seed,
                               dropout_prob=cfg.dropout_prob, straggler_deadline=cfg.straggler_deadline)
         return faults, gather_cohort(rows, np.asarray(indices), faults.mask, cfg, seed, r)  # faulted users never train
