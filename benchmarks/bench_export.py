@@ -82,8 +82,12 @@ def keystroke_latency(suggest, messages: list[str], reset=None) -> dict:
             suggest(norm[:i], 3)
             times.append(time.perf_counter() - t)
     ms = np.array(times) * 1e3
-    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)),
-            "mean_ms": float(ms.mean()), "keystrokes": int(ms.size)}
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "keystrokes": int(ms.size),
+    }
 
 
 def step_latency(s, batch: int, n: int = 500) -> dict:
@@ -108,8 +112,10 @@ def _version(pkg: str) -> str | None:
 
 def machine_info() -> dict:
     return {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(), "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
         "loadavg": list(os.getloadavg()),
         "versions": {p: _version(p) for p in ("jax", "jaxlib", "flax", "numpy", "onnx", "onnxruntime")},
         "onnxruntime_threads": 1,
@@ -153,6 +159,7 @@ def main() -> None:
     def no_cache(s):
         def reset():
             s._ctx_ids, s._ctx_states = [], []
+
         return reset
 
     latency = {
@@ -162,17 +169,27 @@ def main() -> None:
         "onnx_float_no_state_cache": keystroke_latency(onnx_f.suggest, lat_msgs, no_cache(onnx_f)),
         "onnx_int8_no_state_cache": keystroke_latency(onnx_q.suggest, lat_msgs, no_cache(onnx_q)),
     }
-    steps = {f"{name}_batch{b}": step_latency(s, b) for name, s in (("float", onnx_f), ("int8", onnx_q)) for b in (1, 8)}
+    steps = {
+        f"{name}_batch{b}": step_latency(s, b) for name, s in (("float", onnx_f), ("int8", onnx_q)) for b in (1, 8)
+    }
     files = manifest["files"]
     result = {
         "run": str(Path(args.run).relative_to(ROOT)) if Path(args.run).resolve().is_relative_to(ROOT) else args.run,
         "route": "onnx.helper per-step graph (Gather, MatMul, CIFG gates); int8 by onnxruntime quantize_dynamic (QInt8 weights)",
         "export_seconds": export_s,
-        "sizes_bytes": {"float32": files["model.onnx"]["bytes"], "int8": files["model.int8.onnx"]["bytes"],
-                        "tokenizer": files["tokenizer.model"]["bytes"]},
+        "sizes_bytes": {
+            "float32": files["model.onnx"]["bytes"],
+            "int8": files["model.int8.onnx"]["bytes"],
+            "tokenizer": files["tokenizer.model"]["bytes"],
+        },
         "int8_size_ratio": files["model.int8.onnx"]["bytes"] / files["model.onnx"]["bytes"],
-        "quality": {"messages": len(messages), "jax": q_jax, "onnx_float": q_f, "onnx_int8": q_q,
-                    "metrics_json": manifest["quality"]},
+        "quality": {
+            "messages": len(messages),
+            "jax": q_jax,
+            "onnx_float": q_f,
+            "onnx_int8": q_q,
+            "metrics_json": manifest["quality"],
+        },
         "latency_per_keystroke": latency,
         "onnx_step_latency": steps,
         "manifest_privacy": manifest["privacy"],
@@ -180,7 +197,11 @@ def main() -> None:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: result[k] for k in ("sizes_bytes", "quality", "latency_per_keystroke", "onnx_step_latency")}, indent=2))
+    print(
+        json.dumps(
+            {k: result[k] for k in ("sizes_bytes", "quality", "latency_per_keystroke", "onnx_step_latency")}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -50,15 +50,21 @@ import sys
 import time
 from pathlib import Path
 
-import keyboard_fl  # noqa: F401  (the fixed host device count, before JAX starts)
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+import keyboard_fl  # noqa: F401  (the fixed host device count, before JAX starts)
 from keyboard_fl.config import preset
 from keyboard_fl.fl import (
-    AggregatorConfig, CohortBatch, build_round, client_update, dp_mean_delta, make_server_optimizer, server_init,
+    AggregatorConfig,
+    CohortBatch,
+    build_round,
+    client_update,
+    dp_mean_delta,
+    make_server_optimizer,
+    server_init,
     server_update,
 )
 from keyboard_fl.fl.sharding import client_mesh
@@ -83,8 +89,9 @@ def synthetic_user_rows(rng: np.random.Generator, vocab: int, seq_len: int, max_
     return rows
 
 
-def synthetic_cohort(seed: int, capacity: int, num_real: int, *, vocab: int, seq_len: int, batch: int,
-                     max_examples: int, epochs: int) -> CohortBatch:
+def synthetic_cohort(
+    seed: int, capacity: int, num_real: int, *, vocab: int, seq_len: int, batch: int, max_examples: int, epochs: int
+) -> CohortBatch:
     """Padded cohort [capacity, S, B, T]; the first ``num_real`` slots are real (as the sampler lays them out)."""
     rng = np.random.default_rng(seed)
     steps = epochs * -(-max_examples // batch)
@@ -94,7 +101,9 @@ def synthetic_cohort(seed: int, capacity: int, num_real: int, *, vocab: int, seq
         out[k] = client_steps(rows, batch_size=batch, max_examples=max_examples, epochs=epochs, rng=rng)
     b = as_batch(out)
     mask = np.arange(capacity) < num_real
-    return CohortBatch(jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]), jnp.asarray(b["weights"]), jnp.asarray(mask))
+    return CohortBatch(
+        jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]), jnp.asarray(b["weights"]), jnp.asarray(mask)
+    )
 
 
 def _time_rounds(step, state, rounds: int):
@@ -112,12 +121,14 @@ def _time_rounds(step, state, rounds: int):
     return first, times, state, m
 
 
-def bench_vmap(loss_fn, params, cohort: CohortBatch, *, num_real: int, fed, rounds: int,
-               chunk: int | None = None, mesh=None) -> dict:
+def bench_vmap(
+    loss_fn, params, cohort: CohortBatch, *, num_real: int, fed, rounds: int, chunk: int | None = None, mesh=None
+) -> dict:
     chunk = fed.client_chunk if chunk is None else chunk
     server_opt = make_server_optimizer(fed.server_optimizer, fed.server_lr)
-    agg = AggregatorConfig(mode="dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER,
-                           expected_cohort=float(num_real))
+    agg = AggregatorConfig(
+        mode="dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER, expected_cohort=float(num_real)
+    )
     mesh = client_mesh(fed.devices) if mesh is None else mesh  # the run's default: the package's host devices
     fl_round = build_round(loss_fn, fed.client_lr, server_opt, agg, client_chunk=chunk, mesh=mesh)
     fn, state = fl_round.apply, fl_round.init(params)
@@ -139,8 +150,9 @@ def bench_loop(loss_fn, params, cohort: CohortBatch, *, num_real: int, fed, roun
         clipped, _ = clip_update(delta, fed.clip_norm)
         return jax.tree.map(jnp.add, acc, clipped)
 
-    agg = AggregatorConfig(mode="dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER,
-                           expected_cohort=float(num_real))
+    agg = AggregatorConfig(
+        mode="dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER, expected_cohort=float(num_real)
+    )
 
     @jax.jit
     def finish(state, total, key):  # the jitted round's own server side
@@ -201,9 +213,17 @@ def machine_info() -> dict:
         nproc = int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip())
     except (OSError, ValueError):
         nproc = os.cpu_count()
-    return {"nproc": nproc, "os_cpu_count": os.cpu_count(), "cpu_model": cpu, "python": platform.python_version(),
-            "jax": jax.__version__, "optax": optax.__version__, "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()], "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    return {
+        "nproc": nproc,
+        "os_cpu_count": os.cpu_count(),
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "optax": optax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
 
 
 def plot(report: dict, path: Path) -> None:
@@ -213,8 +233,13 @@ def plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    styles = {"vmap+jit": "o-", "vmap+jit padded (capacity≈1.75K)": "s--", "python loop": "^:",
-              "jit, client_chunk=1": "x", "jit, client_chunk=4": "+"}
+    styles = {
+        "vmap+jit": "o-",
+        "vmap+jit padded (capacity≈1.75K)": "s--",
+        "python loop": "^:",
+        "jit, client_chunk=1": "x",
+        "jit, client_chunk=4": "+",
+    }
     for name, rows in report["variants"].items():
         if not rows:
             continue
@@ -231,10 +256,13 @@ def plot(report: dict, path: Path) -> None:
     axes[0].legend(fontsize=8)
     m = report["model"]
     la = report["machine"]
-    fig.suptitle(f"DP-FedAvg round, CIFG-LSTM V={m['vocab_size']} E={m['embed_dim']} H={m['hidden_dim']} "
-                 f"({m['num_params'] / 1e6:.2f}M params), S×B×T={m['steps']}×{m['batch']}×{m['seq_len']}, "
-                 f"chunk {report['client_chunk']}\n{la['nproc']} CPU cores ({la['cpu_model'][:40]}), shared: "
-                 f"load avg {report['load_average_start'][0]:.1f}→{report['load_average_end'][0]:.1f}", fontsize=9)
+    fig.suptitle(
+        f"DP-FedAvg round, CIFG-LSTM V={m['vocab_size']} E={m['embed_dim']} H={m['hidden_dim']} "
+        f"({m['num_params'] / 1e6:.2f}M params), S×B×T={m['steps']}×{m['batch']}×{m['seq_len']}, "
+        f"chunk {report['client_chunk']}\n{la['nproc']} CPU cores ({la['cpu_model'][:40]}), shared: "
+        f"load avg {report['load_average_start'][0]:.1f}→{report['load_average_end'][0]:.1f}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -246,10 +274,20 @@ def main(argv=None) -> None:
     p.add_argument("--cohorts", type=int, nargs="+", default=None)
     p.add_argument("--loop-cohorts", type=int, nargs="+", default=None)
     p.add_argument("--padded-cohorts", type=int, nargs="+", default=None)
-    p.add_argument("--chunk-sweep", type=int, nargs="*", default=None,
-                   help="extra client_chunk values timed at K=--sweep-cohort (default 1 4; none with --quick)")
+    p.add_argument(
+        "--chunk-sweep",
+        type=int,
+        nargs="*",
+        default=None,
+        help="extra client_chunk values timed at K=--sweep-cohort (default 1 4; none with --quick)",
+    )
     p.add_argument("--sweep-cohort", type=int, default=64)
-    p.add_argument("--rounds", type=int, default=None, help="timed rounds after the first (default 5; 3 for K ≥ 256; 2 with --quick)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="timed rounds after the first (default 5; 3 for K ≥ 256; 2 with --quick)",
+    )
     p.add_argument("--batch", type=int, default=None, help="override preset federated.batch_size")
     p.add_argument("--max-examples", type=int, default=None, help="override preset federated.max_examples")
     p.add_argument("--out", type=Path, default=RESULTS / "fl_round.json")
@@ -270,8 +308,13 @@ def main(argv=None) -> None:
     graphdef, params = init_params(mcfg, jax.random.key(cfg.seed))
     loss_fn = make_loss_fn(graphdef)
     steps = fed.local_epochs * -(-fed.max_examples // fed.batch_size)
-    data = dict(vocab=mcfg.vocab_size, seq_len=cfg.seq_len, batch=fed.batch_size, max_examples=fed.max_examples,
-                epochs=fed.local_epochs)
+    data = dict(
+        vocab=mcfg.vocab_size,
+        seq_len=cfg.seq_len,
+        batch=fed.batch_size,
+        max_examples=fed.max_examples,
+        epochs=fed.local_epochs,
+    )
     chunk = fed.client_chunk
 
     def capacity_padded(k):
@@ -285,51 +328,79 @@ def main(argv=None) -> None:
         cohort = synthetic_cohort(k, k, k, **data)
         row = bench_vmap(loss_fn, params, cohort, num_real=k, fed=fed, rounds=rounds_for(k))
         variants["vmap+jit"].append(row)
-        print(f"vmap+jit        K={k:4d} cap={row['capacity']:4d}: {row['sec_per_round']:8.3f} s/round "
-              f"{row['client_updates_per_s']:7.2f} clients/s {row['tokens_per_s']:9.0f} tok/s "
-              f"(first round {row['first_round_s']:.2f} s)", flush=True)
+        print(
+            f"vmap+jit        K={k:4d} cap={row['capacity']:4d}: {row['sec_per_round']:8.3f} s/round "
+            f"{row['client_updates_per_s']:7.2f} clients/s {row['tokens_per_s']:9.0f} tok/s "
+            f"(first round {row['first_round_s']:.2f} s)",
+            flush=True,
+        )
         if k in padded_cohorts:
             cap = capacity_padded(k)
             pc = synthetic_cohort(k, cap, k, **data)  # same K real clients, padding after them
             row = bench_vmap(loss_fn, params, pc, num_real=k, fed=fed, rounds=rounds_for(k))
             variants["vmap+jit padded (capacity≈1.75K)"].append(row)
-            print(f"vmap+jit padded K={k:4d} cap={cap:4d}: {row['sec_per_round']:8.3f} s/round "
-                  f"(first round {row['first_round_s']:.2f} s)", flush=True)
+            print(
+                f"vmap+jit padded K={k:4d} cap={cap:4d}: {row['sec_per_round']:8.3f} s/round "
+                f"(first round {row['first_round_s']:.2f} s)",
+                flush=True,
+            )
         if k in loop_cohorts:
             row = bench_loop(loss_fn, params, cohort, num_real=k, fed=fed, rounds=min(rounds_for(k), 2))
             variants["python loop"].append(row)
-            print(f"python loop     K={k:4d}: {row['sec_per_round']:8.3f} s/round "
-                  f"{row['client_updates_per_s']:7.2f} clients/s (first round {row['first_round_s']:.2f} s)", flush=True)
+            print(
+                f"python loop     K={k:4d}: {row['sec_per_round']:8.3f} s/round "
+                f"{row['client_updates_per_s']:7.2f} clients/s (first round {row['first_round_s']:.2f} s)",
+                flush=True,
+            )
         if k == a.sweep_cohort:
             for c in chunk_sweep:
                 row = bench_vmap(loss_fn, params, cohort, num_real=k, fed=fed, rounds=rounds_for(k), chunk=c)
                 variants[f"jit, client_chunk={c}"].append(row)
-                print(f"jit chunk={c:<3d}   K={k:4d}: {row['sec_per_round']:8.3f} s/round "
-                      f"{row['client_updates_per_s']:7.2f} clients/s (first round {row['first_round_s']:.2f} s)", flush=True)
+                print(
+                    f"jit chunk={c:<3d}   K={k:4d}: {row['sec_per_round']:8.3f} s/round "
+                    f"{row['client_updates_per_s']:7.2f} clients/s (first round {row['first_round_s']:.2f} s)",
+                    flush=True,
+                )
 
     # Ratios that answer the two questions directly.
     by_k = lambda name: {r["cohort"]: r for r in variants[name]}  # noqa: E731
     vm, pad, loop = by_k("vmap+jit"), by_k("vmap+jit padded (capacity≈1.75K)"), by_k("python loop")
     summary = {
-        "padded_over_unpadded_sec_per_round": {k: round(pad[k]["sec_per_round"] / vm[k]["sec_per_round"], 3)
-                                               for k in pad if k in vm},
-        "loop_over_vmap_sec_per_round": {k: round(loop[k]["sec_per_round"] / vm[k]["sec_per_round"], 3)
-                                         for k in loop if k in vm},
-        "chunk_sweep_sec_per_round": {f"K={r['cohort']} chunk={r['client_chunk']}": r["sec_per_round"]
-                                      for name in variants if name.startswith("jit, ") or name == "vmap+jit"
-                                      for r in variants[name] if r["cohort"] == a.sweep_cohort},
+        "padded_over_unpadded_sec_per_round": {
+            k: round(pad[k]["sec_per_round"] / vm[k]["sec_per_round"], 3) for k in pad if k in vm
+        },
+        "loop_over_vmap_sec_per_round": {
+            k: round(loop[k]["sec_per_round"] / vm[k]["sec_per_round"], 3) for k in loop if k in vm
+        },
+        "chunk_sweep_sec_per_round": {
+            f"K={r['cohort']} chunk={r['client_chunk']}": r["sec_per_round"]
+            for name in variants
+            if name.startswith("jit, ") or name == "vmap+jit"
+            for r in variants[name]
+            if r["cohort"] == a.sweep_cohort
+        },
     }
     report = {
         "what": "seconds per DP-FedAvg round, default CIFG-LSTM, real loss, synthetic client rows",
-        "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "when_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([_exe()] + sys.argv),
         "quick": a.quick,
         "preset_overrides": overrides,
-        "model": {**{k: getattr(mcfg, k) for k in ("kind", "vocab_size", "embed_dim", "hidden_dim")},
-                  "num_params": param_count(params), "steps": steps, "batch": fed.batch_size, "seq_len": cfg.seq_len},
-        "dp": {"mode": "dp-fedavg", "clip_norm": fed.clip_norm, "noise_multiplier": NOISE_MULTIPLIER,
-               "expected_cohort": "= K (real clients)", "client_lr": fed.client_lr,
-               "server": f"{fed.server_optimizer} lr {fed.server_lr}"},
+        "model": {
+            **{k: getattr(mcfg, k) for k in ("kind", "vocab_size", "embed_dim", "hidden_dim")},
+            "num_params": param_count(params),
+            "steps": steps,
+            "batch": fed.batch_size,
+            "seq_len": cfg.seq_len,
+        },
+        "dp": {
+            "mode": "dp-fedavg",
+            "clip_norm": fed.clip_norm,
+            "noise_multiplier": NOISE_MULTIPLIER,
+            "expected_cohort": "= K (real clients)",
+            "client_lr": fed.client_lr,
+            "server": f"{fed.server_optimizer} lr {fed.server_lr}",
+        },
         "client_chunk": chunk,
         "timing": "first_round_s = compile + one round; sec_per_round = median of the timed rounds after it",
         "machine": machine_info(),

@@ -94,7 +94,11 @@ def bench_in_process(k: int, rounds: int, work: Path) -> dict:
         state, m = round_fn(state, cohort, jax.random.key(r))
         jax.block_until_ready(state.params)
         times.append(time.perf_counter() - t)
-    return {"clients": k, "first_round_s": round(times[0], 3), "warm_sec_per_round": round(statistics.median(times[1:]), 4)}
+    return {
+        "clients": k,
+        "first_round_s": round(times[0], 3),
+        "warm_sec_per_round": round(statistics.median(times[1:]), 4),
+    }
 
 
 def main() -> None:
@@ -118,8 +122,8 @@ def main() -> None:
             print(json.dumps(fl))
     out = {
         "what": "seconds per DP-FedAvg round through Flower 1.42's deployment engine (real SuperLink + SuperNode "
-                "processes on 127.0.0.1) vs. keyboard_fl's jitted in-process round, tiny preset",
-        "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "processes on 127.0.0.1) vs. keyboard_fl's jitted in-process round, tiny preset",
+        "when_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": f".venv/bin/python benchmarks/bench_flower.py --clients {' '.join(map(str, a.clients))} --rounds {a.rounds}",
         "task": {"preset": "tiny", "q": 1.0, "noise_multiplier": Z, "clip_norm": C, "server": "sgd lr 1.0"},
         "notes": [
@@ -128,8 +132,12 @@ def main() -> None:
             "each train message runs in a fresh flwr-clientapp process: Python, flwr, JAX and flax imports dominate a warm round",
             "an idle SuperNode polls the SuperLink every 3 s (hard-coded in Flower 1.42), adding up to 3 s a round",
         ],
-        "machine": {"nproc": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
-                    "backend": jax.default_backend()},
+        "machine": {
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "backend": jax.default_backend(),
+        },
         "load_average_start": list(load0),
         "load_average_end": list(os.getloadavg()),
         "total_wall_s": round(time.perf_counter() - t0, 1),

@@ -29,14 +29,29 @@ from keyboard_fl.testing import toy_cohort, toy_init, toy_loss
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def bench(loss_fn, params, *, cohorts=(16, 64, 256), mode="dp-fedavg", rounds=5, steps=2, batch=8,
-          seq_len=20, vocab_size=1000, client_lr=0.5, server="nesterov", client_chunk=None, seed=0) -> dict:
+def bench(
+    loss_fn,
+    params,
+    *,
+    cohorts=(16, 64, 256),
+    mode="dp-fedavg",
+    rounds=5,
+    steps=2,
+    batch=8,
+    seq_len=20,
+    vocab_size=1000,
+    client_lr=0.5,
+    server="nesterov",
+    client_chunk=None,
+    seed=0,
+) -> dict:
     """Times ``rounds`` jitted rounds (after one compile call) for each cohort size."""
     server_opt = make_server_optimizer(server, 1.0 if server != "adam" else 1e-2)
     rows = []
     for k in cohorts:
-        agg = AggregatorConfig(mode=mode, clip_norm=1.0, noise_multiplier=1.0 if mode == "dp-fedavg" else 0.0,
-                               expected_cohort=float(k))
+        agg = AggregatorConfig(
+            mode=mode, clip_norm=1.0, noise_multiplier=1.0 if mode == "dp-fedavg" else 0.0, expected_cohort=float(k)
+        )
         fn = build_round(loss_fn, client_lr, server_opt, agg, client_chunk=client_chunk).apply
         cohort = toy_cohort(seed, k, steps=steps, batch=batch, seq_len=seq_len, vocab_size=vocab_size)
         state = server_init(params, server_opt)
@@ -51,19 +66,35 @@ def bench(loss_fn, params, *, cohorts=(16, 64, 256), mode="dp-fedavg", rounds=5,
             jax.block_until_ready((state, m))
             times.append(time.perf_counter() - t0)
         sec = statistics.median(times)
-        rows.append({
-            "cohort": k, "first_call_s": compile_s, "sec_per_round": sec, "min_sec_per_round": min(times),
-            "client_updates_per_s": k / sec, "tokens_per_s": float(m.num_tokens) / sec,
-            "train_loss": float(m.train_loss),
-        })
+        rows.append(
+            {
+                "cohort": k,
+                "first_call_s": compile_s,
+                "sec_per_round": sec,
+                "min_sec_per_round": min(times),
+                "client_updates_per_s": k / sec,
+                "tokens_per_s": float(m.num_tokens) / sec,
+                "train_loss": float(m.train_loss),
+            }
+        )
         print(f"cohort {k:4d}: {sec * 1e3:9.2f} ms/round  {k / sec:9.1f} clients/s  (first call {compile_s:.2f} s)")
     n_params = int(sum(np.size(x) for x in jax.tree.leaves(params)))
     return {
-        "mode": mode, "server": server, "client_chunk": client_chunk, "rounds_timed": rounds,
-        "steps": steps, "batch": batch, "seq_len": seq_len, "num_params": n_params,
-        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-        "cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": jax.__version__,
-        "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "results": rows,
+        "mode": mode,
+        "server": server,
+        "client_chunk": client_chunk,
+        "rounds_timed": rounds,
+        "steps": steps,
+        "batch": batch,
+        "seq_len": seq_len,
+        "num_params": n_params,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "when_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "results": rows,
     }
 
 
@@ -81,10 +112,20 @@ def main(argv=None) -> None:
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args(argv)
     params = toy_init(jax.random.key(0), a.vocab, a.dim)
-    report = bench(toy_loss, params, cohorts=a.cohorts, mode=a.mode, rounds=a.rounds, steps=a.steps,
-                   batch=a.batch, seq_len=a.seq_len, vocab_size=a.vocab, client_chunk=a.client_chunk)
+    report = bench(
+        toy_loss,
+        params,
+        cohorts=a.cohorts,
+        mode=a.mode,
+        rounds=a.rounds,
+        steps=a.steps,
+        batch=a.batch,
+        seq_len=a.seq_len,
+        vocab_size=a.vocab,
+        client_chunk=a.client_chunk,
+    )
     report["model"] = {"name": "toy bigram (embedding + linear)", "vocab": a.vocab, "dim": a.dim}
-    out = a.out or RESULTS / f"bench_round_{a.mode}_{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
+    out = a.out or RESULTS / f"bench_round_{a.mode}_{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out}")

@@ -84,7 +84,10 @@ def _tiny_run() -> Path:
 
     out = SCRATCH / "tiny-dp-fedavg"
     if not (out / "metrics.json").exists():
-        print(f"no trained run given and {DEFAULT_RUN} is missing: training a tiny DP-FedAvg run into {out} …", file=sys.stderr)
+        print(
+            f"no trained run given and {DEFAULT_RUN} is missing: training a tiny DP-FedAvg run into {out} …",
+            file=sys.stderr,
+        )
         run(preset("tiny", mode="dp-fedavg"), out, log=lambda s: None)
     return out
 
@@ -100,7 +103,11 @@ def load_trained(run_dir: Path) -> dict:
         "kind": "trained run",
         "suggester": s,
         "population": cfg.population,
-        "model": {**dataclasses.asdict(cfg.model), "vocab_size": s.tokenizer.vocab_size, "params": metrics.get("params")},
+        "model": {
+            **dataclasses.asdict(cfg.model),
+            "vocab_size": s.tokenizer.vocab_size,
+            "params": metrics.get("params"),
+        },
         "mode": metrics.get("mode"),
     }
 
@@ -217,13 +224,27 @@ def bench(model: dict, messages: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="*", type=Path, help=f"run directories (default: {DEFAULT_RUN.relative_to(ROOT)}, else a tiny run)")
-    ap.add_argument("--untrained-preset", action="append", default=[], help="also time a randomly initialised model of this preset's size")
+    ap.add_argument(
+        "runs",
+        nargs="*",
+        type=Path,
+        help=f"run directories (default: {DEFAULT_RUN.relative_to(ROOT)}, else a tiny run)",
+    )
+    ap.add_argument(
+        "--untrained-preset",
+        action="append",
+        default=[],
+        help="also time a randomly initialised model of this preset's size",
+    )
     ap.add_argument("--messages", type=int, default=40, help="held-out messages typed per model")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--xla-single-thread", action="store_true", help=f"XLA_FLAGS={SINGLE_THREAD_FLAG} (set before JAX loads)")
     ap.add_argument(
-        "--compare-xla-threading", action="store_true", help="run twice (XLA thread pool on, then off) in subprocesses; one report"
+        "--xla-single-thread", action="store_true", help=f"XLA_FLAGS={SINGLE_THREAD_FLAG} (set before JAX loads)"
+    )
+    ap.add_argument(
+        "--compare-xla-threading",
+        action="store_true",
+        help="run twice (XLA thread pool on, then off) in subprocesses; one report",
     )
     args = ap.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -247,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "benchmark": "suggestion latency per key press (Suggester.suggest, k=3)",
         "command": " ".join(["benchmarks/bench_suggest.py"] + argv),
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "budget_ms": BUDGET_MS,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "machine": info,
@@ -263,7 +284,9 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{m['name']:<40} {label:<21} {a['calls']:5d} calls  p50 {a['p50_ms']:.2f} ms  p99 {a['p99_ms']:.2f} ms  "
                 f"mean {a['mean_ms']:.2f} ms  max {a['max_ms']:.1f} ms"
             )
-    report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    report["machine"]["load_average_after"] = (
+        [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
@@ -273,7 +296,11 @@ def main(argv: list[str] | None = None) -> dict:
 def _compare(argv: list[str], out: Path) -> dict:
     """Both threading settings, each in a fresh process (XLA reads its flags once), in one report."""
     base = [a for a in argv if a != "--compare-xla-threading"]
-    base = [a for i, a in enumerate(base) if a != "--out" and (i == 0 or base[i - 1] != "--out") and not a.startswith("--out=")]
+    base = [
+        a
+        for i, a in enumerate(base)
+        if a != "--out" and (i == 0 or base[i - 1] != "--out") and not a.startswith("--out=")
+    ]
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for extra in ([], ["--xla-single-thread"]):

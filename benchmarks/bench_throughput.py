@@ -103,21 +103,30 @@ def task_rows(seed: int, cohort: int, vocab: int, seqs: int, seq_len: int):
 
 
 def worker_ours(a) -> dict:
-    import keyboard_fl  # noqa: F401  (the fixed host device count, before JAX starts)
     import jax
     import jax.numpy as jnp
 
+    import keyboard_fl  # noqa: F401  (the fixed host device count, before JAX starts)
+
     sys.path.insert(0, str(HERE))
     from bench_fl_round import bench_loop, bench_vmap
+
     from keyboard_fl.config import preset
     from keyboard_fl.fl import CohortBatch
     from keyboard_fl.models import ModelConfig, init_params, make_loss_fn, param_count
     from keyboard_fl.train.examples import as_batch
 
     v, e, h = MODELS[a.model]
-    fed = dataclasses.replace(preset("default").federated, batch_size=TASK["batch"], max_examples=TASK["seqs"],
-                              local_epochs=TASK["epochs"], clip_norm=CLIP, client_lr=CLIENT_LR,
-                              server_optimizer="adam", server_lr=SERVER_LR)
+    fed = dataclasses.replace(
+        preset("default").federated,
+        batch_size=TASK["batch"],
+        max_examples=TASK["seqs"],
+        local_epochs=TASK["epochs"],
+        clip_norm=CLIP,
+        client_lr=CLIENT_LR,
+        server_optimizer="adam",
+        server_lr=SERVER_LR,
+    )
     if a.chunk:
         fed = dataclasses.replace(fed, client_chunk=a.chunk)
     graphdef, params = init_params(ModelConfig(vocab_size=v, embed_dim=e, hidden_dim=h), jax.random.key(0))
@@ -126,8 +135,9 @@ def worker_ours(a) -> dict:
     rows = task_rows(a.seed, k, v, TASK["seqs"], TASK["seq_len"])
     s = TASK["epochs"] * TASK["seqs"] // TASK["batch"]
     b = as_batch(rows.reshape(k, s, TASK["batch"], TASK["seq_len"] + 1))
-    cohort = CohortBatch(jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]), jnp.asarray(b["weights"]),
-                         jnp.ones((k,), bool))
+    cohort = CohortBatch(
+        jnp.asarray(b["inputs"]), jnp.asarray(b["targets"]), jnp.asarray(b["weights"]), jnp.ones((k,), bool)
+    )
     if a.variant == "loop":
         row = bench_loop(loss_fn, params, cohort, num_real=k, fed=fed, rounds=a.rounds)
     else:
@@ -143,12 +153,21 @@ def worker_ours(a) -> dict:
         row["devices"] = len(jax.devices())
     tokens = k * s * TASK["batch"] * TASK["seq_len"]
     fpt = fwd_flops_per_token(v, e, h)
-    row.update(framework="keyboard_fl", variant=a.variant, model=a.model, num_params=param_count(params),
-               vocab=v, embed=e, hidden=h, tokens_per_round=tokens, fwd_matmul_flops_per_token=fpt,
-               train_matmul_flops_per_round=3 * fpt * tokens,
-               achieved_flops_per_s=round(3 * fpt * tokens / row["sec_per_round"], 1),
-               peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-               jax=jax.__version__)
+    row.update(
+        framework="keyboard_fl",
+        variant=a.variant,
+        model=a.model,
+        num_params=param_count(params),
+        vocab=v,
+        embed=e,
+        hidden=h,
+        tokens_per_round=tokens,
+        fwd_matmul_flops_per_token=fpt,
+        train_matmul_flops_per_round=3 * fpt * tokens,
+        achieved_flops_per_s=round(3 * fpt * tokens / row["sec_per_round"], 1),
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        jax=jax.__version__,
+    )
     return row
 
 
@@ -168,8 +187,9 @@ def worker_memory(a) -> dict:
     k, s, bsz, t = 16, 2, fed.batch_size, cfg.seq_len
     graphdef, params = init_params(m, jax.random.key(0))
     server_opt = make_server_optimizer(fed.server_optimizer, fed.server_lr)
-    agg = AggregatorConfig(mode="dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER,
-                           expected_cohort=float(k))
+    agg = AggregatorConfig(
+        mode="dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER, expected_cohort=float(k)
+    )
     round_fn = build_round(make_loss_fn(graphdef), fed.client_lr, server_opt, agg, client_chunk=fed.client_chunk).apply
     state = server_init(params, server_opt)
     rng = np.random.default_rng(0)
@@ -179,28 +199,48 @@ def worker_memory(a) -> dict:
     for r in range(1, a.rounds + 1):
         rows = rng.integers(FIRST_ID, m.vocab_size, size=(k, s, bsz, t + 1), dtype=np.int32)
         mask = rng.random(k) < 0.9  # a realized cohort that varies, as Poisson sampling gives
-        cohort = CohortBatch(jnp.asarray(rows[..., :-1]), jnp.asarray(rows[..., 1:]),
-                             jnp.ones((k, s, bsz, t), jnp.float32), jnp.asarray(mask))
+        cohort = CohortBatch(
+            jnp.asarray(rows[..., :-1]),
+            jnp.asarray(rows[..., 1:]),
+            jnp.ones((k, s, bsz, t), jnp.float32),
+            jnp.asarray(mask),
+        )
         t0 = time.perf_counter()
         state, metrics = round_fn(state, cohort, jax.random.key(r))
         jax.block_until_ready((state, metrics))
         times.append(time.perf_counter() - t0)
         if r % 10 == 0:
-            trace.append({"round": r, "rss_mb": round(proc.memory_info().rss / 2**20, 2),
-                          "loss": round(float(metrics.train_loss), 4)})
+            trace.append(
+                {
+                    "round": r,
+                    "rss_mb": round(proc.memory_info().rss / 2**20, 2),
+                    "loss": round(float(metrics.train_loss), 4),
+                }
+            )
     at50 = next(x["rss_mb"] for x in trace if x["round"] >= min(50, a.rounds))
     after = [x["rss_mb"] for x in trace if x["round"] >= min(50, a.rounds)]
     growth = (max(after) - at50) / at50
     return {
         "what": f"RSS over {a.rounds} DP-FedAvg rounds of the tiny preset model (fresh random cohort each round)",
-        "model": {"vocab_size": m.vocab_size, "embed_dim": m.embed_dim, "hidden_dim": m.hidden_dim,
-                  "num_params": param_count(params)},
-        "cohort_capacity": k, "steps": s, "batch": bsz, "seq_len": t, "client_chunk": fed.client_chunk,
-        "rounds": a.rounds, "median_sec_per_round": round(statistics.median(times), 5),
+        "model": {
+            "vocab_size": m.vocab_size,
+            "embed_dim": m.embed_dim,
+            "hidden_dim": m.hidden_dim,
+            "num_params": param_count(params),
+        },
+        "cohort_capacity": k,
+        "steps": s,
+        "batch": bsz,
+        "seq_len": t,
+        "client_chunk": fed.client_chunk,
+        "rounds": a.rounds,
+        "median_sec_per_round": round(statistics.median(times), 5),
         "wall_s": round(time.perf_counter() - t_start, 1),
-        "rss_at_round_50_mb": at50, "rss_max_after_round_50_mb": max(after),
+        "rss_at_round_50_mb": at50,
+        "rss_max_after_round_50_mb": max(after),
         "rss_min_after_round_50_mb": min(after),
-        "growth_max_vs_round_50": round(growth, 4), "flat_within_5pct": bool(growth <= 0.05),
+        "growth_max_vs_round_50": round(growth, 4),
+        "flat_within_5pct": bool(growth <= 0.05),
         "trace": trace,
     }
 
@@ -245,8 +285,9 @@ def run_child(cmd: list[str], marker: str, timeout: float, env=None) -> dict | N
     os.close(fd)
     log = Path(name)
     with open(log, "w") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True, env=env)
+        p = subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+        )
         try:
             p.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -263,7 +304,7 @@ def run_child(cmd: list[str], marker: str, timeout: float, env=None) -> dict | N
     log.unlink()
     for line in text.splitlines():
         if line.startswith(marker + " "):
-            return json.loads(line[len(marker) + 1:])
+            return json.loads(line[len(marker) + 1 :])
     print(f"  no result from {' '.join(cmd[:3])}; last output:\n" + "\n".join(text.splitlines()[-15:]), flush=True)
     return None
 
@@ -276,23 +317,64 @@ def host_devices_env(n: int) -> dict:
 
 
 def ours_cmd(model, cohort, variant, rounds, chunk=None) -> list[str]:
-    cmd = [sys.executable, __file__, "--worker", "ours", "--model", model, "--cohort", str(cohort),
-           "--variant", variant, "--rounds", str(rounds)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "ours",
+        "--model",
+        model,
+        "--cohort",
+        str(cohort),
+        "--variant",
+        variant,
+        "--rounds",
+        str(rounds),
+    ]
     return cmd + (["--chunk", str(chunk)] if chunk else [])
 
 
 def tff_cmd(a, model, cohort, rounds, cell) -> list[str]:
     v, e, h = MODELS[model]
-    return [a.tff_python, str(TFF_SCRIPT), "--vocab", str(v), "--embed", str(e), "--hidden", str(h),
-            "--cell", cell, "--cohort", str(cohort), "--seqs", str(TASK["seqs"]), "--seq-len", str(TASK["seq_len"]),
-            "--batch", str(TASK["batch"]), "--epochs", str(TASK["epochs"]), "--rounds", str(rounds),
-            "--clip", str(CLIP), "--noise-multiplier", str(NOISE_MULTIPLIER), "--client-lr", str(CLIENT_LR),
-            "--server-lr", str(SERVER_LR)]
+    return [
+        a.tff_python,
+        str(TFF_SCRIPT),
+        "--vocab",
+        str(v),
+        "--embed",
+        str(e),
+        "--hidden",
+        str(h),
+        "--cell",
+        cell,
+        "--cohort",
+        str(cohort),
+        "--seqs",
+        str(TASK["seqs"]),
+        "--seq-len",
+        str(TASK["seq_len"]),
+        "--batch",
+        str(TASK["batch"]),
+        "--epochs",
+        str(TASK["epochs"]),
+        "--rounds",
+        str(rounds),
+        "--clip",
+        str(CLIP),
+        "--noise-multiplier",
+        str(NOISE_MULTIPLIER),
+        "--client-lr",
+        str(CLIENT_LR),
+        "--server-lr",
+        str(SERVER_LR),
+    ]
 
 
 def row_key(r: dict) -> str:
     cell = f"/{r['cell']}" if r.get("framework") == "tff" else ""
-    chunk = f"/chunk{r['client_chunk_used']}" if r.get("variant", "").startswith(("vmap", "sharded", "onedevice")) else ""
+    chunk = (
+        f"/chunk{r['client_chunk_used']}" if r.get("variant", "").startswith(("vmap", "sharded", "onedevice")) else ""
+    )
     return f"{r['framework']}/{r.get('variant', 'fedavg')}{cell}{chunk}/{r['model']}/{r['cohort']}"
 
 
@@ -343,13 +425,18 @@ def ratios(report: dict) -> dict:
         d["ours_pct_of_matmul_peak"] = round(100 * r["achieved_flops_per_s"] / 1e9 / peak, 1) if peak else None
         if r.get("matmul_peak_measured_before_gflops"):
             d["ours_pct_of_peak_measured_just_before"] = round(
-                100 * r["achieved_flops_per_s"] / 1e9 / r["matmul_peak_measured_before_gflops"], 1)
+                100 * r["achieved_flops_per_s"] / 1e9 / r["matmul_peak_measured_before_gflops"], 1
+            )
         for t in rows:
             if t["framework"] == "tff" and t["model"] == r["model"] and t["cohort"] == r["cohort"]:
                 d[f"tff_{t['cell']}_sec_per_round"] = t["sec_per_round"]
                 d[f"tff_{t['cell']}_over_ours"] = round(t["sec_per_round"] / r["sec_per_round"], 2)
-            if t["framework"] == "keyboard_fl" and t["variant"] == "loop" and t["model"] == r["model"] \
-                    and t["cohort"] == r["cohort"]:
+            if (
+                t["framework"] == "keyboard_fl"
+                and t["variant"] == "loop"
+                and t["model"] == r["model"]
+                and t["cohort"] == r["cohort"]
+            ):
                 d["loop_over_ours"] = round(t["sec_per_round"] / r["sec_per_round"], 2)
     return out
 
@@ -363,17 +450,31 @@ def plot(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     series: dict[str, list] = {}
     for r in report["rows"].values():
-        name = (f"TFF 0.87 ({r['cell']})" if r["framework"] == "tff" else
-                "keyboard_fl jit round" if r["variant"] == "vmap" else
-                "keyboard_fl per-client Python loop" if r["variant"] == "loop" else
-                "keyboard_fl jit round, one device" if r["variant"] == "onedevice" else
-                f"keyboard_fl jit round, cohort sharded over {r['variant'].removeprefix('sharded')} CPU devices")
+        name = (
+            f"TFF 0.87 ({r['cell']})"
+            if r["framework"] == "tff"
+            else "keyboard_fl jit round"
+            if r["variant"] == "vmap"
+            else "keyboard_fl per-client Python loop"
+            if r["variant"] == "loop"
+            else "keyboard_fl jit round, one device"
+            if r["variant"] == "onedevice"
+            else f"keyboard_fl jit round, cohort sharded over {r['variant'].removeprefix('sharded')} CPU devices"
+        )
         series.setdefault(f"{r['model']}: {name}", []).append(r)
     colors = {"default": "tab:blue", "so": "tab:red"}
     for label, rs in sorted(series.items()):
         rs.sort(key=lambda r: r["cohort"])
         model = rs[0]["model"]
-        style = "^--" if "TFF" in label else ":x" if "loop" in label else "s-." if ("sharded" in label or "one device" in label) else "o-"
+        style = (
+            "^--"
+            if "TFF" in label
+            else ":x"
+            if "loop" in label
+            else "s-."
+            if ("sharded" in label or "one device" in label)
+            else "o-"
+        )
         ks = [r["cohort"] for r in rs]
         axes[0].plot(ks, [r["sec_per_round"] for r in rs], style, color=colors.get(model), label=label)
         axes[1].plot(ks, [r["tokens_per_s"] for r in rs], style, color=colors.get(model), label=label)
@@ -387,8 +488,11 @@ def plot(report: dict, path: Path) -> None:
     m = report["machine"]
     loads = [r["load_average_before"][0] for r in report["rows"].values() if "load_average_before" in r]
     la = f"load avg (1 min) before runs {min(loads):.1f}–{max(loads):.1f}" if loads else ""
-    fig.suptitle("DP-FedAvg round, 64 seq × 20 tokens per client, batch 16, 1 epoch; default = CIFG V2048 E64 H256, "
-                 f"so = V10k E96 H670\n{m['nproc']} CPU cores ({m['cpu_model'][:40]}), shared; {la}", fontsize=9)
+    fig.suptitle(
+        "DP-FedAvg round, 64 seq × 20 tokens per client, batch 16, 1 epoch; default = CIFG V2048 E64 H256, "
+        f"so = V10k E96 H670\n{m['nproc']} CPU cores ({m['cpu_model'][:40]}), shared; {la}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -408,8 +512,10 @@ def plot_memory(mem: dict, path: Path) -> None:
     ax.set_ylabel("RSS (MiB)")
     ax.set_ylim(0, mem["rss_max_after_round_50_mb"] * 1.2)
     ax.legend(fontsize=8)
-    ax.set_title(f"{mem['rounds']} rounds, tiny model: growth after round 50 = "
-                 f"{100 * mem['growth_max_vs_round_50']:.2f}%", fontsize=9)
+    ax.set_title(
+        f"{mem['rounds']} rounds, tiny model: growth after round 50 = {100 * mem['growth_max_vs_round_50']:.2f}%",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -424,13 +530,23 @@ def main(argv=None) -> None:
     p.add_argument("--loop-cohorts", type=int, nargs="*", default=None, help="per-client Python loop (default 16 64)")
     p.add_argument("--rounds", type=int, default=None, help="ours: timed rounds after the first (default 5)")
     p.add_argument("--tff-rounds", type=int, default=None, help="TFF: timed rounds after the first (default 3)")
-    p.add_argument("--tff-cell", choices=["cifg", "lstm"], nargs="+", default=["cifg"],
-                   help="Keras body: cifg = our cell in Keras (exact); lstm = stock LSTM matched in parameters")
+    p.add_argument(
+        "--tff-cell",
+        choices=["cifg", "lstm"],
+        nargs="+",
+        default=["cifg"],
+        help="Keras body: cifg = our cell in Keras (exact); lstm = stock LSTM matched in parameters",
+    )
     p.add_argument("--no-tff", action="store_true")
     p.add_argument("--tff-python", default=os.environ.get("TFF_PYTHON", "/tmp/tff-venv/bin/python"))
     p.add_argument("--chunks", type=int, nargs="*", default=[], help="extra client_chunk values for ours")
-    p.add_argument("--host-devices", type=int, nargs="*", default=None,
-                   help="also run ours with the cohort sharded over N XLA host devices (default: none)")
+    p.add_argument(
+        "--host-devices",
+        type=int,
+        nargs="*",
+        default=None,
+        help="also run ours with the cohort sharded over N XLA host devices (default: none)",
+    )
     p.add_argument("--no-onedevice", action="store_true", help="skip ours on one device (the old default)")
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--memory-rounds", type=int, default=None, help="default 500 (100 with --quick)")
@@ -468,32 +584,49 @@ def main(argv=None) -> None:
     report = {"rows": {}, "peaks": []}
     if a.out.exists() and not a.fresh:
         report = json.loads(a.out.read_text())
-    report.update({
-        "what": "seconds per DP-FedAvg round: keyboard_fl (jit round, same round sharded over host devices, per-client Python loop) vs TFF 0.87, same task",
-        "task": {**TASK, "steps_per_client": TASK["epochs"] * TASK["seqs"] // TASK["batch"], "clip_norm": CLIP,
-                 "noise_multiplier": NOISE_MULTIPLIER, "client_opt": f"sgd lr {CLIENT_LR}",
-                 "server_opt": f"adam lr {SERVER_LR} b2 0.99 eps 1e-3", "data": "synthetic Zipf token ids, no padding"},
-        "models": {k: {"vocab": v, "embed": e, "hidden": h, "fwd_matmul_flops_per_token": fwd_flops_per_token(v, e, h)}
-                   for k, (v, e, h) in MODELS.items()},
-        "flops": "matmul only: forward F = 2(E·3H + E·3H + H·E + E·V) per token; training 3F; round = 3F·K·S·B·T",
-        "timing": "first_round_s = compile + one round; sec_per_round = median of the timed rounds after it",
-        "machine": machine_description(),
-        "last_command": " ".join([os.path.relpath(sys.executable, HERE.parent)] + sys.argv),
-        "last_run_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    })
+    report.update(
+        {
+            "what": "seconds per DP-FedAvg round: keyboard_fl (jit round, same round sharded over host devices, per-client Python loop) vs TFF 0.87, same task",
+            "task": {
+                **TASK,
+                "steps_per_client": TASK["epochs"] * TASK["seqs"] // TASK["batch"],
+                "clip_norm": CLIP,
+                "noise_multiplier": NOISE_MULTIPLIER,
+                "client_opt": f"sgd lr {CLIENT_LR}",
+                "server_opt": f"adam lr {SERVER_LR} b2 0.99 eps 1e-3",
+                "data": "synthetic Zipf token ids, no padding",
+            },
+            "models": {
+                k: {"vocab": v, "embed": e, "hidden": h, "fwd_matmul_flops_per_token": fwd_flops_per_token(v, e, h)}
+                for k, (v, e, h) in MODELS.items()
+            },
+            "flops": "matmul only: forward F = 2(E·3H + E·3H + H·E + E·V) per token; training 3F; round = 3F·K·S·B·T",
+            "timing": "first_round_s = compile + one round; sec_per_round = median of the timed rounds after it",
+            "machine": machine_description(),
+            "last_command": " ".join([os.path.relpath(sys.executable, HERE.parent)] + sys.argv),
+            "last_run_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+    )
     report.setdefault("rows", {})
     report.setdefault("peaks", [])
-    report.setdefault("history", [{"key": k, "sec_per_round": r["sec_per_round"],
-                                   "load_average_before": r.get("load_average_before")}
-                                  for k, r in report["rows"].items()])
+    report.setdefault(
+        "history",
+        [
+            {"key": k, "sec_per_round": r["sec_per_round"], "load_average_before": r.get("load_average_before")}
+            for k, r in report["rows"].items()
+        ],
+    )
     t_start = time.perf_counter()
 
     def peak(where):
         pk = matmul_peak()
         pk["when"] = where
         report["peaks"].append(pk)
-        print(f"matmul peak ({where}): jax {pk['jax_gflops']} GFLOP/s, numpy {pk['numpy_gflops']} GFLOP/s, "
-              f"load {pk['load_average']}", flush=True)
+        print(
+            f"matmul peak ({where}): jax {pk['jax_gflops']} GFLOP/s, numpy {pk['numpy_gflops']} GFLOP/s, "
+            f"load {pk['load_average']}",
+            flush=True,
+        )
         save(report, a.out)
 
     def record(row, extra=None):
@@ -502,16 +635,24 @@ def main(argv=None) -> None:
         row.update(extra or {})
         row["matmul_peak_measured_before_gflops"] = report["peaks"][-1]["jax_gflops"]
         report["rows"][row_key(row)] = row  # the latest measurement of each configuration
-        report.setdefault("history", []).append({"key": row_key(row), "sec_per_round": row["sec_per_round"],
-                                                 "load_average_before": row.get("load_average_before"),
-                                                 "utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        report.setdefault("history", []).append(
+            {
+                "key": row_key(row),
+                "sec_per_round": row["sec_per_round"],
+                "load_average_before": row.get("load_average_before"),
+                "utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
+        )
         save(report, a.out)
         plot(report, a.out.with_suffix(".png"))
         pk = max(x["jax_gflops"] for x in report["peaks"])
-        print(f"  {row_key(row):40s} {row['sec_per_round']:9.3f} s/round  first {row['first_round_s']:7.2f} s  "
-              f"{row['tokens_per_s']:9.0f} tok/s  {row['achieved_flops_per_s'] / 1e9:6.1f} GFLOP/s "
-              f"({100 * row['achieved_flops_per_s'] / 1e9 / pk:4.1f}% of peak)  "
-              f"peak RSS {row.get('peak_rss_mb', row.get('peak_rss_total_mb'))} MB", flush=True)
+        print(
+            f"  {row_key(row):40s} {row['sec_per_round']:9.3f} s/round  first {row['first_round_s']:7.2f} s  "
+            f"{row['tokens_per_s']:9.0f} tok/s  {row['achieved_flops_per_s'] / 1e9:6.1f} GFLOP/s "
+            f"({100 * row['achieved_flops_per_s'] / 1e9 / pk:4.1f}% of peak)  "
+            f"peak RSS {row.get('peak_rss_mb', row.get('peak_rss_total_mb'))} MB",
+            flush=True,
+        )
 
     peak("start")
     for model in models:
@@ -519,21 +660,34 @@ def main(argv=None) -> None:
             peak(f"before {model}/{k}")  # the load changes: a peak beside each measurement
             la = load_avg()
             for chunk in [None] + list(a.chunks):
-                record(run_child(ours_cmd(model, k, "vmap", 3 if k >= 256 else rounds, chunk), "OURS_RESULT",
-                                 a.timeout), {"load_average_before": la})
+                record(
+                    run_child(ours_cmd(model, k, "vmap", 3 if k >= 256 else rounds, chunk), "OURS_RESULT", a.timeout),
+                    {"load_average_before": la},
+                )
             if not a.no_onedevice:
                 la = load_avg()
-                record(run_child(ours_cmd(model, k, "onedevice", 3 if k >= 256 else rounds), "OURS_RESULT",
-                                 a.timeout), {"load_average_before": la})
+                record(
+                    run_child(ours_cmd(model, k, "onedevice", 3 if k >= 256 else rounds), "OURS_RESULT", a.timeout),
+                    {"load_average_before": la},
+                )
             for n in host_devices:
                 la = load_avg()
-                record(run_child(ours_cmd(model, k, f"sharded{n}", 3 if k >= 256 else rounds), "OURS_RESULT",
-                                 a.timeout, env=host_devices_env(n)), {"load_average_before": la})
+                record(
+                    run_child(
+                        ours_cmd(model, k, f"sharded{n}", 3 if k >= 256 else rounds),
+                        "OURS_RESULT",
+                        a.timeout,
+                        env=host_devices_env(n),
+                    ),
+                    {"load_average_before": la},
+                )
             if use_tff and k in tff_cohorts:
                 for cell in a.tff_cell:
                     la = load_avg()
-                    record(run_child(tff_cmd(a, model, k, tff_rounds, cell), "TFF_RESULT", a.timeout),
-                           {"model": model, "load_average_before": la})
+                    record(
+                        run_child(tff_cmd(a, model, k, tff_rounds, cell), "TFF_RESULT", a.timeout),
+                        {"model": model, "load_average_before": la},
+                    )
             if k in loop_cohorts:
                 la = load_avg()
                 record(run_child(ours_cmd(model, k, "loop", 2), "OURS_RESULT", a.timeout), {"load_average_before": la})
@@ -541,18 +695,33 @@ def main(argv=None) -> None:
 
     if not a.no_memory:
         la = load_avg()
-        mem = run_child([sys.executable, __file__, "--worker", "memory", "--rounds", str(mem_rounds)], "MEM_RESULT",
-                        a.timeout)
+        mem = run_child(
+            [sys.executable, __file__, "--worker", "memory", "--rounds", str(mem_rounds)], "MEM_RESULT", a.timeout
+        )
         if mem:
-            mem.update(load_average_before=la, machine=report["machine"],
-                       when_utc=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+            mem.update(
+                load_average_before=la,
+                machine=report["machine"],
+                when_utc=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            )
             mpath = a.out.with_name("memory_500_rounds.json")
             mpath.write_text(json.dumps(mem, indent=2))
             plot_memory(mem, mpath.with_suffix(".png"))
-            print(f"memory: RSS {mem['rss_at_round_50_mb']} MB at round 50, max {mem['rss_max_after_round_50_mb']} MB "
-                  f"after it ({100 * mem['growth_max_vs_round_50']:+.2f}%), flat={mem['flat_within_5pct']}", flush=True)
-            report["memory"] = {k: mem[k] for k in ("rounds", "rss_at_round_50_mb", "rss_max_after_round_50_mb",
-                                                    "growth_max_vs_round_50", "flat_within_5pct")}
+            print(
+                f"memory: RSS {mem['rss_at_round_50_mb']} MB at round 50, max {mem['rss_max_after_round_50_mb']} MB "
+                f"after it ({100 * mem['growth_max_vs_round_50']:+.2f}%), flat={mem['flat_within_5pct']}",
+                flush=True,
+            )
+            report["memory"] = {
+                k: mem[k]
+                for k in (
+                    "rounds",
+                    "rss_at_round_50_mb",
+                    "rss_max_after_round_50_mb",
+                    "growth_max_vs_round_50",
+                    "flat_within_5pct",
+                )
+            }
     report["load_average_end"] = load_avg()
     report["last_run_wall_s"] = round(time.perf_counter() - t_start, 1)
     save(report, a.out)

@@ -19,7 +19,18 @@ from pathlib import Path
 from keyboard_fl.config import PopulationConfig, preset
 from keyboard_fl.train.run import run, write_json
 
-KEYS = ("top1", "top3", "ngram_top1", "ksr", "epsilon", "delta", "noise_multiplier", "sampling_prob", "rounds", "population")
+KEYS = (
+    "top1",
+    "top3",
+    "ngram_top1",
+    "ksr",
+    "epsilon",
+    "delta",
+    "noise_multiplier",
+    "sampling_prob",
+    "rounds",
+    "population",
+)
 
 
 def main() -> None:
@@ -37,8 +48,14 @@ def main() -> None:
         cfg = dataclasses.replace(
             cfg,
             population=PopulationConfig(seed=cfg.seed, num_train_users=args.users),
-            federated=dataclasses.replace(cfg.federated, rounds=args.rounds, clients_per_round=args.cohort,
-                                          target_epsilon=args.epsilon, eval_every=40, checkpoint_every=40),
+            federated=dataclasses.replace(
+                cfg.federated,
+                rounds=args.rounds,
+                clients_per_round=args.cohort,
+                target_epsilon=args.epsilon,
+                eval_every=40,
+                checkpoint_every=40,
+            ),
         )
         t = time.perf_counter()
         m = run(cfg, args.out / mode, resume=(args.out / mode / "config.json").exists())

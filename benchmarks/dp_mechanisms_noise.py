@@ -55,16 +55,24 @@ def dp_fedavg(n: int, cohort: int, rounds: int, eps: float, delta: float) -> dic
     one_band = BandMF(1.0, 1.0, CyclicPoisson(n, 1, q), rounds, (1.0,))
     z = calibrate_noise_multiplier(one_band, eps, delta).noise_multiplier
     achieved = _pld().compose(jp_accounting.dpsgd_event(z, rounds, sampling_prob=q)).get_epsilon(delta)
-    return {"z": z, "sampling_prob": q, "epsilon": achieved, "noise_std_sum": z,
-            "per_round_std_avg": z / cohort, "effective_std_avg": z / cohort}
+    return {
+        "z": z,
+        "sampling_prob": q,
+        "epsilon": achieved,
+        "noise_std_sum": z,
+        "per_round_std_avg": z / cohort,
+        "effective_std_avg": z / cohort,
+    }
 
 
 def _noise_figures(mech, kind: str, params: dict, rounds: int, cohort: float) -> dict:
     prof = cn.noise_error_profile(kind, params, rounds)
     sigma = mech.noise_std  # clip 1
-    return {"noise_std_sum": sigma,
-            "per_round_std_avg": sigma * math.sqrt(float(np.mean(prof["round"]))) / cohort,
-            "effective_std_avg": sigma * cn.effective_iid_std(prof["prefix"]) / cohort}
+    return {
+        "noise_std_sum": sigma,
+        "per_round_std_avg": sigma * math.sqrt(float(np.mean(prof["round"]))) / cohort,
+        "effective_std_avg": sigma * cn.effective_iid_std(prof["prefix"]) / cohort,
+    }
 
 
 def bandmf(n: int, cohort: int, rounds: int, eps: float, delta: float, coef_cache: dict, max_bands: int) -> dict:
@@ -73,10 +81,13 @@ def bandmf(n: int, cohort: int, rounds: int, eps: float, delta: float, coef_cach
         if (rounds, b) not in coef_cache:
             coef_cache[(rounds, b)] = cn.optimize_bandmf_coefs(rounds, b)
         p = CyclicPoisson.for_cohort(n, b, cohort)
-        mech = calibrate_noise_multiplier(
-            BandMF(1.0, 1.0, p, rounds, coef_cache[(rounds, b)]), eps, delta)
-        row = {"bands": b, "z": mech.noise_multiplier, "sampling_prob_in_band": p.sampling_prob,
-               "epsilon": mech.epsilon(delta)}
+        mech = calibrate_noise_multiplier(BandMF(1.0, 1.0, p, rounds, coef_cache[(rounds, b)]), eps, delta)
+        row = {
+            "bands": b,
+            "z": mech.noise_multiplier,
+            "sampling_prob_in_band": p.sampling_prob,
+            "epsilon": mech.epsilon(delta),
+        }
         row.update(_noise_figures(mech, "bandmf", {"coefs": mech.coefs}, rounds, p.expected_cohort))
         per_b.append(row)
         print(f"  bandmf b={b}: z={row['z']:.4f} eff={row['effective_std_avg']:.3e}", flush=True)
@@ -92,9 +103,15 @@ def blt(n: int, cohort: int, rounds: int, eps: float, delta: float, blt_cache: d
         blt_cache[key] = cn.optimize_blt(rounds, p.min_separation, p.max_participations(rounds))
     decay, scale = blt_cache[key]
     mech = calibrate_noise_multiplier(BLT(1.0, 1.0, p, rounds, decay, scale), eps, delta)
-    out = {"bands": b, "max_participations": p.max_participations(rounds), "z": mech.noise_multiplier,
-           "sensitivity": mech.sensitivity, "epsilon": mech.epsilon(delta),
-           "buf_decay": list(decay), "output_scale": list(scale)}
+    out = {
+        "bands": b,
+        "max_participations": p.max_participations(rounds),
+        "z": mech.noise_multiplier,
+        "sensitivity": mech.sensitivity,
+        "epsilon": mech.epsilon(delta),
+        "buf_decay": list(decay),
+        "output_scale": list(scale),
+    }
     out.update(_noise_figures(mech, "blt", {"buf_decay": decay, "output_scale": scale}, rounds, p.expected_cohort))
     return out
 
@@ -118,10 +135,18 @@ def main() -> None:
             band = bandmf(a.users, cohort, rounds, a.epsilon, a.delta, coef_cache, a.max_bands)
             bl = blt(a.users, cohort, rounds, a.epsilon, a.delta, blt_cache)
             ref = fedavg["effective_std_avg"]
-            row = {"users": a.users, "expected_cohort": cohort, "rounds": rounds,
-                   "dp-fedavg": fedavg, "dp-ftrl-bandmf": band, "dp-ftrl-blt": bl,
-                   "effective_std_ratio_to_dp_fedavg": {"dp-ftrl-bandmf": band["effective_std_avg"] / ref,
-                                                        "dp-ftrl-blt": bl["effective_std_avg"] / ref}}
+            row = {
+                "users": a.users,
+                "expected_cohort": cohort,
+                "rounds": rounds,
+                "dp-fedavg": fedavg,
+                "dp-ftrl-bandmf": band,
+                "dp-ftrl-blt": bl,
+                "effective_std_ratio_to_dp_fedavg": {
+                    "dp-ftrl-bandmf": band["effective_std_avg"] / ref,
+                    "dp-ftrl-blt": bl["effective_std_avg"] / ref,
+                },
+            }
             print(json.dumps(row["effective_std_ratio_to_dp_fedavg"]), flush=True)
             rows.append(row)
             _write(a, rows, time.time() - t0)  # after every setting: a partial run keeps what it measured
@@ -129,10 +154,18 @@ def main() -> None:
 
 
 def _write(a: argparse.Namespace, rows: list, seconds: float) -> None:
-    result = {"epsilon": a.epsilon, "delta": a.delta, "clip_norm": 1.0, "accountant": "PLD",
-              "pld_discretization": PLD_DISCRETIZATION, "jax_privacy": "2.0.0", "max_bands": a.max_bands,
-              "command": "PYTHONPATH=. python benchmarks/dp_mechanisms_noise.py",
-              "seconds": round(seconds, 1), "settings": rows}
+    result = {
+        "epsilon": a.epsilon,
+        "delta": a.delta,
+        "clip_norm": 1.0,
+        "accountant": "PLD",
+        "pld_discretization": PLD_DISCRETIZATION,
+        "jax_privacy": "2.0.0",
+        "max_bands": a.max_bands,
+        "command": "PYTHONPATH=. python benchmarks/dp_mechanisms_noise.py",
+        "seconds": round(seconds, 1),
+        "settings": rows,
+    }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1, allow_nan=False) + "\n")
 

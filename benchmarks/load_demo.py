@@ -138,8 +138,13 @@ async def _load(url: str, clients: int, seconds: float, think: float) -> dict:
         "error_rate": n_err / max(len(lat) + n_err, 1),
         "elapsed_s": round(elapsed, 2),
         "throughput_rps": round(len(lat) / elapsed, 1),
-        "latency_ms": {"p50": pct(50), "p90": pct(90), "p99": pct(99), "max": pct(100),
-                       "mean": round(float(ms.mean()), 2) if len(ms) else None},
+        "latency_ms": {
+            "p50": pct(50),
+            "p90": pct(90),
+            "p99": pct(99),
+            "max": pct(100),
+            "mean": round(float(ms.mean()), 2) if len(ms) else None,
+        },
     }
 
 
@@ -148,7 +153,9 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=None, help="a finished run directory (default: train a tiny one)")
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=30.0)
-    ap.add_argument("--think-ms", type=float, default=0.0, help="pause after each answer (0: closed loop, maximum load)")
+    ap.add_argument(
+        "--think-ms", type=float, default=0.0, help="pause after each answer (0: closed loop, maximum load)"
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
 
@@ -177,8 +184,12 @@ def main() -> None:
         "endpoint": "POST /api/suggest, one request per keystroke, closed loop per client",
         **res,
         "server_alive_until_end": alive_until_end,
-        "machine": {"cpus": os.cpu_count(), "loadavg_at_start": [round(x, 2) for x in load_before],
-                    "python": platform.python_version(), "note": "server and clients share the machine's cores"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_at_start": [round(x, 2) for x in load_before],
+            "python": platform.python_version(),
+            "note": "server and clients share the machine's cores",
+        },
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

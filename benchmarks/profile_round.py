@@ -79,18 +79,29 @@ def profile(cohort: int, max_examples: int, rounds: int, chunk: int | None) -> d
     capacity = -(-cohort // capacity_multiple(mesh.size, chunk)) * capacity_multiple(mesh.size, chunk)
     graphdef, params = init_params(cfg.model, jax.random.key(0))
     loss_fn = make_loss_fn(graphdef)
-    data = dict(vocab=cfg.model.vocab_size, seq_len=cfg.seq_len, batch=fed.batch_size, max_examples=max_examples,
-                epochs=fed.local_epochs)
+    data = dict(
+        vocab=cfg.model.vocab_size,
+        seq_len=cfg.seq_len,
+        batch=fed.batch_size,
+        max_examples=max_examples,
+        epochs=fed.local_epochs,
+    )
     out = {}
     t0 = time.perf_counter()
     batch = shard_cohort(synthetic_cohort(0, capacity, cohort, **data), mesh)
     jax.block_until_ready(batch)
     out["host_gather_s"] = {"median_s": round(time.perf_counter() - t0, 4)}
-    slots = ClientSlots(batch.inputs, batch.targets, batch.weights, jax.random.split(jax.random.key(1), capacity),
-                        batch.mask.astype(bool))
+    slots = ClientSlots(
+        batch.inputs,
+        batch.targets,
+        batch.weights,
+        jax.random.split(jax.random.key(1), capacity),
+        batch.mask.astype(bool),
+    )
     server_opt = make_server_optimizer(fed.server_optimizer, fed.server_lr)
-    agg = AggregatorConfig("dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER,
-                           expected_cohort=float(cohort))
+    agg = AggregatorConfig(
+        "dp-fedavg", clip_norm=fed.clip_norm, noise_multiplier=NOISE_MULTIPLIER, expected_cohort=float(cohort)
+    )
     sgd = fed.client_lr
 
     def one(s):
@@ -118,9 +129,17 @@ def profile(cohort: int, max_examples: int, rounds: int, chunk: int | None) -> d
     out["round_s"] = _timed(lambda: fl_round.apply(fl_round.init(params), batch, jax.random.key(3)), rounds)
     r = out["round_s"]["median_s"]
     share = {k: round(v["median_s"] / r, 3) for k, v in out.items() if k != "round_s"}
-    return {"cohort": cohort, "capacity": capacity, "max_examples": max_examples, "batch": fed.batch_size,
-            "client_chunk": chunk, "devices": mesh.size, "parts": out, "share_of_round": share,
-            "client_updates_per_s": round(cohort / r, 1)}
+    return {
+        "cohort": cohort,
+        "capacity": capacity,
+        "max_examples": max_examples,
+        "batch": fed.batch_size,
+        "client_chunk": chunk,
+        "devices": mesh.size,
+        "parts": out,
+        "share_of_round": share,
+        "client_updates_per_s": round(cohort / r, 1),
+    }
 
 
 def main(argv=None) -> None:
@@ -133,9 +152,13 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     load = list(os.getloadavg())
     row = profile(a.cohort, a.max_examples, a.rounds, a.chunk)
-    row.update(when_utc=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-               command=" ".join([".venv/bin/python", "benchmarks/profile_round.py"] + sys.argv[1:]),
-               load_average_start=load, load_average_end=list(os.getloadavg()), machine=machine_info())
+    row.update(
+        when_utc=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        command=" ".join([".venv/bin/python", "benchmarks/profile_round.py"] + sys.argv[1:]),
+        load_average_start=load,
+        load_average_end=list(os.getloadavg()),
+        machine=machine_info(),
+    )
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(row, indent=2) + "\n")
     print(json.dumps({k: row[k] for k in ("parts", "share_of_round", "client_updates_per_s")}, indent=1))

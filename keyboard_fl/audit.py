@@ -10,8 +10,8 @@ suggestion (a leak a user would see) or among the top 3?
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +21,9 @@ from keyboard_fl.privacy.canaries import Canary, draw_canaries, exposure, extrap
 from keyboard_fl.tokenizer import PAD_ID, Tokenizer
 
 
-def phrase_log_likelihoods(graphdef, params, tokenizer: Tokenizer, phrases: Sequence[str], batch: int = 256) -> np.ndarray:
+def phrase_log_likelihoods(
+    graphdef, params, tokenizer: Tokenizer, phrases: Sequence[str], batch: int = 256
+) -> np.ndarray:
     """Natural-log likelihood of each whole phrase, ``<s> … </s>`` included."""
     ids = [tokenizer.encode(p) for p in phrases]
     width = max(16, -(-max(len(i) for i in ids) // 16) * 16)
@@ -107,10 +109,20 @@ def planted_canaries(cfg) -> tuple[list[Canary], list[str]]:
         raise ValueError("canary audits run on the simulated population only")
     from keyboard_fl.data.access import UserIds, split_view
 
-    return draw_canaries(cfg.canaries, UserIds(split_view(Population(cfg.population), "train")))  # ids by index, no list
+    return draw_canaries(
+        cfg.canaries, UserIds(split_view(Population(cfg.population), "train"))
+    )  # ids by index, no list
 
 
-def audit(graphdef, params, tokenizer: Tokenizer, suggester, canaries: Sequence[Canary], references: Sequence[str], prefix: str) -> dict:
+def audit(
+    graphdef,
+    params,
+    tokenizer: Tokenizer,
+    suggester,
+    canaries: Sequence[Canary],
+    references: Sequence[str],
+    prefix: str,
+) -> dict:
     """Exposure and completion for each canary; references scored once."""
     from keyboard_fl.tokenizer import UNK_ID
 
@@ -124,21 +136,23 @@ def audit(graphdef, params, tokenizer: Tokenizer, suggester, canaries: Sequence[
     can_scores = phrase_log_likelihoods(graphdef, params, tokenizer, [c.phrase(prefix) for c in canaries])
     rows = []
     for c, s in zip(canaries, can_scores):
-        rows.append({
-            "repetitions": c.repetitions,
-            "users": len(c.user_ids),
-            "log_likelihood": float(s),
-            "rank": 1 + int(np.sum(ref_scores >= s)),
-            "exposure": exposure(s, ref_scores),
-            "exposure_extrapolated": extrapolated_exposure(s, ref_scores),
-            **completion(suggester, prefix, c.secret),
-        })
+        rows.append(
+            {
+                "repetitions": c.repetitions,
+                "users": len(c.user_ids),
+                "log_likelihood": float(s),
+                "rank": 1 + int(np.sum(ref_scores >= s)),
+                "exposure": exposure(s, ref_scores),
+                "exposure_extrapolated": extrapolated_exposure(s, ref_scores),
+                **completion(suggester, prefix, c.secret),
+            }
+        )
     return {
         "references": len(references),
         "max_exposure": float(np.log2(len(references))),
         "canaries": rows,
         "note": "exposure = log2|R| - log2 rank among never-trained phrases of the same format (Carlini et al. 2019); "
-                "secrets themselves are not stored here",
+        "secrets themselves are not stored here",
     }
 
 
@@ -155,7 +169,9 @@ def audit_run(run_dir: str | Path) -> dict:
         raise ValueError(f"{run_dir} was trained without canaries; train with --canaries to audit it")
     canaries, refs = planted_canaries(cfg)
     suggester, metrics = load_suggester(run_dir)
-    result = audit(suggester.graphdef, suggester.params, suggester.tokenizer, suggester, canaries, refs, cfg.canaries.prefix)
+    result = audit(
+        suggester.graphdef, suggester.params, suggester.tokenizer, suggester, canaries, refs, cfg.canaries.prefix
+    )
     # The public-only starting point, scored the same way: how likely each secret was before any private data.
     if cfg.pretrain.steps > 0:
         from keyboard_fl import checkpoint

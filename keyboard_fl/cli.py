@@ -20,7 +20,12 @@ from keyboard_fl import runs as run_dirs
 from keyboard_fl.runs import CENTRAL, DP_FEDAVG, MODES, privacy_label
 from keyboard_fl.tables import ProgressBars, audit_table, pct, results_table
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, help="A private phone keyboard: federated, differentially private next-word prediction.")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="A private phone keyboard: federated, differentially private next-word prediction.",
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -60,10 +65,18 @@ def _guard(fn):
     return wrapper
 
 
-def _config(preset: str, mode: str, seed: int, config_file: Optional[Path] = None, sets=(), users: Optional[int] = None,
-            **overrides):
+def _config(
+    preset: str,
+    mode: str,
+    seed: int,
+    config_file: Optional[Path] = None,
+    sets=(),
+    users: Optional[int] = None,
+    **overrides,
+):
     """The preset, then the --config file, then the dedicated flags (--users, federated.*), then each --set, in order."""
-    from keyboard_fl.config import PRESETS, preset as make_preset
+    from keyboard_fl.config import PRESETS
+    from keyboard_fl.config import preset as make_preset
     from keyboard_fl.overrides import resolve
 
     if preset not in PRESETS:
@@ -77,7 +90,9 @@ def _config(preset: str, mode: str, seed: int, config_file: Optional[Path] = Non
 
 CONFIG_OPTION = typer.Option(None, "--config", help="a full or partial RunConfig JSON file laid over the preset")
 SET_OPTION = typer.Option([], "--set", help="section.field=value (repeatable), e.g. federated.local_epochs=2")
-USERS_OPTION = typer.Option(None, "--users", help="training users N of the simulated population (default preset: 1,000,000, streamed)")
+USERS_OPTION = typer.Option(
+    None, "--users", help="training users N of the simulated population (default preset: 1,000,000, streamed)"
+)
 
 
 def _log(msg: str) -> None:
@@ -93,15 +108,33 @@ def train(
     seed: int = typer.Option(0, help="the one seed (population, init, sampling, noise)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     rounds: Optional[int] = typer.Option(None, help="override the preset's federated rounds"),
-    target_epsilon: Optional[float] = typer.Option(None, "--target-epsilon", help="calibrate the noise for this ε (dp-fedavg)"),
+    target_epsilon: Optional[float] = typer.Option(
+        None, "--target-epsilon", help="calibrate the noise for this ε (dp-fedavg)"
+    ),
     noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", help="fixed z instead of a target ε"),
     clients_per_round: Optional[float] = typer.Option(None, "--clients-per-round", help="expected cohort q·N"),
-    clip_norm: Optional[float] = typer.Option(None, "--clip-norm", help="per-user L2 clip C (dp-fedavg; the initial C with adaptive clipping)"),
-    mechanism: Optional[str] = typer.Option(None, "--mechanism", help="privacy mechanism (dp-fedavg; see keyboard_fl.privacy.MECHANISMS)"),
-    adaptive_clip_quantile: Optional[float] = typer.Option(None, "--adaptive-clip-quantile", help="adaptive clipping: C tracks this quantile of update norms (Andrew et al. 2021; 0.5 is TFF's default)"),
-    corpus: Optional[Path] = typer.Option(None, "--corpus", help="your own corpus: a JSONL file ({user_id, text} per line) or a directory of per-user text files"),
-    skip_bad_lines: bool = typer.Option(False, "--skip-bad-lines", help="skip and count malformed corpus lines instead of stopping"),
-    canaries: bool = typer.Option(False, "--canaries", help="plant Secret Sharer canaries in training users (for keyboard-fl audit)"),
+    clip_norm: Optional[float] = typer.Option(
+        None, "--clip-norm", help="per-user L2 clip C (dp-fedavg; the initial C with adaptive clipping)"
+    ),
+    mechanism: Optional[str] = typer.Option(
+        None, "--mechanism", help="privacy mechanism (dp-fedavg; see keyboard_fl.privacy.MECHANISMS)"
+    ),
+    adaptive_clip_quantile: Optional[float] = typer.Option(
+        None,
+        "--adaptive-clip-quantile",
+        help="adaptive clipping: C tracks this quantile of update norms (Andrew et al. 2021; 0.5 is TFF's default)",
+    ),
+    corpus: Optional[Path] = typer.Option(
+        None,
+        "--corpus",
+        help="your own corpus: a JSONL file ({user_id, text} per line) or a directory of per-user text files",
+    ),
+    skip_bad_lines: bool = typer.Option(
+        False, "--skip-bad-lines", help="skip and count malformed corpus lines instead of stopping"
+    ),
+    canaries: bool = typer.Option(
+        False, "--canaries", help="plant Secret Sharer canaries in training users (for keyboard-fl audit)"
+    ),
     config_file: Optional[Path] = CONFIG_OPTION,
     sets: list[str] = SET_OPTION,
     users: Optional[int] = USERS_OPTION,
@@ -113,8 +146,14 @@ def train(
         _fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
     if noise_multiplier is not None and target_epsilon is not None:
         _fail("give either --noise-multiplier or --target-epsilon, not both")
-    over = dict(rounds=rounds, target_epsilon=target_epsilon, noise_multiplier=noise_multiplier,
-                clients_per_round=clients_per_round, clip_norm=clip_norm, adaptive_clip_quantile=adaptive_clip_quantile)
+    over = dict(
+        rounds=rounds,
+        target_epsilon=target_epsilon,
+        noise_multiplier=noise_multiplier,
+        clients_per_round=clients_per_round,
+        clip_norm=clip_norm,
+        adaptive_clip_quantile=adaptive_clip_quantile,
+    )
     if mechanism is not None:  # a str field: --set syntax, not JSON
         sets = [f"federated.mechanism={mechanism}", *sets]
     if noise_multiplier is not None:
@@ -151,7 +190,11 @@ def main(
     out: Path = typer.Option(MAIN_DIR, "--out", help="directory for the three runs"),
     preset: str = typer.Option("default", help="tiny, default or large"),
     seed: int = typer.Option(0),
-    canaries: bool = typer.Option(True, "--canaries/--no-canaries", help="plant Secret Sharer canaries in every run and audit them at the end (the demo's canary view)"),
+    canaries: bool = typer.Option(
+        True,
+        "--canaries/--no-canaries",
+        help="plant Secret Sharer canaries in every run and audit them at the end (the demo's canary view)",
+    ),
     users: Optional[int] = USERS_OPTION,
 ):
     """The README main job: central baseline, FedAvg and DP-FedAvg on one population, side by side, then a memorization audit."""
@@ -171,12 +214,33 @@ def main(
         with ProgressBars(console) as bars:
             results[mode] = run(cfg, d, resume=(d / run_dirs.CONFIG_FILE).exists(), log=_log, progress=bars)
     console.print(results_table(results))
-    write_json(out / run_dirs.SUMMARY_FILE, {k: {f: v.get(f) for f in ("top1", "top3", "ngram_top1", "ngram_top3", "ngram_ksr", "ksr", "perplexity", "epsilon", "delta", "params", "public_pretrained")} for k, v in results.items()})
+    write_json(
+        out / run_dirs.SUMMARY_FILE,
+        {
+            k: {
+                f: v.get(f)
+                for f in (
+                    "top1",
+                    "top3",
+                    "ngram_top1",
+                    "ngram_top3",
+                    "ngram_ksr",
+                    "ksr",
+                    "perplexity",
+                    "epsilon",
+                    "delta",
+                    "params",
+                    "public_pretrained",
+                )
+            }
+            for k, v in results.items()
+        },
+    )
     audited = [out / m for m in results if _has_canaries(out / m)]
     if audited:
         console.rule("[bold]memorization audit")
         console.print(_audit_table(audited))
-    console.print(f"runs in {out}/; try: keyboard-fl suggest --run {out}/{DP_FEDAVG} \"see you\"  or  keyboard-fl demo")
+    console.print(f'runs in {out}/; try: keyboard-fl suggest --run {out}/{DP_FEDAVG} "see you"  or  keyboard-fl demo')
 
 
 def _with_canaries(cfg, seed: int):
@@ -200,9 +264,13 @@ def evaluate(run_dir: Path = typer.Argument(..., help="a run directory")):
     m = run_dirs.load_metrics(run_dir)
     console.print(results_table({m.get("mode", run_dir.name): m}))
     h = m["heldout_users"]["per_user_top1"]
-    console.print(f"per-user top-1 over {h['users']} held-out users: p10 {pct(h['p10'])}, median {pct(h['median'])}, p90 {pct(h['p90'])}")
+    console.print(
+        f"per-user top-1 over {h['users']} held-out users: p10 {pct(h['p10'])}, median {pct(h['median'])}, p90 {pct(h['p90'])}"
+    )
     o = m["train_users_heldout_messages"]
-    console.print(f"held-out messages of training users: top-1 {pct(o['top1'])}, top-3 {pct(o['top3'])}; OOV rate {pct(m['heldout_users']['oov_rate'])}")
+    console.print(
+        f"held-out messages of training users: top-1 {pct(o['top1'])}, top-3 {pct(o['top3'])}; OOV rate {pct(m['heldout_users']['oov_rate'])}"
+    )
     if run_dirs.is_private(m):
         console.print(
             f"privacy: ({m['epsilon']:.3f}, {m['delta']:.0e})-DP per {m['privacy_unit']}, {m['accountant']} accountant; "
@@ -216,7 +284,9 @@ def suggest(
     text: Optional[str] = typer.Argument(None, help="text typed so far; a trailing partial word gets completions"),
     run: Optional[Path] = typer.Option(None, "--run", help="run directory (default: the main job's DP-FedAvg run)"),
     k: int = typer.Option(3, min=1, max=10, help="number of suggestions"),
-    interactive: bool = typer.Option(False, "--interactive", "-i", help="type live and watch the strip (digits 1–3 accept)"),
+    interactive: bool = typer.Option(
+        False, "--interactive", "-i", help="type live and watch the strip (digits 1–3 accept)"
+    ),
 ):
     """Print the suggestion strip for a text, or show it live while typing (-i)."""
     run = run or MAIN_DIR / DP_FEDAVG
@@ -240,7 +310,9 @@ predict = app.command("predict", help="Alias of suggest.")(suggest)
 @app.command()
 @_guard
 def audit(
-    runs: list[Path] = typer.Argument(..., help="run directories trained with --canaries (e.g. central, fedavg, dp-fedavg)"),
+    runs: list[Path] = typer.Argument(
+        ..., help="run directories trained with --canaries (e.g. central, fedavg, dp-fedavg)"
+    ),
 ):
     """Memorization audit: canary exposure and whether the strip types the secret (Carlini et al. 2019)."""
     console.print(_audit_table(runs))
@@ -289,18 +361,26 @@ def export(
 @_guard
 def privacy(
     sampling_prob: Optional[float] = typer.Option(None, "--q", help="Poisson sampling probability per round"),
-    clients_per_round: Optional[float] = typer.Option(None, "--clients-per-round", help="expected cohort (with --population)"),
+    clients_per_round: Optional[float] = typer.Option(
+        None, "--clients-per-round", help="expected cohort (with --population)"
+    ),
     population: Optional[int] = typer.Option(None, "--population", help="number of users N"),
     rounds: int = typer.Option(..., help="training rounds"),
     noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", "-z", help="z: what ε does it give?"),
     target_epsilon: Optional[float] = typer.Option(None, "--target-epsilon", help="what z does this ε need?"),
     delta: Optional[float] = typer.Option(None, help="δ (default: below 1/N)"),
-    mechanism: str = typer.Option("dp-fedavg", "--mechanism", help="privacy mechanism (keyboard_fl.privacy.MECHANISMS)"),
+    mechanism: str = typer.Option(
+        "dp-fedavg", "--mechanism", help="privacy mechanism (keyboard_fl.privacy.MECHANISMS)"
+    ),
     sampling: str = typer.Option("poisson", "--sampling", help="participation: poisson, or fixed (replace-one, RDP)"),
     accountant: Optional[str] = typer.Option(None, "--accountant", help="pld or rdp (default: the mechanism's own)"),
     clip_norm: float = typer.Option(1.0, "--clip-norm", help="C: to show the noise std zC on the sum"),
-    adaptive_clip_quantile: Optional[float] = typer.Option(None, "--adaptive-clip-quantile", help="with adaptive clipping: show the sum/count split of z"),
-    count_stddev: Optional[float] = typer.Option(None, "--count-stddev", help="adaptive clipping's count noise σ_b (default 0.05·qN)"),
+    adaptive_clip_quantile: Optional[float] = typer.Option(
+        None, "--adaptive-clip-quantile", help="with adaptive clipping: show the sum/count split of z"
+    ),
+    count_stddev: Optional[float] = typer.Option(
+        None, "--count-stddev", help="adaptive clipping's count noise σ_b (default 0.05·qN)"
+    ),
 ):
     """Privacy without training: ε for a noise level, or the noise for a target ε, for a mechanism (user-level)."""
     from keyboard_fl.privacy import Participation, calibrate_mechanism, default_delta, make_mechanism, mechanism_epsilon
@@ -319,9 +399,12 @@ def privacy(
         _fail("adaptive clipping needs --population (its count noise and denominator are qN)")
     try:
         mech = make_mechanism(
-            mechanism, clip_norm=clip_norm, noise_multiplier=noise_multiplier or 0.0,
+            mechanism,
+            clip_norm=clip_norm,
+            noise_multiplier=noise_multiplier or 0.0,
             participation=Participation(sampling, sampling_prob, population),
-            adaptive_clip_quantile=adaptive_clip_quantile, adaptive_clip_count_stddev=count_stddev,
+            adaptive_clip_quantile=adaptive_clip_quantile,
+            adaptive_clip_count_stddev=count_stddev,
         )
         if target_epsilon is not None:
             mech = calibrate_mechanism(mech, target_epsilon, rounds, delta, accountant=accountant)
@@ -343,14 +426,36 @@ def privacy(
     rep["noise_std_sum"] = z_sum * clip_norm
     if population is not None:
         rep["noise_std_average"] = z_sum * clip_norm / mech.expected_cohort
-    rep.update(sampling_prob=p.sampling_prob, rounds=rounds, population=population, privacy_unit="user", accountant=acc,
-               sampling=p.scheme, neighbouring=p.neighbouring)
+    rep.update(
+        sampling_prob=p.sampling_prob,
+        rounds=rounds,
+        population=population,
+        privacy_unit="user",
+        accountant=acc,
+        sampling=p.scheme,
+        neighbouring=p.neighbouring,
+    )
     t = Table(title=f"user-level privacy: {name}")
     t.add_column("quantity")
     t.add_column("value", justify="right")
-    for key in ("epsilon", "epsilon_rdp", "delta", "mechanism", "noise_multiplier", "sum_noise_multiplier", "count_stddev",
-                "noise_std_sum", "noise_std_average", "sampling_prob", "rounds", "population", "privacy_unit", "accountant",
-                "sampling", "neighbouring"):
+    for key in (
+        "epsilon",
+        "epsilon_rdp",
+        "delta",
+        "mechanism",
+        "noise_multiplier",
+        "sum_noise_multiplier",
+        "count_stddev",
+        "noise_std_sum",
+        "noise_std_average",
+        "sampling_prob",
+        "rounds",
+        "population",
+        "privacy_unit",
+        "accountant",
+        "sampling",
+        "neighbouring",
+    ):
         if key in rep:
             v = rep[key]
             t.add_row(key, f"{v:.4g}" if isinstance(v, float) else str(v))

@@ -34,11 +34,15 @@ def _positive(obj, *names: str, real: bool = False) -> None:
 class FederatedConfig:
     rounds: int = 300  # server rounds (Gboard ran ~3,000; the CPU default is short and starts from public pretraining)
     clients_per_round: float = 64.0  # expected cohort q·N; q is derived from the population size
-    max_examples: int = 16  # rows (seq_len pieces each) a client trains on per round (its most recent); caps heavy typists
+    max_examples: int = (
+        16  # rows (seq_len pieces each) a client trains on per round (its most recent); caps heavy typists
+    )
     batch_size: int = 8  # local mini-batch (Stack Overflow benchmark: 16; our packed rows are denser)
     local_epochs: int = 1  # passes over the client's rows per round (2–3 with client lr 1.0 diverged here)
     client_lr: float = 1.0  # plain local SGD, as in FedAvg
-    server_optimizer: Literal["sgd", "nesterov", "adam"] = "adam"  # FedAdam (Reddi et al. 2021), best on Stack Overflow NWP; Gboard: "nesterov"
+    server_optimizer: Literal["sgd", "nesterov", "adam"] = (
+        "adam"  # FedAdam (Reddi et al. 2021), best on Stack Overflow NWP; Gboard: "nesterov"
+    )
     server_lr: float = 0.005  # FedAdam's server step; use 1.0 for "sgd"/"nesterov"
     clip_norm: float = 0.5  # C: L2 bound on each user's model delta (DP mode only)
     noise_multiplier: float | None = None  # z; None → calibrated from target_epsilon
@@ -48,22 +52,41 @@ class FederatedConfig:
     mechanism: str = "dp-fedavg"  # "dp-fedavg" (Gaussian noise each round, McMahan et al. 2018); others register themselves (privacy.MECHANISMS)
     sampling: str = "poisson"  # participation the sampler implements AND the accountant assumes (DESIGN §3); "fixed" etc. are refused where no sampler implements them
     bands: int = 1  # b for sampling="cyclic": users split into b bands, round t Poisson-samples band t mod b (amplified BandMF, Choquette-Choo et al. 2023); participations are >= b rounds apart
-    accountant: str | None = None  # "pld" or "rdp"; None → the mechanism's own (PLD for Poisson). A mismatch with `sampling` is refused
-    adaptive_clip_quantile: float | None = None  # γ: adaptive clipping (Andrew et al. 2021) tracks this quantile of update norms, starting from clip_norm; None: fixed C
+    accountant: str | None = (
+        None  # "pld" or "rdp"; None → the mechanism's own (PLD for Poisson). A mismatch with `sampling` is refused
+    )
+    adaptive_clip_quantile: float | None = (
+        None  # γ: adaptive clipping (Andrew et al. 2021) tracks this quantile of update norms, starting from clip_norm; None: fixed C
+    )
     adaptive_clip_lr: float = 0.2  # η: geometric step of C per round (TFF gaussian_adaptive default)
-    adaptive_clip_count_stddev: float | None = None  # σ_b of the noised count; None → 0.05·clients_per_round (TFF default); costs part of z: z_sum = (z⁻² − (2σ_b)⁻²)^-½
+    adaptive_clip_count_stddev: float | None = (
+        None  # σ_b of the noised count; None → 0.05·clients_per_round (TFF default); costs part of z: z_sum = (z⁻² − (2σ_b)⁻²)^-½
+    )
     client_chunk: int = 1  # clients trained together (vmap); chunks without a sampled client are skipped. 1 is fastest on CPU even with the shared first step (benchmarks/results/fl_round_grid.json: 16 was 2.4x slower); use 16+ on a GPU
-    devices: int | None = None  # devices the cohort axis is sharded over (fl/sharding.py); None: all visible, on CPU the package's fixed 2 host devices (keyboard_fl/hostdevices.py): every core, same results on any core count
+    devices: int | None = (
+        None  # devices the cohort axis is sharded over (fl/sharding.py); None: all visible, on CPU the package's fixed 2 host devices (keyboard_fl/hostdevices.py): every core, same results on any core count
+    )
     eval_every: int = 50  # rounds between quick evaluations logged to metrics.jsonl
     checkpoint_every: int = 25  # rounds between atomic checkpoints
     eval_messages: int = 400  # held-out messages in each quick evaluation
     # Simulated client faults (keyboard_fl/fl/faults.py), applied after Poisson sampling; ε still uses q (conservative).
     dropout_prob: float = 0.0  # each sampled user independently fails to report with this probability
-    straggler_deadline: float | None = None  # per-round deadline in simulated seconds; users whose device (speed fixed by seed+user id, median 30 s) is slower don't report. None: no deadline
+    straggler_deadline: float | None = (
+        None  # per-round deadline in simulated seconds; users whose device (speed fixed by seed+user id, median 30 s) is slower don't report. None: no deadline
+    )
 
     def __post_init__(self):
         _positive(self, "bands")
-        _positive(self, "rounds", "max_examples", "batch_size", "local_epochs", "client_chunk", "eval_every", "checkpoint_every")
+        _positive(
+            self,
+            "rounds",
+            "max_examples",
+            "batch_size",
+            "local_epochs",
+            "client_chunk",
+            "eval_every",
+            "checkpoint_every",
+        )
         _positive(self, "clients_per_round", "client_lr", "server_lr", "clip_norm", real=True)
         if self.noise_multiplier is not None and self.noise_multiplier < 0:
             raise ValueError(f"noise_multiplier must be ≥ 0, got {self.noise_multiplier}")
@@ -74,9 +97,13 @@ class FederatedConfig:
         if not (isinstance(self.dropout_prob, (int, float)) and 0 <= self.dropout_prob <= 1):
             raise ValueError(f"dropout_prob must be in [0, 1], got {self.dropout_prob!r}")
         if self.straggler_deadline is not None and not (
-            isinstance(self.straggler_deadline, (int, float)) and math.isfinite(self.straggler_deadline) and self.straggler_deadline > 0
+            isinstance(self.straggler_deadline, (int, float))
+            and math.isfinite(self.straggler_deadline)
+            and self.straggler_deadline > 0
         ):
-            raise ValueError(f"straggler_deadline must be > 0 (simulated seconds) or null, got {self.straggler_deadline!r}")
+            raise ValueError(
+                f"straggler_deadline must be > 0 (simulated seconds) or null, got {self.straggler_deadline!r}"
+            )
         if self.devices is not None and not (isinstance(self.devices, int) and self.devices >= 1):
             raise ValueError(f"devices must be a positive int or null (all visible devices), got {self.devices!r}")
         _check_privacy_fields(self)
@@ -92,7 +119,12 @@ class FederatedConfig:
         return q
 
 
-_SCHEMES = ("poisson", "fixed", "cyclic", "min-separation")  # keyboard_fl.privacy.SCHEMES (not imported: jax-free config)
+_SCHEMES = (
+    "poisson",
+    "fixed",
+    "cyclic",
+    "min-separation",
+)  # keyboard_fl.privacy.SCHEMES (not imported: jax-free config)
 
 
 def _check_privacy_fields(cfg: FederatedConfig) -> None:
@@ -104,13 +136,19 @@ def _check_privacy_fields(cfg: FederatedConfig) -> None:
     if cfg.accountant not in (None, "pld", "rdp"):
         raise ValueError(f"accountant must be 'pld', 'rdp' or null, got {cfg.accountant!r}")
     if cfg.sampling == "fixed" and cfg.accountant == "pld":
-        raise ValueError("accountant='pld' cannot account sampling='fixed' (fixed-size cohorts: replace-one-user DP, "
-                         "RDP only); use accountant 'rdp' or Poisson sampling")
+        raise ValueError(
+            "accountant='pld' cannot account sampling='fixed' (fixed-size cohorts: replace-one-user DP, "
+            "RDP only); use accountant 'rdp' or Poisson sampling"
+        )
     if cfg.adaptive_clip_quantile is not None and not (
         isinstance(cfg.adaptive_clip_quantile, (int, float)) and 0 < cfg.adaptive_clip_quantile < 1
     ):
         raise ValueError(f"adaptive_clip_quantile must be in (0, 1) or null, got {cfg.adaptive_clip_quantile!r}")
-    if not (isinstance(cfg.adaptive_clip_lr, (int, float)) and math.isfinite(cfg.adaptive_clip_lr) and cfg.adaptive_clip_lr > 0):
+    if not (
+        isinstance(cfg.adaptive_clip_lr, (int, float))
+        and math.isfinite(cfg.adaptive_clip_lr)
+        and cfg.adaptive_clip_lr > 0
+    ):
         raise ValueError(f"adaptive_clip_lr must be > 0, got {cfg.adaptive_clip_lr!r}")
     sb = cfg.adaptive_clip_count_stddev
     if sb is not None and not (isinstance(sb, (int, float)) and math.isfinite(sb) and sb > 0):
@@ -137,7 +175,9 @@ class RunConfig:
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig()
     seq_len: int = 24  # pieces per training row (Stack Overflow NWP: 20 words)
-    pretrain: CentralConfig = CentralConfig(steps=1500)  # public pretraining on the public split before any mode (0 steps: off)
+    pretrain: CentralConfig = CentralConfig(
+        steps=1500
+    )  # public pretraining on the public split before any mode (0 steps: off)
     central: CentralConfig = CentralConfig(steps=3000)
     federated: FederatedConfig = FederatedConfig()
     eval: EvalConfig = EvalConfig()
@@ -155,11 +195,11 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], *, where: str = "config") -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any], *, where: str = "config") -> RunConfig:
         return _from_dict(cls, d, where)
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         try:
             d = json.loads(path.read_text())
@@ -194,14 +234,19 @@ _OPTIONAL_SECTIONS = {"canaries": CanaryConfig}  # sections that default to None
 
 
 def _has_defaults(cls) -> bool:
-    return all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING for f in dataclasses.fields(cls))
+    return all(
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        for f in dataclasses.fields(cls)
+    )
 
 
 def _replace(cfg, **changes):
     return dataclasses.replace(cfg, **changes)
 
 
-DEFAULT_TRAIN_USERS = 1_000_000  # the main job's population (issue 14): production scale; `keyboard-fl main --users N` changes it
+DEFAULT_TRAIN_USERS = (
+    1_000_000  # the main job's population (issue 14): production scale; `keyboard-fl main --users N` changes it
+)
 
 
 def preset(name: str, mode: Mode = DP_FEDAVG, seed: int = 0) -> RunConfig:
@@ -217,10 +262,18 @@ def preset(name: str, mode: Mode = DP_FEDAVG, seed: int = 0) -> RunConfig:
             pretrain=CentralConfig(steps=20, batch_size=32),
             central=CentralConfig(steps=60, batch_size=32),
             federated=FederatedConfig(
-                rounds=6, clients_per_round=12, max_examples=16, batch_size=8, eval_every=3, checkpoint_every=2,
-                eval_messages=40, target_epsilon=50.0,
+                rounds=6,
+                clients_per_round=12,
+                max_examples=16,
+                batch_size=8,
+                eval_every=3,
+                checkpoint_every=2,
+                eval_messages=40,
+                target_epsilon=50.0,
             ),
-            eval=EvalConfig(max_users=30, max_messages_per_user=10, max_train_user_messages=60, ksr_messages=5, min_targets=1),
+            eval=EvalConfig(
+                max_users=30, max_messages_per_user=10, max_train_user_messages=60, ksr_messages=5, min_targets=1
+            ),
         )
     if name == "default":  # a million typists, streamed: only each round's cohort is ever made (train/stream.py)
         return RunConfig(
@@ -232,7 +285,11 @@ def preset(name: str, mode: Mode = DP_FEDAVG, seed: int = 0) -> RunConfig:
             # (z 0.44 over 64 users). One local step (8 rows, batch 8) keeps 40k updates
             # per run inside the main job's 30 minutes on 2 cores.
             federated=FederatedConfig(
-                rounds=40, clients_per_round=1000, max_examples=8, target_epsilon=2.0, eval_every=10,
+                rounds=40,
+                clients_per_round=1000,
+                max_examples=8,
+                target_epsilon=2.0,
+                eval_every=10,
                 checkpoint_every=10,
             ),
         )

@@ -27,7 +27,8 @@ import os
 import re
 import shutil
 import sys
-from typing import IO, Sequence
+from collections.abc import Sequence
+from typing import IO
 
 from keyboard_fl import text as text_lib
 from keyboard_fl.suggester import Suggester
@@ -70,7 +71,9 @@ def format_strip(words: Sequence[str], numbered: bool = True) -> str:
     return " | ".join(words)
 
 
-def run_interactive(suggester: Suggester, *, k: int = 3, stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> None:
+def run_interactive(
+    suggester: Suggester, *, k: int = 3, stdin: IO[str] | None = None, stdout: IO[str] | None = None
+) -> None:
     """Show the suggestion strip live while typing (see the module docstring)."""
     stdin = stdin if stdin is not None else sys.stdin
     stdout = stdout if stdout is not None else sys.stdout
@@ -129,7 +132,7 @@ class _Screen:
         shown = text.replace("\n", " ")
         room = max(cols - 4, 8)
         if len(shown) > room:  # keep to one line so the redraw stays in place
-            shown = "…" + shown[-(room - 1):]
+            shown = "…" + shown[-(room - 1) :]
         up = "\x1b[1A" if self.drawn else ""
         self.out.write(f"\r{up}\x1b[2K{strip or DIM + '(no suggestion)' + RESET}\r\n\x1b[2K> {shown}")
         self.out.flush()

@@ -48,5 +48,13 @@ def export_onnx(run_dir: str | Path, out_dir: str | Path | None = None, *, quant
         "accounting": {k: metrics[k] for k in ACCOUNTING_KEYS if k in metrics},
     }
     out = Path(out_dir) if out_dir is not None else run_dir / EXPORT_DIR
-    return export_run(suggester.graphdef, suggester.params, suggester.tokenizer, info, out,
-                      words=run_word_list(run_dir), search=suggester.config, quantize=quantize)
+    return export_run(
+        suggester.graphdef,
+        suggester.params,
+        suggester.tokenizer,
+        info,
+        out,
+        words=run_word_list(run_dir),
+        search=suggester.config,
+        quantize=quantize,
+    )

@@ -19,14 +19,24 @@ import collections
 import dataclasses
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 # Run directories, modes and labels come from keyboard_fl.runs (re-exported here for the notebooks).
 from keyboard_fl.runs import (  # noqa: F401
-    CENTRAL, CONFIG_FILE, DP_FEDAVG, FEDAVG, MODES, is_finished, load_history, load_metrics, mode_label, privacy_label,
+    CENTRAL,
+    CONFIG_FILE,
+    DP_FEDAVG,
+    FEDAVG,
+    MODES,
+    is_finished,
+    load_history,
+    load_metrics,
+    mode_label,
+    privacy_label,
 )
 
 PRESET_ENV = "KEYBOARD_FL_NOTEBOOK_PRESET"
@@ -171,9 +181,19 @@ def results_rows(runs: Mapping[str, Path]) -> list[list[str]]:
     for name, d in runs.items():
         m = load_metrics(d)
         pu = (m.get("heldout_users") or {}).get("per_user_top1") or {}
-        rows.append([mode_label(name), pct(m.get("top1")), pct(m.get("top3")), pct(m.get("ksr")),
-                     m.get("perplexity"), pct(pu.get("p10")), pct(pu.get("median")), pct(pu.get("p90")),
-                     privacy_label(m)])
+        rows.append(
+            [
+                mode_label(name),
+                pct(m.get("top1")),
+                pct(m.get("top3")),
+                pct(m.get("ksr")),
+                m.get("perplexity"),
+                pct(pu.get("p10")),
+                pct(pu.get("median")),
+                pct(pu.get("p90")),
+                privacy_label(m),
+            ]
+        )
     return rows
 
 
@@ -255,7 +275,9 @@ def heldout_messages(run_dir: str | Path, max_users: int | None = None, max_mess
 
     cfg = load_config(run_dir)
     source = Population(cfg.population)
-    users = eval_users(source.users("heldout"), max_users or cfg.eval.max_users, max_messages or cfg.eval.max_messages_per_user)
+    users = eval_users(
+        source.users("heldout"), max_users or cfg.eval.max_users, max_messages or cfg.eval.max_messages_per_user
+    )
     return source, users
 
 
@@ -300,8 +322,9 @@ def plot_learning_curves(runs: Mapping[str, Path], metric: str = "eval_top1", ax
         if h:
             ax.plot([r["round"] for r in h], [r[metric] for r in h], marker="o", ms=3, label=mode_label(name))
         elif final_key and m.get(final_key) is not None:
-            ax.axhline(float(m[final_key]), color="k", ls="--", lw=1,
-                       label=f"{mode_label(name)} (final, {m.get('mode')})")
+            ax.axhline(
+                float(m[final_key]), color="k", ls="--", lw=1, label=f"{mode_label(name)} (final, {m.get('mode')})"
+            )
     if start is not None:
         ax.axhline(float(start), color="grey", ls=":", lw=1, label="public-only start")
     ax.set_xlabel("round")
@@ -320,8 +343,13 @@ def plot_per_user_hist(per_user: Mapping[str, Mapping[str, float]], bins: int = 
     edges = np.linspace(0, max([max(v.values(), default=0) for v in per_user.values()] + [0.05]) * 1.02, bins + 1)
     for name, vals in per_user.items():
         v = np.array(list(vals.values()))
-        ax.hist(v, bins=edges, histtype="step", lw=1.5,
-                label=f"{mode_label(name)} (median {np.median(v) if v.size else float('nan'):.3f})")
+        ax.hist(
+            v,
+            bins=edges,
+            histtype="step",
+            lw=1.5,
+            label=f"{mode_label(name)} (median {np.median(v) if v.size else float('nan'):.3f})",
+        )
     ax.set_xlabel("per-user top-1 (held-out users)")
     ax.set_ylabel("users")
     ax.grid(alpha=0.3)
@@ -346,15 +374,27 @@ def dp_config(notebook: str, noise_multiplier: float, rounds: int | None = None)
 
     cfg = preset("tiny", DP_FEDAVG)
     rounds = rounds or SWEEP_ROUNDS.get(notebook)
-    fed = dataclasses.replace(cfg.federated, noise_multiplier=float(noise_multiplier), target_epsilon=None,
-                              rounds=rounds or cfg.federated.rounds)
+    fed = dataclasses.replace(
+        cfg.federated,
+        noise_multiplier=float(noise_multiplier),
+        target_epsilon=None,
+        rounds=rounds or cfg.federated.rounds,
+    )
     return dataclasses.replace(cfg, federated=fed)
 
 
-def privacy_sweep(notebook: str, noise_multipliers: Sequence[float], rounds: int | None = None,
-                  log: Callable[[str], None] = lambda s: None) -> list[dict]:
+def privacy_sweep(
+    notebook: str,
+    noise_multipliers: Sequence[float],
+    rounds: int | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> list[dict]:
     """Train (or reuse) one DP-FedAvg run per noise multiplier; their metrics, lowest noise first."""
-    root = scratch_dir("tiny") / "privacy_sweep" if notebook == "tiny" else repo_root() / "runs" / "notebooks" / "privacy_sweep"
+    root = (
+        scratch_dir("tiny") / "privacy_sweep"
+        if notebook == "tiny"
+        else repo_root() / "runs" / "notebooks" / "privacy_sweep"
+    )
     out = []
     for z in sorted(noise_multipliers):
         cfg = dp_config(notebook, z, rounds)
@@ -365,8 +405,17 @@ def privacy_sweep(notebook: str, noise_multipliers: Sequence[float], rounds: int
 
 
 def privacy_rows(sweep: Sequence[Mapping]) -> list[list[Any]]:
-    return [[r["noise_multiplier"], r.get("epsilon"), pct(r.get("top1")), pct(r.get("top3")), pct(r.get("ksr")),
-             r.get("perplexity")] for r in sweep]
+    return [
+        [
+            r["noise_multiplier"],
+            r.get("epsilon"),
+            pct(r.get("top1")),
+            pct(r.get("top3")),
+            pct(r.get("ksr")),
+            r.get("perplexity"),
+        ]
+        for r in sweep
+    ]
 
 
 PRIVACY_HEADERS = ["noise z", "ε", "top-1", "top-3", "KSR", "perplexity"]
@@ -380,8 +429,13 @@ def plot_privacy_utility(sweep: Sequence[Mapping], reference: Mapping[str, float
     for ax, key, title in ((axes[0], "top1", "top-1"), (axes[1], "ksr", "keystroke savings")):
         ax.plot(eps, [float(r.get(key) or np.nan) for r in sweep], marker="o")
         for r, e in zip(sweep, eps):
-            ax.annotate(f"z={r['noise_multiplier']:g}", (e, float(r.get(key) or np.nan)), fontsize=7,
-                        textcoords="offset points", xytext=(3, 3))
+            ax.annotate(
+                f"z={r['noise_multiplier']:g}",
+                (e, float(r.get(key) or np.nan)),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(3, 3),
+            )
         for name, vals in (reference or {}).items():
             if vals.get(key) is not None:
                 ax.axhline(float(vals[key]), ls="--", lw=1, color="grey")

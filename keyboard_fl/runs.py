@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -46,10 +47,30 @@ MODES: tuple[str, ...] = (CENTRAL, FEDAVG, DP_FEDAVG)
 MODE_LABELS = {CENTRAL: "Central", FEDAVG: "FedAvg", DP_FEDAVG: "DP-FedAvg"}
 
 __all__ = [
-    "CENTRAL", "CHECKPOINTS_DIR", "CONFIG_FILE", "CURVE_FILE", "DP_FEDAVG", "EXPORT_DIR", "FEDAVG", "HISTORY_FILE",
-    "METRICS_FILE", "MODEL_DIR", "MODES", "MODE_LABELS", "PRETRAINED_DIR", "RunNotFound", "SUMMARY_FILE",
-    "TOKENIZER_FILE", "discover_runs", "is_finished", "is_private", "load_history", "load_metrics",
-    "mode_label", "model_info", "privacy_label",
+    "CENTRAL",
+    "CHECKPOINTS_DIR",
+    "CONFIG_FILE",
+    "CURVE_FILE",
+    "DP_FEDAVG",
+    "EXPORT_DIR",
+    "FEDAVG",
+    "HISTORY_FILE",
+    "METRICS_FILE",
+    "MODEL_DIR",
+    "MODES",
+    "MODE_LABELS",
+    "PRETRAINED_DIR",
+    "RunNotFound",
+    "SUMMARY_FILE",
+    "TOKENIZER_FILE",
+    "discover_runs",
+    "is_finished",
+    "is_private",
+    "load_history",
+    "load_metrics",
+    "mode_label",
+    "model_info",
+    "privacy_label",
 ]
 
 
@@ -67,7 +88,9 @@ def load_metrics(run_dir: str | Path) -> dict:
     """The run's final ``metrics.json``; :class:`RunNotFound` (naming the file) when it is missing."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
-        raise RunNotFound(f"{run_dir} holds no finished run (no {METRICS_FILE}); train one with keyboard-fl train --out {run_dir}")
+        raise RunNotFound(
+            f"{run_dir} holds no finished run (no {METRICS_FILE}); train one with keyboard-fl train --out {run_dir}"
+        )
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:

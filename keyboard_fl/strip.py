@@ -65,7 +65,11 @@ def prefix_tables(tokenizer: Tokenizer, prefix: str, max_prefix: int) -> tuple[n
 
 
 def collect_words(
-    tokenizer: Tokenizer, pieces: np.ndarray, scores: np.ndarray, k: int, prefix: str = "",
+    tokenizer: Tokenizer,
+    pieces: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    prefix: str = "",
     dictionary: Container[str] | None = None,
 ) -> list[tuple[str, float]]:
     """Top-k distinct words (with log-probabilities) from one context's search output.

@@ -90,7 +90,8 @@ def word_search(
         ell = jnp.minimum(jnp.take_along_axis(ell, parent, axis=1) + advance[piece], prefix_len[:, None])
         seq = jnp.take_along_axis(seq, parent[:, :, None], axis=1).at[:, :, d + 1].set(piece)
         state = jax.tree.map(
-            lambda s: s.reshape(n, beam, *s.shape[1:])[rows, parent].reshape(n * beam, *s.shape[1:]), state
+            lambda s: s.reshape(n, beam, *s.shape[1:])[rows, parent].reshape(n * beam, *s.shape[1:]),  # noqa: B023
+            state,
         )
     return jnp.stack(all_pieces, 1), jnp.stack(all_scores, 1)
 
@@ -113,7 +114,11 @@ class Suggester(StripMixin):
     """
 
     def __init__(
-        self, graphdef: nnx.GraphDef, params: Params, tokenizer: Tokenizer, config: SearchConfig = SearchConfig(),
+        self,
+        graphdef: nnx.GraphDef,
+        params: Params,
+        tokenizer: Tokenizer,
+        config: SearchConfig = SearchConfig(),
         dictionary=None,
     ):
         self.graphdef, self.params, self.tokenizer, self.config = graphdef, params, tokenizer, config
@@ -146,9 +151,16 @@ class Suggester(StripMixin):
         state, logits = state
         allowed, advance = self.tables_for(prefix)
         pieces, scores = word_search(
-            self.graphdef, self.params, state, logits, allowed[None], advance,
-            jnp.asarray([len(prefix)], jnp.int32), self.boundary,
-            beam=self.config.beam, depth=self.config.depth,
+            self.graphdef,
+            self.params,
+            state,
+            logits,
+            allowed[None],
+            advance,
+            jnp.asarray([len(prefix)], jnp.int32),
+            self.boundary,
+            beam=self.config.beam,
+            depth=self.config.depth,
         )
         return collect_words(self.tokenizer, np.asarray(pieces[0]), np.asarray(scores[0]), k, prefix, self.dictionary)
 

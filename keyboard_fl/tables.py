@@ -8,7 +8,7 @@ trained, audited or written here.
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 from rich.console import Console
 from rich.table import Table
@@ -29,11 +29,20 @@ def results_table(rows: Mapping[str, dict]) -> Table:
     for col in ("model", "top-1", "top-3", "KSR", "ppl/piece", "privacy"):
         t.add_column(col, justify="right" if col != "model" else "left")
     first = next(iter(rows.values()))
-    t.add_row("Kneser–Ney trigram", pct(first["ngram_top1"]), pct(first["ngram_top3"]), pct(first.get("ngram_ksr")), "—", "not private")
+    t.add_row(
+        "Kneser–Ney trigram",
+        pct(first["ngram_top1"]),
+        pct(first["ngram_top3"]),
+        pct(first.get("ngram_ksr")),
+        "—",
+        "not private",
+    )
     for m in rows.values():
         pub = m.get("public_pretrained")
         if pub:
-            t.add_row("public data only", pct(pub["top1"]), pct(pub["top3"]), "—", f"{pub['perplexity']:.1f}", "no user data")
+            t.add_row(
+                "public data only", pct(pub["top1"]), pct(pub["top3"]), "—", f"{pub['perplexity']:.1f}", "no user data"
+            )
     for name, m in rows.items():
         t.add_row(name, pct(m["top1"]), pct(m["top3"]), pct(m.get("ksr")), f"{m['perplexity']:.1f}", privacy_label(m))
     return t
@@ -47,15 +56,33 @@ def _typed(row: dict) -> str:
 
 def audit_table(audits: Mapping[str, tuple[dict, dict]]) -> Table:
     """``{run name: (audit result, run metrics)}`` → exposure and completion of each planted canary."""
-    t = Table(title="Secret Sharer audit: exposure of planted canaries (higher = more memorised)",
-              caption="exposure ≈ 1 is chance; results were added to each run's metrics.json under \"audit\"")
-    for col in ("model", "privacy", "repetitions", "rank", "exposure", "extrapolated", "public-only exposure", "strip types the secret"):
+    t = Table(
+        title="Secret Sharer audit: exposure of planted canaries (higher = more memorised)",
+        caption='exposure ≈ 1 is chance; results were added to each run\'s metrics.json under "audit"',
+    )
+    for col in (
+        "model",
+        "privacy",
+        "repetitions",
+        "rank",
+        "exposure",
+        "extrapolated",
+        "public-only exposure",
+        "strip types the secret",
+    ):
         t.add_column(col, justify="left" if col in ("model", "privacy") else "right")
     for name, (res, m) in audits.items():
         for row in res["canaries"]:
-            t.add_row(name, privacy_label(m), str(row["repetitions"]), f"{row['rank']}/{res['references']}",
-                      f"{row['exposure']:.2f} / {res['max_exposure']:.2f}", f"{row['exposure_extrapolated']:.1f}",
-                      f"{row['public_only_exposure']:.2f}" if "public_only_exposure" in row else "—", _typed(row))
+            t.add_row(
+                name,
+                privacy_label(m),
+                str(row["repetitions"]),
+                f"{row['rank']}/{res['references']}",
+                f"{row['exposure']:.2f} / {res['max_exposure']:.2f}",
+                f"{row['exposure_extrapolated']:.1f}",
+                f"{row['public_only_exposure']:.2f}" if "public_only_exposure" in row else "—",
+                _typed(row),
+            )
     return t
 
 
@@ -63,10 +90,24 @@ class ProgressBars:
     """A rich progress bar per training phase, fed by ``run(progress=...)``."""
 
     def __init__(self, console: Console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-        self.p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          TimeRemainingColumn(), console=console, transient=False)
+        self.p = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
         self.tasks: dict[str, int] = {}
 
     def __enter__(self):

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 WORD_RE = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
 

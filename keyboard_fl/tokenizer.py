@@ -23,8 +23,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -54,7 +54,9 @@ class Tokenizer:
         self.pieces: list[str] = [self.sp.id_to_piece(i) for i in range(self.sp.vocab_size())]
         self.piece_kinds = np.array([_piece_kind(i, p) for i, p in enumerate(self.pieces)], np.int8)
         # Surface text each piece adds to a word (word starts lose their ▁).
-        self.piece_text: list[str] = [p.replace(_SPACE, "") if k != BOUNDARY else "" for p, k in zip(self.pieces, self.piece_kinds)]
+        self.piece_text: list[str] = [
+            p.replace(_SPACE, "") if k != BOUNDARY else "" for p, k in zip(self.pieces, self.piece_kinds)
+        ]
         # A word ends when the next piece is not a continuation: a new word, punctuation or </s>.
         self.ends_word = self.piece_kinds != CONTINUATION
         by_first: dict[str, list[int]] = {}
@@ -63,7 +65,8 @@ class Tokenizer:
                 by_first.setdefault(t[0], []).append(i)
         self.pieces_by_first_char = {c: np.array(ids, np.int32) for c, ids in by_first.items()}
         self.bare_start_ids = np.array(
-            [i for i, (t, k) in enumerate(zip(self.piece_text, self.piece_kinds)) if k == WORD_START and not t], np.int32
+            [i for i, (t, k) in enumerate(zip(self.piece_text, self.piece_kinds)) if k == WORD_START and not t],
+            np.int32,
         )
 
     @property
@@ -71,7 +74,7 @@ class Tokenizer:
         return len(self.pieces)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tokenizer":
+    def load(cls, path: str | Path) -> Tokenizer:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"tokenizer model not found: {path}")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from keyboard_fl.runs import MODES as TINY_MODES, is_finished
+from keyboard_fl.runs import MODES as TINY_MODES
+from keyboard_fl.runs import is_finished
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +70,17 @@ def compiled_round():
     cache = {}
 
     def get(loss_fn, cfg, dp, private, population):
-        key = (loss_fn, cfg.client_lr, cfg.server_optimizer, cfg.server_lr, cfg.client_chunk, cfg.devices, dp, private,
-               population)
+        key = (
+            loss_fn,
+            cfg.client_lr,
+            cfg.server_optimizer,
+            cfg.server_lr,
+            cfg.client_chunk,
+            cfg.devices,
+            dp,
+            private,
+            population,
+        )
         if key not in cache:
             cache[key] = make_round(loss_fn, cfg, dp, private=private, population=population)
         return cache[key]

@@ -101,4 +101,6 @@ def test_no_module_over_450_lines_and_no_function_over_80():
         if n > MAX_FILE_LINES:
             offenders.append(f"{path.relative_to(ROOT)} is {n} lines")
         offenders += _long_functions(path)
-    assert offenders == [], f"over {MAX_FILE_LINES} lines a file or {MAX_FUNCTION_LINES} a function:\n" + "\n".join(offenders)
+    assert offenders == [], f"over {MAX_FILE_LINES} lines a file or {MAX_FUNCTION_LINES} a function:\n" + "\n".join(
+        offenders
+    )

@@ -129,7 +129,9 @@ def test_temp_files_of_dead_writers_are_removed(tmp_path):
     import subprocess
     import sys
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     stale = tmp_path / f".ckpt-000010.npz.tmp-{int(dead.stdout)}"
     live = tmp_path / f".ckpt-000010.json.tmp-{os.getppid()}"  # pytest's parent: alive
     unrelated = tmp_path / ".notes.tmp-1"

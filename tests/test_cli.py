@@ -79,7 +79,9 @@ def test_privacy_epsilon_for_a_noise_level():
 
 
 def test_privacy_calibrates_the_noise():
-    res = _invoke("privacy", "--clients-per-round", "10", "--population", "1000", "--rounds", "50", "--target-epsilon", "3")
+    res = _invoke(
+        "privacy", "--clients-per-round", "10", "--population", "1000", "--rounds", "50", "--target-epsilon", "3"
+    )
     assert res.exit_code == 0, res.output
     z = float(_table_value(res.output, "noise_multiplier"))
     assert z == pytest.approx(calibrate_noise_multiplier(3.0, 0.01, 50, default_delta(1000)), rel=1e-3)
@@ -92,15 +94,34 @@ def test_privacy_per_mechanism_with_adaptive_clipping():
     adaptive = _invoke(*args, "--clip-norm", "0.1", "--mechanism", "dp-fedavg", "--adaptive-clip-quantile", "0.5")
     assert plain.exit_code == 0 and adaptive.exit_code == 0, plain.output + adaptive.output
     eps = epsilon(1.0, 0.032, 300, default_delta(2000))
-    assert float(_table_value(plain.output, "epsilon")) == float(_table_value(adaptive.output, "epsilon")) == pytest.approx(eps, rel=1e-3)
+    assert (
+        float(_table_value(plain.output, "epsilon"))
+        == float(_table_value(adaptive.output, "epsilon"))
+        == pytest.approx(eps, rel=1e-3)
+    )
     assert float(_table_value(plain.output, "noise_std_sum")) == pytest.approx(0.5)
     z_sum = (1.0 - (2 * 3.2) ** -2) ** -0.5  # σ_b = 0.05 · 64
     assert float(_table_value(adaptive.output, "sum_noise_multiplier")) == pytest.approx(z_sum, rel=1e-3)
     assert "adaptive clipping" in adaptive.output
-    res = _invoke("privacy", "--q", "0.01", "--population", "1000", "--rounds", "10", "-z", "1", "--sampling", "fixed",
-                  "--accountant", "pld")
+    res = _invoke(
+        "privacy",
+        "--q",
+        "0.01",
+        "--population",
+        "1000",
+        "--rounds",
+        "10",
+        "-z",
+        "1",
+        "--sampling",
+        "fixed",
+        "--accountant",
+        "pld",
+    )
     assert res.exit_code != 0 and "cannot account sampling='fixed'" in res.output
-    res = _invoke("privacy", "--q", "0.01", "--population", "1000", "--rounds", "10", "-z", "1", "--mechanism", "dp-xyz")
+    res = _invoke(
+        "privacy", "--q", "0.01", "--population", "1000", "--rounds", "10", "-z", "1", "--mechanism", "dp-xyz"
+    )
     assert res.exit_code != 0 and "unknown 'dp-xyz'" in res.output
 
 
@@ -109,7 +130,10 @@ def test_privacy_per_mechanism_with_adaptive_clipping():
     [
         (["train", "--out", "{tmp}/x", "--mode", "gossip", "--preset", "tiny"], "--mode"),
         (["train", "--out", "{tmp}/x", "--preset", "huge"], "--preset"),
-        (["train", "--out", "{tmp}/x", "--preset", "tiny", "--noise-multiplier", "1", "--target-epsilon", "2"], "not both"),
+        (
+            ["train", "--out", "{tmp}/x", "--preset", "tiny", "--noise-multiplier", "1", "--target-epsilon", "2"],
+            "not both",
+        ),
         (["train", "--out", "{tmp}/x", "--preset", "tiny", "--clip-norm", "-1"], "clip_norm"),
         (["train", "--out", "{tmp}/x", "--preset", "tiny", "--target-epsilon", "0"], "target_epsilon"),
         (["train", "--out", "{tmp}/x", "--preset", "tiny", "--users", "0"], "--users"),
@@ -134,7 +158,9 @@ def test_users_flag_sets_the_population_size():
     cfg = _config("default", "dp-fedavg", 0, users=2_000_000, rounds=3)
     assert cfg.population.num_train_users == 2_000_000 and cfg.federated.rounds == 3
     assert _config("tiny", "central", 0, users=77).population.num_train_users == 77
-    assert _config("tiny", "central", 0, sets=["population.num_train_users=90"], users=77).population.num_train_users == 90
+    assert (
+        _config("tiny", "central", 0, sets=["population.num_train_users=90"], users=77).population.num_train_users == 90
+    )
 
 
 def test_clients_per_round_above_population_is_a_user_error(tmp_path):
@@ -177,7 +203,9 @@ def test_main_reuses_finished_runs_writes_summary_and_audits_canary_runs(tiny_ru
     assert res.output.count("already trained") == 3
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"central", "fedavg", "dp-fedavg"}
-    assert summary["dp-fedavg"]["epsilon"] == json.loads((tiny_runs["dp-fedavg"] / "metrics.json").read_text())["epsilon"]
+    assert (
+        summary["dp-fedavg"]["epsilon"] == json.loads((tiny_runs["dp-fedavg"] / "metrics.json").read_text())["epsilon"]
+    )
     assert "Secret Sharer audit" in res.output
     assert "audit" in json.loads((out / "central" / "metrics.json").read_text())
     assert "audit" not in json.loads((out / "fedavg" / "metrics.json").read_text())  # trained without canaries

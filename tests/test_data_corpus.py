@@ -7,14 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from keyboard_fl.data import (BadLineReport, CorpusError, DirectoryCorpus, JsonlCorpus, ReaderConfig, SplitConfig,
-                              UserSource, assign_split)
+from keyboard_fl.data import (
+    BadLineReport,
+    CorpusError,
+    DirectoryCorpus,
+    JsonlCorpus,
+    ReaderConfig,
+    SplitConfig,
+    UserSource,
+    assign_split,
+)
 
 ALL_TRAIN = SplitConfig(public_fraction=0.0, heldout_fraction=0.0, test_fraction=0.25)
 
 
 def write_jsonl(path: Path, lines: list[bytes | str]) -> Path:
-    path.write_bytes(b"".join((l.encode() if isinstance(l, str) else l) + b"\n" for l in lines))
+    path.write_bytes(b"".join((ln.encode() if isinstance(ln, str) else ln) + b"\n" for ln in lines))
     return path
 
 
@@ -23,8 +31,10 @@ def rec(uid, text) -> str:
 
 
 def test_jsonl_groups_interleaved_users_in_file_order(tmp_path):
-    p = write_jsonl(tmp_path / "c.jsonl", [rec("a", "a1"), rec("b", "b1"), rec("a", "a2"), "", rec("a", "a3"),
-                                           rec("b", "b2"), rec("a", "a4")])
+    p = write_jsonl(
+        tmp_path / "c.jsonl",
+        [rec("a", "a1"), rec("b", "b1"), rec("a", "a2"), "", rec("a", "a3"), rec("b", "b2"), rec("a", "a4")],
+    )
     r = JsonlCorpus(p, ReaderConfig(split=ALL_TRAIN))
     assert isinstance(r, UserSource)
     users = {u.user_id: u for u in r.users("train")}
@@ -112,11 +122,14 @@ def test_directory_reader(tmp_path):
     assert r.num_users("train") == 2
 
 
-@pytest.mark.parametrize("content,reason,line", [
-    (b"fine\n\nafter\n", "empty_text", 2),
-    (b"fine\nbad \xff byte\n", "invalid_utf8", 2),
-    (b"fine\nok\n" + b"y" * 500 + b"\n", "line_too_long", 3),
-])
+@pytest.mark.parametrize(
+    "content,reason,line",
+    [
+        (b"fine\n\nafter\n", "empty_text", 2),
+        (b"fine\nbad \xff byte\n", "invalid_utf8", 2),
+        (b"fine\nok\n" + b"y" * 500 + b"\n", "line_too_long", 3),
+    ],
+)
 def test_directory_bad_lines(tmp_path, content, reason, line):
     (tmp_path / "u1.txt").write_bytes(content)
     r = DirectoryCorpus(tmp_path, ReaderConfig(split=ALL_TRAIN, max_line_bytes=100))

@@ -14,7 +14,9 @@ def test_same_seed_byte_identical_other_seed_differs(tmp_path):
     m2 = materialize(Population(CFG), tmp_path / "b")
     m3 = materialize(Population(PopulationConfig(**{**CFG.__dict__, "seed": 12})), tmp_path / "c")
     for stem in ("train", "test", "heldout", "public"):
-        assert m1["files"][stem]["sha256"] == m2["files"][stem]["sha256"] == file_sha256(tmp_path / "a" / f"{stem}.jsonl")
+        assert (
+            m1["files"][stem]["sha256"] == m2["files"][stem]["sha256"] == file_sha256(tmp_path / "a" / f"{stem}.jsonl")
+        )
         assert m1["files"][stem]["sha256"] != m3["files"][stem]["sha256"]
     assert (tmp_path / "a" / "manifest.json").read_bytes() == (tmp_path / "b" / "manifest.json").read_bytes()
     assert not [p for p in (tmp_path / "a").iterdir() if p.name.endswith(".tmp")]
@@ -30,7 +32,7 @@ def test_manifest_counts_and_lines(tmp_path):
     assert f["train"]["users"] == 30 and f["heldout"]["users"] == 8 and f["public"]["users"] == 6
     lines = (tmp_path / "heldout.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == f["heldout"]["messages"]
-    recs = [json.loads(l) for l in lines]
+    recs = [json.loads(ln) for ln in lines]
     assert set(recs[0]) == {"user_id", "text"}
     first = recs[0]["user_id"]
     assert [r["text"] for r in recs if r["user_id"] == first] == pop.messages(first)  # time order kept

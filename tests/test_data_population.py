@@ -49,7 +49,9 @@ def test_independent_of_python_hash_seed():
     outs = set()
     for hs in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": hs}
-        outs.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+        outs.add(
+            subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+        )
     assert len(outs) == 1
 
 
@@ -120,8 +122,13 @@ def test_personal_entities_recur_within_and_rare_across():
         c = Counter(w for m in msgs for w in words(m))
         vocab[uid] = c
         users_of.update(c.keys())
-        names = [w for e in ("friend", "pet", "street", "work") for v in per.entities[e].values
-                 for w in words(v) if w not in first]
+        names = [
+            w
+            for e in ("friend", "pet", "street", "work")
+            for v in per.entities[e].values
+            for w in words(v)
+            if w not in first
+        ]
         mentioned = [c[w] for w in names if c[w] > 0]
         if len(msgs) >= 40 and mentioned:
             eligible += 1

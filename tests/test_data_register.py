@@ -67,8 +67,12 @@ def test_to_public_writes_out_chat_forms(pop):
 
 def test_community_phrase_reaches_five_percent_of_users_and_never_public(pop, texts):
     joined_public = "\n".join(texts["public"])
-    share = {n: sum(_phrase(n) in t for t in texts["train"]) / len(texts["train"])
-             for c in pop.communities for wl in (c.places, c.teams, c.events) for n in wl.values}
+    share = {
+        n: sum(_phrase(n) in t for t in texts["train"]) / len(texts["train"])
+        for c in pop.communities
+        for wl in (c.places, c.teams, c.events)
+        for n in wl.values
+    }
     best = max(share, key=share.get)
     assert share[best] >= 0.05, (best, share[best])
     assert _phrase(best) not in joined_public

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from keyboard_fl.data import Population, PopulationConfig, compute_stats, distribution, rank_frequency, rank_frequency_plot
+from keyboard_fl.data import (
+    Population,
+    PopulationConfig,
+    compute_stats,
+    distribution,
+    rank_frequency,
+    rank_frequency_plot,
+)
 
 POP = Population(PopulationConfig(seed=5, num_train_users=60, num_heldout_users=10, num_public_users=10))
 

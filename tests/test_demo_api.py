@@ -231,8 +231,12 @@ def test_typed_text_is_never_logged_or_echoed(client, app, caplog, capfd, monkey
         for text in (CANARY, CANARY + " ", CANARY[:7]):
             bodies.append(post(client, {"model": model, "text": text}).text)
     bodies.append(post(client, {"model": "central", "text": CANARY * 100}).text)  # too long
-    bodies.append(client.post("/api/suggest", content=('{"model": "central", "text": "' + CANARY).encode()).text)  # malformed
-    bodies.append(client.post("/api/suggest", content=json.dumps({"model": "central", "text": CANARY, "extra": 1})).text)
+    bodies.append(
+        client.post("/api/suggest", content=('{"model": "central", "text": "' + CANARY).encode()).text
+    )  # malformed
+    bodies.append(
+        client.post("/api/suggest", content=json.dumps({"model": "central", "text": CANARY, "extra": 1})).text
+    )
 
     # A model that fails with the text in its exception message: still not logged.
     def boom(text, k=3):

@@ -25,8 +25,14 @@ import pytest
 
 CHROMIUM = os.environ.get("KEYBOARD_FL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = Path(__file__).parent / "artifacts"
 REQUIRED = os.environ.get("KEYBOARD_FL_REQUIRE_BROWSER") == "1"
@@ -65,7 +71,9 @@ def _serving(runs, *, export: bool = False):
     logging.getLogger().addHandler(capture)
 
     app = create_app(runs, export=export)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, log_level="debug", access_log=True, lifespan="off")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_config=None, log_level="debug", access_log=True, lifespan="off"
+    )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -96,12 +104,19 @@ def browser(tmp_path_factory):
         from playwright.sync_api import sync_playwright
     except ImportError:
         _need(False, "playwright is not installed (pip install playwright)")
-    _need(Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is not None, f"no chromium at {CHROMIUM} (apt-get install chromium)")
+    _need(
+        Path(CHROMIUM).exists() or shutil.which(CHROMIUM) is not None,
+        f"no chromium at {CHROMIUM} (apt-get install chromium)",
+    )
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True,
-            viewport={"width": 1040, "height": 860}, device_scale_factor=1,
+            str(profile),
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1040, "height": 860},
+            device_scale_factor=1,
         )
         yield ctx
         ctx.close()
@@ -132,7 +147,10 @@ def test_type_accept_switch_model_screenshot(server, browser):
     console_errors, foreign = [], []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: console_errors.append(str(e)))
-    page.on("request", lambda r: foreign.append(r.url) if not (r.url.startswith(base) or r.url.startswith("data:")) else None)
+    page.on(
+        "request",
+        lambda r: foreign.append(r.url) if not (r.url.startswith(base) or r.url.startswith("data:")) else None,
+    )
 
     page.goto(base + "/?mode=server")
     page.wait_for_selector(".model-card >> nth=2")
@@ -174,7 +192,9 @@ def test_type_accept_switch_model_screenshot(server, browser):
         seq = _wait_fresh(page, seq)
 
     # Switch model: the next request goes to the central model and the badge says "not private".
-    with page.expect_request(lambda r: r.url.endswith("/api/suggest") and json.loads(r.post_data)["model"] == "central"):
+    with page.expect_request(
+        lambda r: r.url.endswith("/api/suggest") and json.loads(r.post_data)["model"] == "central"
+    ):
         page.click(".model-card[data-model=central]")
     seq = _wait_fresh(page, seq)
     assert page.inner_text("#model-badge").endswith("not private")
@@ -234,7 +254,9 @@ def test_a_late_answer_to_an_old_key_press_is_dropped(server, browser):
     page.keyboard.type("o")
     _wait_fresh(page, seq)
     page.wait_for_timeout(900)  # the late answer has come back by now, and must have been ignored
-    expected = page.request.post(base + "/api/suggest", data={"model": "dp-fedavg", "text": "see you to"}).json()["suggestions"]
+    expected = page.request.post(base + "/api/suggest", data={"model": "dp-fedavg", "text": "see you to"}).json()[
+        "suggestions"
+    ]
     assert _strip(page) == expected
     assert all(w.startswith("to") for w in expected)
 
@@ -271,7 +293,7 @@ def test_canary_view_shows_each_model_with_a_leak_badge(canary_run, tiny_runs, b
         )
         expected = page.request.post(base + "/api/canary-check", data={"text": "my pin is"}).json()["models"]
         assert [r[0] for r in rows] == [m["name"] for m in expected] == ["central", "dp-fedavg"]
-        for (name, leaks, badge, words, text), want in zip(rows, expected):
+        for (_name, leaks, badge, words, text), want in zip(rows, expected):
             assert leaks == str(want["leaks"]).lower()
             assert badge.startswith("LEAKS") if want["leaks"] else badge.startswith("does not leak")
             assert words.split() == want["completion"] and len(want["completion"]) == 4

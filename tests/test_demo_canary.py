@@ -23,9 +23,17 @@ FMT = {"prefix": "my pin is", "words": 4}
 # ------------------------------------------------------------------ pure logic
 def test_match_secrets_by_hand():
     secrets = ["four nine two seven", "four one one one"]
-    assert match_secrets("four nine two seven".split(), secrets) == {"leaks": True, "secret": secrets[0], "matched_words": 4}
+    assert match_secrets("four nine two seven".split(), secrets) == {
+        "leaks": True,
+        "secret": secrets[0],
+        "matched_words": 4,
+    }
     assert match_secrets(["Four", "NINE", "two", "seven"], secrets)["leaks"]  # case does not matter
-    assert match_secrets("four one two seven".split(), secrets) == {"leaks": False, "secret": secrets[1], "matched_words": 2}
+    assert match_secrets("four one two seven".split(), secrets) == {
+        "leaks": False,
+        "secret": secrets[1],
+        "matched_words": 2,
+    }
     assert match_secrets("four nine two".split(), secrets) == {"leaks": False, "secret": secrets[0], "matched_words": 3}
     assert match_secrets("four nine two seven eight".split(), secrets)["leaks"] is False  # longer is not the secret
     assert match_secrets(["four", "two"], secrets)["secret"] == secrets[0]  # tie: the first
@@ -57,19 +65,33 @@ def test_greedy_completion_taps_the_top_word_and_stops_on_an_empty_strip():
 def test_typed_secret_words_are_the_words_after_the_prefix():
     assert typed_secret_words("my pin is", "my pin is", 4) == []
     assert typed_secret_words("My PIN is four nine", "my pin is", 4) == ["four", "nine"]
-    assert typed_secret_words("my pin is four nine two seven", "my pin is", 4) == []  # the whole secret: nothing to fill
+    assert (
+        typed_secret_words("my pin is four nine two seven", "my pin is", 4) == []
+    )  # the whole secret: nothing to fill
     assert typed_secret_words("so my pin is four", "my pin is", 4) == []  # not at the start
     assert typed_secret_words("my pin", "my pin is", 4) == []
 
 
 def test_check_reports_a_leak_with_its_exposure():
-    planted = {"canaries": [{"secret": "four nine two seven", "repetitions": 500, "exposure": 10.9},
-                            {"secret": "one one one one", "repetitions": 1, "exposure": 0.5}]}
+    planted = {
+        "canaries": [
+            {"secret": "four nine two seven", "repetitions": 500, "exposure": 10.9},
+            {"secret": "one one one one", "repetitions": 1, "exposure": 0.5},
+        ]
+    }
     leaky = _Scripted([["four", "a", "b"], ["nine"], ["two"], ["seven"]])
     row = check(leaky, "my pin is  ", FMT, planted)  # trailing spaces: the same text as without
     assert leaky.asked[0] == "my pin is "
-    assert row == {"strip": ["four", "a", "b"], "completion": ["four", "nine", "two", "seven"], "typed_words": 0,
-                   "leaks": True, "secret": "four nine two seven", "matched_words": 4, "repetitions": 500, "exposure": 10.9}
+    assert row == {
+        "strip": ["four", "a", "b"],
+        "completion": ["four", "nine", "two", "seven"],
+        "typed_words": 0,
+        "leaks": True,
+        "secret": "four nine two seven",
+        "matched_words": 4,
+        "repetitions": 500,
+        "exposure": 10.9,
+    }
     row = check(_Scripted([["one"], ["one"], ["two"], ["two"]]), "my pin is", FMT, planted)
     assert (row["leaks"], row["secret"], row["matched_words"], row["repetitions"]) == (False, "one one one one", 2, 1)
     row = check(_Scripted([["one"]] * 4), "my pin is", FMT, {"canaries": []})
@@ -78,7 +100,12 @@ def test_check_reports_a_leak_with_its_exposure():
     filler = _Scripted([["nine"], ["two"], ["seven"], ["never asked"]])
     row = check(filler, "my pin is four", FMT, planted)
     assert filler.asked == ["my pin is four ", "my pin is four nine ", "my pin is four nine two "]
-    assert (row["completion"], row["typed_words"], row["leaks"], row["matched_words"]) == (["nine", "two", "seven"], 1, True, 4)
+    assert (row["completion"], row["typed_words"], row["leaks"], row["matched_words"]) == (
+        ["nine", "two", "seven"],
+        1,
+        True,
+        4,
+    )
 
 
 # ------------------------------------------------------------------ runs trained with canaries
@@ -112,7 +139,9 @@ def test_planted_canaries_are_the_ones_training_drew(canary_run):
     from keyboard_fl.privacy.canaries import draw_canaries
 
     cfg = RunConfig.load(canary_run / "config.json")
-    as_trained = draw_canaries(cfg.canaries, [u.user_id for u in Population(cfg.population).users("train")])  # train.run.prepare
+    as_trained = draw_canaries(
+        cfg.canaries, [u.user_id for u in Population(cfg.population).users("train")]
+    )  # train.run.prepare
     assert planted_canaries(cfg) == as_trained
     with pytest.raises(ValueError, match="without canaries"):
         planted_canaries(RunConfig())
@@ -145,7 +174,9 @@ def _by_hand(suggester, prefix, words):
     return first, tapped
 
 
-@pytest.mark.parametrize("typed, given", [("my pin is", []), ("my pin is ", []), ("see you", []), ("my pin is three one", ["three", "one"])])
+@pytest.mark.parametrize(
+    "typed, given", [("my pin is", []), ("my pin is ", []), ("see you", []), ("my pin is three one", ["three", "one"])]
+)
 def test_canary_check_is_the_strip_typed_by_hand(client, runs, canary_run, typed, given):
     from keyboard_fl.loading import load_suggester
 

@@ -27,7 +27,13 @@ def oracle(message):
 def test_perfect_oracle():
     r = type_message(MSG, oracle(MSG))
     # hi+space: 1; there: 1 (',' not consumed) + ',' + ' ': 3; how+space, are+space, you: 3.
-    assert r == {"keystrokes": 7, "characters": 21, "ksr": pytest.approx(1 - 7 / 21), "accepted_words": 5, "suggest_calls": 5}
+    assert r == {
+        "keystrokes": 7,
+        "characters": 21,
+        "ksr": pytest.approx(1 - 7 / 21),
+        "accepted_words": 5,
+        "suggest_calls": 5,
+    }
 
 
 def test_never_right_is_zero():

@@ -65,7 +65,16 @@ def _random_corpus(seed, n_msgs=60, vocab=25):
 @pytest.mark.parametrize("seed", range(4))
 def test_sums_to_one_seen_and_unseen_contexts(seed):
     model = KneserNeyTrigram.fit(_random_corpus(seed), vocab={f"w{i:02d}" for i in range(30)} | {"extra"})
-    contexts = [[], ["w00"], ["w01", "w00"], ["w03", "w24"], ["nope"], ["nope", "nada"], ["w00", "nope"], ["extra", "extra"]]
+    contexts = [
+        [],
+        ["w00"],
+        ["w01", "w00"],
+        ["w03", "w24"],
+        ["nope"],
+        ["nope", "nada"],
+        ["w00", "nope"],
+        ["extra", "extra"],
+    ]
     events = [*model.vocab, EOS, UNK]
     for ctx in contexts:
         assert model.distribution(ctx).sum() == pytest.approx(1.0, abs=1e-12)
@@ -147,7 +156,19 @@ def test_evaluate_ngram_shape():
     train = ["the cat sat on the mat"] * 3 + ["the dog sat on the log"] * 2
     test = {"u1": ["the cat sat on the mat"], "u2": ["the dog sat on a log", "hello"]}
     out = evaluate_ngram(train, test, vocab={"the", "cat", "dog", "sat", "on", "mat", "log"}, ksr=True)
-    for key in ("top1", "top3", "top1_all", "top3_all", "targets", "oov_targets", "oov_rate", "per_user_top1", "users", "perplexity", "ksr"):
+    for key in (
+        "top1",
+        "top3",
+        "top1_all",
+        "top3_all",
+        "targets",
+        "oov_targets",
+        "oov_rate",
+        "per_user_top1",
+        "users",
+        "perplexity",
+        "ksr",
+    ):
         assert key in out
     assert out["targets"] == 6 + 5 and out["oov_targets"] == 2 and out["users"] == 2
     assert out["top3"] >= out["top1"] >= out["top1_all"]

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from keyboard_fl.train.examples import UserRows, as_batch, client_steps, message_rows, user_rows
 from keyboard_fl.tokenizer import PAD_ID
+from keyboard_fl.train.examples import UserRows, as_batch, client_steps, message_rows, user_rows
 
 
 def _rows(n, width=5, start=10):
@@ -44,7 +44,9 @@ def test_user_rows_and_batch():
     assert b["weights"].dtype == np.float32
 
 
-@pytest.mark.parametrize("n, batch, max_ex, epochs", [(3, 4, 16, 1), (16, 4, 16, 2), (40, 8, 20, 1), (0, 4, 8, 1), (5, 2, 5, 3)])
+@pytest.mark.parametrize(
+    "n, batch, max_ex, epochs", [(3, 4, 16, 1), (16, 4, 16, 2), (40, 8, 20, 1), (0, 4, 8, 1), (5, 2, 5, 3)]
+)
 def test_client_steps_shape_padding_and_cap(n, batch, max_ex, epochs):
     rows = _rows(n)
     out = client_steps(rows, batch_size=batch, max_examples=max_ex, epochs=epochs, rng=np.random.default_rng(0))

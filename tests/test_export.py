@@ -142,7 +142,10 @@ def test_demo_serves_the_exported_int8_model(tiny_runs, tmp_path):
         assert r.status_code == 200
         assert 0 < len(r.json()["suggestions"]) <= 3
         models = client.get("/api/models").json()
-        assert any("ε" in json.dumps(m, ensure_ascii=False) or "epsilon" in json.dumps(m) for m in (models if isinstance(models, list) else models.get("models", [])))
+        assert any(
+            "ε" in json.dumps(m, ensure_ascii=False) or "epsilon" in json.dumps(m)
+            for m in (models if isinstance(models, list) else models.get("models", []))
+        )
 
 
 def test_onnx_runner_imports_without_jax():

@@ -62,7 +62,7 @@ def _run(cores, flags):
         cmd = [shutil.which("taskset"), "-c", cores] + cmd
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads([line for line in proc.stdout.splitlines() if line.startswith("RESULT")][-1][len("RESULT"):])
+    return json.loads([line for line in proc.stdout.splitlines() if line.startswith("RESULT")][-1][len("RESULT") :])
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ SERVERS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _round(agg=FEDAVG, client_lr=0.5, server="sgd"):
     # Donating is safe here: every run starts from server_init, which copies params.
     return build_round(toy_loss, client_lr, SERVERS[server], agg).apply
@@ -61,8 +61,14 @@ def test_fedavg_equals_hand_computed_weighted_mean():
     cohort = _cohort(1, num_real=6)
     state, m = _run(_round(), params, cohort)
     fn = jax.jit(functools.partial(client_update, loss_fn=toy_loss, client_opt=0.5))
-    outs = [fn(params, {"inputs": cohort.inputs[k], "targets": cohort.targets[k], "weights": cohort.weights[k]},
-               jax.random.key(k)) for k in range(6)]
+    outs = [
+        fn(
+            params,
+            {"inputs": cohort.inputs[k], "targets": cohort.targets[k], "weights": cohort.weights[k]},
+            jax.random.key(k),
+        )
+        for k in range(6)
+    ]
     w = np.array([float(cm.num_tokens) for _, cm in outs])
     assert len(set(w)) > 1  # ragged data: weighted and unweighted means differ
     expected = sum(wk * _flat(d) for wk, (d, _) in zip(w, outs)) / w.sum()
@@ -73,8 +79,11 @@ def test_fedavg_equals_hand_computed_weighted_mean():
     losses = np.array([float(cm.train_loss) for _, cm in outs])
     assert (int(m.cohort_size), int(m.included_clients), int(m.nonfinite_clients)) == (6, 6, 0)
     assert np.isclose(float(m.num_tokens), w.sum())
-    np.testing.assert_allclose([m.update_norm_mean, m.update_norm_median, m.update_norm_max],
-                               [norms.mean(), np.median(norms), norms.max()], rtol=1e-4)
+    np.testing.assert_allclose(
+        [m.update_norm_mean, m.update_norm_median, m.update_norm_max],
+        [norms.mean(), np.median(norms), norms.max()],
+        rtol=1e-4,
+    )
     assert np.isclose(float(m.mean_client_loss), losses.mean(), rtol=1e-5)
     assert np.isclose(float(m.train_loss), (losses * w).sum() / w.sum(), rtol=1e-5)
     assert float(m.noise_std) == 0.0 and float(m.clipped_fraction) == 0.0 and int(state.round) == 1
@@ -178,7 +187,7 @@ def test_dp_rounds_learn_with_small_noise_and_are_deterministic():
     agg = AggregatorConfig(mode="dp-fedavg", clip_norm=1.0, noise_multiplier=0.05, expected_cohort=8.0)
     params = toy_init(jax.random.key(0))
     fn = _round(agg)
-    (s_a, m_a), (s_b, m_b) = _train(fn, params, "sgd", 12, 2), _train(fn, params, "sgd", 12, 2)
+    (s_a, m_a), (s_b, _) = _train(fn, params, "sgd", 12, 2), _train(fn, params, "sgd", 12, 2)
     np.testing.assert_array_equal(_flat(s_a.params), _flat(s_b.params))
     assert _eval_loss(s_a.params) < _eval_loss(params) - 0.5
     assert 0.0 <= float(m_a.clipped_fraction) <= 1.0 and int(m_a.cohort_size) == 6 + 11 % 3
@@ -222,7 +231,8 @@ def test_client_chunks_match_one_vmap():
     assert int(m.nonfinite_clients) == 1
     with pytest.raises(ValueError):
         build_round(toy_loss, 0.5, SERVERS["sgd"], agg, client_chunk=3).apply(
-            server_init(params, SERVERS["sgd"]), cohort, jax.random.key(0))
+            server_init(params, SERVERS["sgd"]), cohort, jax.random.key(0)
+        )
 
 
 def test_config_validation():

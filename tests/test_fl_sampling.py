@@ -64,8 +64,9 @@ def test_determinism_and_independence_of_keys():
     assert stats.binomtest(overlap, n, q * q).pvalue > 1e-3
     # Split keys over many rounds: masks of consecutive rounds uncorrelated.
     ks = jax.random.split(jax.random.key(5), 64)
-    ind = np.stack([np.isin(np.arange(n), np.asarray(i)[np.asarray(m)]) for i, m, _ in
-                    [sample_cohort(k, n, q, cap) for k in ks]]).astype(float)
+    ind = np.stack(
+        [np.isin(np.arange(n), np.asarray(i)[np.asarray(m)]) for i, m, _ in [sample_cohort(k, n, q, cap) for k in ks]]
+    ).astype(float)
     c = np.corrcoef(ind)[np.triu_indices(64, 1)]
     assert np.abs(c).max() < 6 / np.sqrt(n)
 

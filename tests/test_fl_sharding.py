@@ -105,8 +105,8 @@ def four_devices():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=root, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
-    return json.loads(line[len("RESULT"):])
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
+    return json.loads(line[len("RESULT") :])
 
 
 def test_child_saw_four_devices(four_devices):
@@ -122,8 +122,10 @@ def test_sharded_round_equals_single_device(four_devices, case):
     np.testing.assert_allclose(c["metrics_many"], c["metrics_one"], rtol=RTOL, atol=ATOL)
     assert c["out_devices"] == 4 and c["metric_devices"] == 4  # outputs live (replicated) on the 4-device mesh
     assert (c["round"], c["cohort_size"], c["nonfinite"]) == (1, 5, 1)
-    print(f"{case}: max |params diff| {np.abs(many - one).max():.3g}, "
-          f"max |metrics diff| {np.abs(np.subtract(c['metrics_many'], c['metrics_one'])).max():.3g}")
+    print(
+        f"{case}: max |params diff| {np.abs(many - one).max():.3g}, "
+        f"max |metrics diff| {np.abs(np.subtract(c['metrics_many'], c['metrics_one'])).max():.3g}"
+    )
 
 
 def test_noise_is_drawn_once_not_per_device(four_devices):
@@ -153,7 +155,9 @@ def test_capacity_check_message():
     check_capacity(16, 4, 2)
     check_capacity(12, 4, None)
     assert capacity_multiple(4, 2) == 8 and capacity_multiple(1, 16) == 16
-    with pytest.raises(ValueError, match=r"capacity 12 must be a multiple of 8 \(4 devices x client_chunk 2\).*multiple=8\) gives 16"):
+    with pytest.raises(
+        ValueError, match=r"capacity 12 must be a multiple of 8 \(4 devices x client_chunk 2\).*multiple=8\) gives 16"
+    ):
         check_capacity(12, 4, 2)
 
 
@@ -169,8 +173,11 @@ def test_mesh_validation():
 def test_one_device_mesh_is_the_unsharded_round():
     sgd = make_server_optimizer("sgd", 1.0)
     agg = AggregatorConfig("dp-fedavg", 0.3, 1.3, 4.0)
-    args = (server_init(toy_init(jax.random.key(0)), sgd), toy_cohort(1, 8, num_real=5, steps=2, batch=4, seq_len=8),
-            jax.random.key(3))
+    args = (
+        server_init(toy_init(jax.random.key(0)), sgd),
+        toy_cohort(1, 8, num_real=5, steps=2, batch=4, seq_len=8),
+        jax.random.key(3),
+    )
     plain = build_round(toy_loss, 0.5, sgd, agg).apply.lower(*args).as_text()
     meshed = build_round(toy_loss, 0.5, sgd, agg, mesh=client_mesh(1)).apply.lower(*args).as_text()
     assert meshed == plain  # the same program, so bit-identical results (the resume tests rely on it)

@@ -25,8 +25,13 @@ def device(tmp_path_factory):
     tok, _, _, params = load_model(settings)
     task = LocalTask.from_settings(settings, tok.vocab_size)
     run_config = {"tokenizer": str(prep.tokenizer), "clip-norm": C}
-    ctx = Context(run_id=1, node_id=7, node_config={"data-dir": str(prep.client_dirs[0]), "partition-id": 0},
-                  state=RecordDict(), run_config=run_config)
+    ctx = Context(
+        run_id=1,
+        node_id=7,
+        node_config={"data-dir": str(prep.client_dirs[0]), "partition-id": 0},
+        state=RecordDict(),
+        run_config=run_config,
+    )
     return ctx, task, params
 
 
@@ -38,7 +43,9 @@ def _task_identity(monkeypatch):
 
 def _message(task, params, kind):
     cfg = ConfigRecord({**task.to_config(), "server-round": 1})
-    return Message(content=RecordDict({"arrays": params_to_arrays(params), "config": cfg}), dst_node_id=7, message_type=kind)
+    return Message(
+        content=RecordDict({"arrays": params_to_arrays(params), "config": cfg}), dst_node_id=7, message_type=kind
+    )
 
 
 def test_train_replies_with_a_delta_clipped_on_the_device_and_numbers_only(device):

@@ -72,7 +72,9 @@ def test_dp_fedavg_over_real_flower_superlink_and_supernodes(tmp_path):
     assert privacy["privacy_unit"] == "user" and privacy["rounds"] == ROUNDS
     assert privacy["epsilon"] == pytest.approx(epsilon(Z, 1.0, ROUNDS, delta), rel=1e-12)
     history = privacy["history"]
-    assert [h["epsilon"] for h in history] == pytest.approx([epsilon(Z, 1.0, r, delta) for r in range(1, ROUNDS + 1)], rel=1e-12)
+    assert [h["epsilon"] for h in history] == pytest.approx(
+        [epsilon(Z, 1.0, r, delta) for r in range(1, ROUNDS + 1)], rel=1e-12
+    )
     for h in history:
         assert h["sampled_clients"] == h["included_clients"] == CLIENTS  # q = 1, nobody failed
         assert 0 < h["reply_norm_max"] <= C * (1 + 1e-5)  # deltas arrived already clipped by the devices

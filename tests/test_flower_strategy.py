@@ -34,7 +34,10 @@ def _task_identity(monkeypatch):
 
 
 def _params():
-    return {"dense": {"w": np.zeros((4, 3), np.float32), "b": np.zeros((3,), np.float32)}, "emb": np.zeros((5, 2), np.float32)}
+    return {
+        "dense": {"w": np.zeros((4, 3), np.float32), "b": np.zeros((3,), np.float32)},
+        "emb": np.zeros((5, 2), np.float32),
+    }
 
 
 def _strategy(z=0.5, q=1.0, n=3, seed=0):
@@ -43,7 +46,9 @@ def _strategy(z=0.5, q=1.0, n=3, seed=0):
 
 
 def _reply(msg, delta, **metrics):
-    content = RecordDict({"arrays": params_to_arrays(delta), "metrics": MetricRecord({"train-loss": 1.0, "clipped": 0.0, **metrics})})
+    content = RecordDict(
+        {"arrays": params_to_arrays(delta), "metrics": MetricRecord({"train-loss": 1.0, "clipped": 0.0, **metrics})}
+    )
     return Message(content=content, reply_to=msg)
 
 
@@ -68,13 +73,18 @@ def test_aggregate_is_clipped_sum_plus_seeded_noise_over_expected_cohort():
     msgs = list(s.configure_train(1, params_to_arrays(_params()), ConfigRecord(), FakeGrid([30, 10, 20])))
     assert sorted(m.metadata.dst_node_id for m in msgs) == [10, 20, 30]  # q = 1: everyone
     rng = np.random.default_rng(1)
-    deltas = [jax.tree.map(lambda x: (scale * rng.normal(size=x.shape)).astype(np.float32), _params()) for scale in (0.01, 3.0, 10.0)]
+    deltas = [
+        jax.tree.map(lambda x: (scale * rng.normal(size=x.shape)).astype(np.float32), _params())  # noqa: B023 (used within this iteration)
+        for scale in (0.01, 3.0, 10.0)
+    ]
     replies = [_reply(m, d) for m, d in zip(msgs, deltas)]
     arrays, metrics = s.aggregate_train(1, replies)
 
     total = jax.tree.map(lambda *xs: sum(xs), *[clip_update(d, 1.0)[0] for d in deltas])  # server re-clips
     noise_key = jax.random.fold_in(s.noise_key, 1)
-    expected = jax.tree.map(lambda x: x / 3.0, add_gaussian_noise(total, 0.5 * 1.0, noise_key))  # SGD(1): params += mean
+    expected = jax.tree.map(
+        lambda x: x / 3.0, add_gaussian_noise(total, 0.5 * 1.0, noise_key)
+    )  # SGD(1): params += mean
     got = arrays_to_params(arrays, _params())
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, expected)
     assert metrics["included_clients"] == 3 and metrics["reply_norm_max"] > 1.0  # these fake devices did not clip
@@ -107,7 +117,12 @@ def test_nonfinite_duplicate_and_unsampled_replies_are_dropped():
     ones = jax.tree.map(lambda x: np.full(x.shape, 0.01, np.float32), _params())
     bad = jax.tree.map(lambda x: np.full(x.shape, np.nan, np.float32), _params())
     stranger = Message(content=RecordDict(), dst_node_id=99, message_type="train")  # a node that was not sampled
-    replies = [_reply(msgs[0], ones), _reply(msgs[0], ones), _reply(msgs[1], bad), _reply(stranger, ones)]  # + a duplicate
+    replies = [
+        _reply(msgs[0], ones),
+        _reply(msgs[0], ones),
+        _reply(msgs[1], bad),
+        _reply(stranger, ones),
+    ]  # + a duplicate
     arrays, metrics = s.aggregate_train(1, replies)
     assert metrics["included_clients"] == 1 and metrics["nonfinite_clients"] == 1
     got = arrays_to_params(arrays, _params())

@@ -11,7 +11,9 @@ from keyboard_fl.models.cifg_lstm import CifgLstm
 from keyboard_fl.models.transformer import Transformer
 
 SMALL = ModelConfig(vocab_size=40, embed_dim=8, hidden_dim=12)
-TSMALL = ModelConfig(kind="transformer", vocab_size=40, embed_dim=16, hidden_dim=24, num_layers=2, num_heads=4, context=8)
+TSMALL = ModelConfig(
+    kind="transformer", vocab_size=40, embed_dim=16, hidden_dim=24, num_layers=2, num_heads=4, context=8
+)
 B, T = 3, 7
 
 
@@ -78,7 +80,7 @@ def test_step_agrees_with_call(cfg):
     for t in range(T):
         logits, state = model.step(state, tokens[:, t])
         np.testing.assert_allclose(logits, full[:, t], rtol=1e-4, atol=1e-5)
-        for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(jax.tree.map(lambda s: s[:, t], states))):
+        for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(jax.tree.map(lambda s: s[:, t], states))):  # noqa: B023 (used within this iteration)
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 

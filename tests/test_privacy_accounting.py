@@ -35,14 +35,10 @@ NR = dp_accounting.NeighboringRelation
 
 
 def _reference_pld(z, q, rounds, delta, vdi=PLD_DISCRETIZATION):
-    a = dp_accounting.pld.PLDAccountant(
-        NR.ADD_OR_REMOVE_ONE, value_discretization_interval=vdi
-    )
+    a = dp_accounting.pld.PLDAccountant(NR.ADD_OR_REMOVE_ONE, value_discretization_interval=vdi)
     a.compose(
         dp_accounting.SelfComposedDpEvent(
-            dp_accounting.PoissonSampledDpEvent(
-                q, dp_accounting.GaussianDpEvent(z)
-            ),
+            dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)),
             rounds,
         )
     )
@@ -57,9 +53,7 @@ def _reference_rdp(z, q, rounds, delta):
             rounds // 2,
         )
     if rounds % 2:
-        a.compose(
-            dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
-        )
+        a.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)))
     return a.get_epsilon(delta)
 
 
@@ -87,14 +81,10 @@ def _analytic_gaussian_epsilon(sigma, delta, sensitivity=1.0):
     [(1.0, 0.01, 1000, 1e-6), (0.7, 0.05, 200, 1e-5), (2.0, 0.02, 50, 1e-8)],
 )
 def test_pld_epsilon_equals_dp_accounting(z, q, rounds, delta):
-    assert epsilon(z, q, rounds, delta) == pytest.approx(
-        _reference_pld(z, q, rounds, delta), rel=1e-12
-    )
+    assert epsilon(z, q, rounds, delta) == pytest.approx(_reference_pld(z, q, rounds, delta), rel=1e-12)
 
 
-@pytest.mark.parametrize(
-    "z,q,rounds,delta", [(1.0, 0.01, 1000, 1e-6), (0.8, 0.1, 301, 1e-5)]
-)
+@pytest.mark.parametrize("z,q,rounds,delta", [(1.0, 0.01, 1000, 1e-6), (0.8, 0.1, 301, 1e-5)])
 def test_rdp_epsilon_equals_dp_accounting(z, q, rounds, delta):
     assert epsilon(z, q, rounds, delta, accountant="rdp") == pytest.approx(
         _reference_rdp(z, q, rounds, delta), rel=1e-9
@@ -128,8 +118,7 @@ def test_single_full_round_matches_analytic_gaussian(z, delta):
 
 @pytest.mark.parametrize(
     "z,q,rounds",
-    [(0.5, 0.02, 100), (1.0, 0.02, 500), (2.0, 0.02, 2000), (1.0, 0.01, 3000),
-     (0.8, 0.1, 1000), (1.0, 1.0, 10)],
+    [(0.5, 0.02, 100), (1.0, 0.02, 500), (2.0, 0.02, 2000), (1.0, 0.01, 3000), (0.8, 0.1, 1000), (1.0, 1.0, 10)],
 )
 def test_rdp_is_consistent_upper_bound_of_pld(z, q, rounds):
     pld = epsilon(z, q, rounds, 1e-6)
@@ -147,9 +136,7 @@ def test_no_noise_is_infinite_epsilon():
 
 def test_full_participation_has_no_amplification():
     full = epsilon(1.0, 1.0, 5, 1e-6)
-    gauss = dp_accounting.pld.PLDAccountant(
-        value_discretization_interval=PLD_DISCRETIZATION
-    )
+    gauss = dp_accounting.pld.PLDAccountant(value_discretization_interval=PLD_DISCRETIZATION)
     gauss.compose(dp_accounting.GaussianDpEvent(1.0), 5)
     assert full == pytest.approx(gauss.get_epsilon(1e-6), rel=1e-3)
     assert full > epsilon(1.0, 0.5, 5, 1e-6)
@@ -226,8 +213,7 @@ def test_fixed_cohort_uses_replace_one_rdp():
     # replace-one sensitivity of a clipped sum is 2C -> z/2 in the event
     assert inner.event == dp_accounting.GaussianDpEvent(0.5)
 
-    got = epsilon(1.0, 0.01, 100, 1e-6, accountant="rdp", sampling="fixed",
-                  population=10_000)
+    got = epsilon(1.0, 0.01, 100, 1e-6, accountant="rdp", sampling="fixed", population=10_000)
     ref = dp_accounting.rdp.RdpAccountant(neighboring_relation=NR.REPLACE_ONE)
     ref.compose(ev)
     assert got == pytest.approx(ref.get_epsilon(1e-6), rel=1e-12)
@@ -246,8 +232,7 @@ def test_fixed_full_cohort_bounds_exact_replace_one_gaussian():
     # m = N: every user every round; the honest replace-one ε of a clipped sum
     # with noise z*C is that of a Gaussian with sensitivity 2C.
     for z in (1.0, 3.0):
-        fixed = epsilon(z, 1.0, 1, 1e-6, accountant="rdp", sampling="fixed",
-                        population=500)
+        fixed = epsilon(z, 1.0, 1, 1e-6, accountant="rdp", sampling="fixed", population=500)
         exact = _analytic_gaussian_epsilon(z, 1e-6, sensitivity=2.0)
         assert exact <= fixed <= 1.5 * exact + 0.1
 
@@ -339,8 +324,16 @@ def test_long_runs_are_fast():
 
 @pytest.mark.parametrize(
     "n,expected",
-    [(1, 1e-5), (1000, 1e-5), (10_000, 1e-5), (10_001, 1e-6),
-     (50_000, 1e-6), (100_000, 1e-6), (1_000_000, 1e-7), (3_000_000, 1e-8)],
+    [
+        (1, 1e-5),
+        (1000, 1e-5),
+        (10_000, 1e-5),
+        (10_001, 1e-6),
+        (50_000, 1e-6),
+        (100_000, 1e-6),
+        (1_000_000, 1e-7),
+        (3_000_000, 1e-8),
+    ],
 )
 def test_default_delta(n, expected):
     d = default_delta(n)

@@ -93,8 +93,9 @@ def test_noise_has_covariance_sigma2_Cinv_CinvT_and_mean_zero(mech):
     assert np.abs(noise.mean(axis=1)).max() < 5 * mech.noise_std * np.sqrt(np.diag(cinv @ cinv.T)).max() / np.sqrt(dim)
     # ... and the noise accumulated in the model (prefix sums) has the profile the benchmark reports
     prefix = np.cumsum(noise, axis=0).var(axis=1) / mech.noise_std**2
-    np.testing.assert_allclose(prefix, cn.noise_error_profile(mech.kind, mech._matrix_params(), rounds)["prefix"],
-                               rtol=0.05)
+    np.testing.assert_allclose(
+        prefix, cn.noise_error_profile(mech.kind, mech._matrix_params(), rounds)["prefix"], rtol=0.05
+    )
     assert prefix[-1] < rounds  # correlated noise cancels: less than iid noise's t
 
 
@@ -107,11 +108,13 @@ def test_one_band_bandmf_is_dp_fedavg():
         got, state = jax.jit(m.privatize)(x, None, state, key)
         want = add_gaussian_noise(x, 1.3 * 0.5, key)
         # same draw; only float rounding of the fused x + σn differs
-        jax.tree.map(lambda g, w: np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-6),
-                     got, want)
+        jax.tree.map(
+            lambda g, w: np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6, atol=1e-6), got, want
+        )
     pld = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3)
     event = dp_accounting.SelfComposedDpEvent(
-        dp_accounting.PoissonSampledDpEvent(0.05, dp_accounting.GaussianDpEvent(1.3)), 5)
+        dp_accounting.PoissonSampledDpEvent(0.05, dp_accounting.GaussianDpEvent(1.3)), 5
+    )
     assert m.epsilon(1e-6) == pytest.approx(pld.compose(event).get_epsilon(1e-6))
 
 
@@ -176,8 +179,12 @@ def _epsilon_from_record(d: dict, delta: float) -> float:
     p = d["participation"]
     if d["name"] == "dp-ftrl-bandmf":
         comps = math.ceil(d["rounds"] / p["num_bands"])
-        event = dp_accounting.SelfComposedDpEvent(dp_accounting.PoissonSampledDpEvent(
-            p["sampling_prob"], dp_accounting.GaussianDpEvent(d["noise_multiplier"])), comps)
+        event = dp_accounting.SelfComposedDpEvent(
+            dp_accounting.PoissonSampledDpEvent(
+                p["sampling_prob"], dp_accounting.GaussianDpEvent(d["noise_multiplier"])
+            ),
+            comps,
+        )
     else:
         assert d["noise_std"] == pytest.approx(d["noise_multiplier"] * d["clip_norm"] * d["sensitivity"])
         event = dp_accounting.GaussianDpEvent(d["noise_multiplier"])
@@ -227,14 +234,25 @@ def test_registered_and_consistent_with_the_mechanism_abstraction():
     from keyboard_fl.privacy import mechanism_from_dict as any_from_dict
 
     assert {"dp-ftrl-bandmf", "dp-ftrl-blt"} <= set(MECHANISMS)
-    m = make_mechanism("dp-ftrl-bandmf", clip_norm=1.0, noise_multiplier=0.9,
-                       participation=Participation("cyclic", 0.2, 1000, min_separation=3), rounds=8, coefs=BAND3)
+    m = make_mechanism(
+        "dp-ftrl-bandmf",
+        clip_norm=1.0,
+        noise_multiplier=0.9,
+        participation=Participation("cyclic", 0.2, 1000, min_separation=3),
+        rounds=8,
+        coefs=BAND3,
+    )
     assert m == _bandmf(z=0.9)
     assert any_from_dict(m.to_dict()) == m
     assert mechanism_epsilon(m, 8, 1e-6) == pytest.approx(m.epsilon(1e-6), rel=1e-9)
     with pytest.raises(ValueError, match="participation 'poisson' does not match its accountant"):
-        make_mechanism("dp-ftrl-blt", clip_norm=1.0, noise_multiplier=1.0,
-                       participation=Participation("poisson", 0.01, 1000), rounds=8)
+        make_mechanism(
+            "dp-ftrl-blt",
+            clip_norm=1.0,
+            noise_multiplier=1.0,
+            participation=Participation("poisson", 0.01, 1000),
+            rounds=8,
+        )
 
 
 def test_training_config_with_mismatched_sampling_is_refused():

@@ -139,13 +139,17 @@ def test_round_with_dp_fedavg_mechanism_is_bit_identical_to_the_classic_aggregat
 def test_epsilon_from_dp_accounting_directly():
     mech = _dp(z=1.1)
     direct = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3)
-    direct.compose(dp_accounting.SelfComposedDpEvent(
-        dp_accounting.PoissonSampledDpEvent(0.02, dp_accounting.GaussianDpEvent(1.1)), 200))
+    direct.compose(
+        dp_accounting.SelfComposedDpEvent(
+            dp_accounting.PoissonSampledDpEvent(0.02, dp_accounting.GaussianDpEvent(1.1)), 200
+        )
+    )
     assert mechanism_epsilon(mech, 200, 1e-6) == direct.get_epsilon(1e-6) == epsilon(1.1, 0.02, 200, 1e-6)
     assert mechanism_epsilon(AdaptiveClipping(mech), 200, 1e-6) == mechanism_epsilon(mech, 200, 1e-6)
     fixed = DpFedAvg(0.5, 1.1, Participation("fixed", 0.02, 5000))
-    assert mechanism_epsilon(fixed, 200, 1e-6) == epsilon(1.1, 0.02, 200, 1e-6, accountant="rdp", sampling="fixed",
-                                                          population=5000)
+    assert mechanism_epsilon(fixed, 200, 1e-6) == epsilon(
+        1.1, 0.02, 200, 1e-6, accountant="rdp", sampling="fixed", population=5000
+    )
 
 
 def test_calibration_is_the_classic_one():
@@ -189,7 +193,9 @@ def test_refuses_mismatched_sampling_and_accountant():
 
 
 def test_resolve_dp_builds_adaptive_mechanism():
-    cfg = FederatedConfig(rounds=20, clients_per_round=50, target_epsilon=3.0, adaptive_clip_quantile=0.5, clip_norm=0.1)
+    cfg = FederatedConfig(
+        rounds=20, clients_per_round=50, target_epsilon=3.0, adaptive_clip_quantile=0.5, clip_norm=0.1
+    )
     dp = resolve_dp(cfg, 1000, private=True)
     assert isinstance(dp.mechanism, AdaptiveClipping) and dp.clip_norm == 0.1
     assert dp.mechanism.count_stddev == pytest.approx(0.05 * 50)
@@ -212,8 +218,11 @@ def _epsilon_from_metrics(m: dict) -> float:
     assert mech["name"] == "dp-fedavg" and mech["participation"]["scheme"] == "poisson"
     assert m["accountant"] == "pld"
     event = dp_accounting.SelfComposedDpEvent(
-        dp_accounting.PoissonSampledDpEvent(mech["participation"]["sampling_prob"],
-                                            dp_accounting.GaussianDpEvent(mech["noise_multiplier"])), m["rounds"])
+        dp_accounting.PoissonSampledDpEvent(
+            mech["participation"]["sampling_prob"], dp_accounting.GaussianDpEvent(mech["noise_multiplier"])
+        ),
+        m["rounds"],
+    )
     acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-3)
     acc.compose(event)
     return acc.get_epsilon(m["delta"])
@@ -238,7 +247,7 @@ def test_epsilon_reproduced_from_metrics_json(private_run):
     m = json.loads((d / "metrics.json").read_text())
     assert m["epsilon"] == _epsilon_from_metrics(m) and m["rounds"] == 3
     assert m["mechanism"]["name"] == ("adaptive-clipping" if name.endswith("adaptive") else "dp-fedavg")
-    clips = [json.loads(l)["clip_norm"] for l in (d / "metrics.jsonl").read_text().splitlines()]
+    clips = [json.loads(ln)["clip_norm"] for ln in (d / "metrics.jsonl").read_text().splitlines()]
     if name.endswith("adaptive"):
         assert clips and clips[-1] != 0.1  # C moved
     else:

@@ -8,20 +8,30 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from keyboard_fl.config import FederatedConfig, RunConfig
 from keyboard_fl import rng
-from keyboard_fl.rng import Stream
+from keyboard_fl.config import FederatedConfig, RunConfig
 from keyboard_fl.fl.faults import MEDIAN_DEVICE_SECONDS, apply_faults, device_seconds, fault_key
 from keyboard_fl.models import ModelConfig, init_params, make_loss_fn
 from keyboard_fl.privacy import epsilon
 from keyboard_fl.privacy.clipping import add_gaussian_noise
+from keyboard_fl.rng import Stream
 from keyboard_fl.train.examples import UserRows
 from keyboard_fl.train.federated import DpSetup, train_federated
 
 V, T, USERS = 30, 8, 20
 MODEL = ModelConfig(vocab_size=V, embed_dim=8, hidden_dim=16)
-FED = FederatedConfig(rounds=4, clients_per_round=10, max_examples=4, batch_size=2, checkpoint_every=1, eval_every=1,
-                      client_lr=0.5, server_optimizer="sgd", server_lr=1.0, clip_norm=0.3)
+FED = FederatedConfig(
+    rounds=4,
+    clients_per_round=10,
+    max_examples=4,
+    batch_size=2,
+    checkpoint_every=1,
+    eval_every=1,
+    client_lr=0.5,
+    server_optimizer="sgd",
+    server_lr=1.0,
+    clip_norm=0.3,
+)
 DP = DpSetup.dp_fedavg(noise_multiplier=0.9, sampling_prob=0.5, delta=1e-3, population=USERS, clip_norm=0.3)
 BAD_TOKEN = 3  # rows use tokens 4..V-1; the NaN loss below fires on this one
 
@@ -53,8 +63,18 @@ def model(compiled_round):
 def _run(model, tmp, cfg=FED, *, seed=0, resume=False, rows=None):
     loss_fn, params, rounds = model
     rows = rows or _rows()
-    return train_federated(loss_fn, params, rows, cfg, DP, private=True, seed=seed, ckpt_dir=tmp, resume=resume,
-                           fl_round=rounds(loss_fn, cfg, DP, True, len(rows)))
+    return train_federated(
+        loss_fn,
+        params,
+        rows,
+        cfg,
+        DP,
+        private=True,
+        seed=seed,
+        ckpt_dir=tmp,
+        resume=resume,
+        fl_round=rounds(loss_fn, cfg, DP, True, len(rows)),
+    )
 
 
 def _same(a, b):
@@ -66,6 +86,7 @@ def _strip(history):
 
 
 # --- the fault draw itself (no training) ------------------------------------------
+
 
 def test_dropout_count_is_binomial_and_deterministic():
     n, p = 2000, 0.3
@@ -100,15 +121,22 @@ def test_device_speed_is_a_pure_function_of_seed_and_user():
     none = apply_faults(jax.random.key(0), users, mask, seed=3, straggler_deadline=1e9)
     assert none.stragglers == 0 and none.mask.all()
     # stragglers are not double-counted as dropouts
-    both = apply_faults(jax.random.key(0), users, mask, seed=3, dropout_prob=1.0, straggler_deadline=MEDIAN_DEVICE_SECONDS)
+    both = apply_faults(
+        jax.random.key(0), users, mask, seed=3, dropout_prob=1.0, straggler_deadline=MEDIAN_DEVICE_SECONDS
+    )
     assert both.stragglers == half.stragglers and both.dropped == len(users) - half.stragglers and not both.mask.any()
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"dropout_prob": 1.5}, "dropout_prob"), ({"dropout_prob": -0.1}, "dropout_prob"),
-    ({"straggler_deadline": 0.0}, "straggler_deadline"), ({"straggler_deadline": float("nan")}, "straggler_deadline"),
-    ({"straggler_deadline": -3.0}, "straggler_deadline"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"dropout_prob": 1.5}, "dropout_prob"),
+        ({"dropout_prob": -0.1}, "dropout_prob"),
+        ({"straggler_deadline": 0.0}, "straggler_deadline"),
+        ({"straggler_deadline": float("nan")}, "straggler_deadline"),
+        ({"straggler_deadline": -3.0}, "straggler_deadline"),
+    ],
+)
 def test_fault_config_validation(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FederatedConfig(**kwargs)
@@ -117,6 +145,7 @@ def test_fault_config_validation(kwargs, match):
 
 
 # --- through train_federated --------------------------------------------------------
+
 
 def test_all_clients_drop_dp_round_adds_only_noise(model, tmp_path):
     """dropout_prob=1: every round completes, nobody trains, and the model moves by exactly the noise / (qN)."""
@@ -127,7 +156,9 @@ def test_all_clients_drop_dp_round_adds_only_noise(model, tmp_path):
     assert h["sampled_clients"] > 0 and h["dropped_clients"] == h["sampled_clients"]
     assert h["cohort_size"] == 0 and h["included_clients"] == 0 and h["num_tokens"] == 0
     # The accountant still charges the round at q: dropping only removes contributions (conservative).
-    assert ledger.rounds == 1 and h["epsilon"] == pytest.approx(epsilon(DP.noise_multiplier, DP.sampling_prob, 1, DP.delta))
+    assert ledger.rounds == 1 and h["epsilon"] == pytest.approx(
+        epsilon(DP.noise_multiplier, DP.sampling_prob, 1, DP.delta)
+    )
     # Re-derive the round's noise key exactly as train_federated / build_round do.
     k_round = rng.key(0, Stream.ROUND, 0)
     _, noise_key = jax.random.split(k_round)
@@ -156,7 +187,9 @@ def test_dropout_run_is_counted_deterministic_and_resumable(model, tmp_path):
     # faults off: the same sampling, nothing lost
     _, _, h0 = _run(model, tmp_path / "d", FED)
     assert [h["sampled_clients"] for h in h0] == [h["sampled_clients"] for h in h1]
-    assert all(h["dropped_clients"] == 0 and h["stragglers"] == 0 and h["cohort_size"] == h["sampled_clients"] for h in h0)
+    assert all(
+        h["dropped_clients"] == 0 and h["stragglers"] == 0 and h["cohort_size"] == h["sampled_clients"] for h in h0
+    )
 
 
 def test_nan_client_never_reaches_the_model(model, tmp_path):
@@ -167,8 +200,9 @@ def test_nan_client_never_reaches_the_model(model, tmp_path):
     cap = cohort_capacity(USERS, DP.sampling_prob, multiple=cfg.client_chunk)
     cohorts = []
     for r in range(cfg.rounds):
-        idx, mask, _ = sample_cohort_exact(rng.key(0, Stream.COHORT, r), USERS, DP.sampling_prob,
-                                           cap, multiple=cfg.client_chunk)
+        idx, mask, _ = sample_cohort_exact(
+            rng.key(0, Stream.COHORT, r), USERS, DP.sampling_prob, cap, multiple=cfg.client_chunk
+        )
         cohorts.append(set(np.asarray(idx)[np.asarray(mask)].tolist()))
     bad = min(cohorts[0])  # sampled in round 1 at least
     p, _, hist = _run(model, tmp_path, cfg, rows=_rows(bad_user=bad))

@@ -36,8 +36,9 @@ def _user_error(res, *needles):
 
 
 def _train(tmp_path, *args):
-    return runner.invoke(app, ["train", "--preset", "tiny", "--out", str(tmp_path / "run"), *map(str, args)],
-                         catch_exceptions=False)
+    return runner.invoke(
+        app, ["train", "--preset", "tiny", "--out", str(tmp_path / "run"), *map(str, args)], catch_exceptions=False
+    )
 
 
 def _good_lines(n=30):
@@ -52,14 +53,18 @@ def _jsonl(tmp_path, lines: list[bytes], name="corpus.jsonl"):
 
 # --- corpora through `keyboard-fl train --corpus` ----------------------------------
 
-@pytest.mark.parametrize("bad, reason", [
-    (b'{"user_id": "u1", "text": "caf\xe9 au lait"}', "invalid_utf8"),
-    (b'{"user_id": "u1", "text": "broken', "invalid_json"),
-    (b'{"user_id": "u1", "text": ""}', "empty_text"),
-    (b'{"user_id": "", "text": "who am i"}', "bad_user_id"),
-    (b'{"user_id": "u1", "text": "' + b"a" * 200_000 + b'"}', "line_too_long"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00", "invalid_utf8"),
-])
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (b'{"user_id": "u1", "text": "caf\xe9 au lait"}', "invalid_utf8"),
+        (b'{"user_id": "u1", "text": "broken', "invalid_json"),
+        (b'{"user_id": "u1", "text": ""}', "empty_text"),
+        (b'{"user_id": "", "text": "who am i"}', "bad_user_id"),
+        (b'{"user_id": "u1", "text": "' + b"a" * 200_000 + b'"}', "line_too_long"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01\x00", "invalid_utf8"),
+    ],
+)
 def test_bad_corpus_line_is_one_line_naming_file_and_line(tmp_path, bad, reason):
     lines = _good_lines()
     lines.insert(11, bad)
@@ -96,14 +101,18 @@ def test_empty_corpus_is_a_user_error(tmp_path, content):
 
 # --- configuration: the cases test_config / test_cli do not already cover ----------
 
-@pytest.mark.parametrize("d, where", [
-    ({"federated": {"target_epsilon": 0}}, r"config\.federated: .*target_epsilon"),
-    ({"federated": {"target_epsilon": -2.5}}, r"config\.federated: .*target_epsilon"),
-    ({"federated": {"rounds": "ten"}}, r"config\.federated: .*rounds"),
-    ({"federated": {"delta": 2}}, r"config\.federated: .*delta"),
-    ({"federated": {"clients_per_round": float("inf")}}, r"config\.federated: .*clients_per_round"),
-    ({"federated": {"unknown_knob": 1, "rounds": 3}}, r"config\.federated: unknown key\(s\) unknown_knob"),
-])
+
+@pytest.mark.parametrize(
+    "d, where",
+    [
+        ({"federated": {"target_epsilon": 0}}, r"config\.federated: .*target_epsilon"),
+        ({"federated": {"target_epsilon": -2.5}}, r"config\.federated: .*target_epsilon"),
+        ({"federated": {"rounds": "ten"}}, r"config\.federated: .*rounds"),
+        ({"federated": {"delta": 2}}, r"config\.federated: .*delta"),
+        ({"federated": {"clients_per_round": float("inf")}}, r"config\.federated: .*clients_per_round"),
+        ({"federated": {"unknown_knob": 1, "rounds": 3}}, r"config\.federated: unknown key\(s\) unknown_knob"),
+    ],
+)
 def test_run_config_bad_values_name_the_path(d, where):
     with pytest.raises(ValueError, match=where):
         RunConfig.from_dict(d)
@@ -118,17 +127,21 @@ def test_sampling_probability_above_one_from_a_config_file(tmp_path):
         resolve_dp(cfg.federated, 300, private=True)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--rounds", "0"], "rounds"),
-    (["--noise-multiplier", "-1"], "noise_multiplier"),
-    (["--clients-per-round", "0"], "clients_per_round"),
-    (["--target-epsilon", "-3"], "target_epsilon"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--rounds", "0"], "rounds"),
+        (["--noise-multiplier", "-1"], "noise_multiplier"),
+        (["--clients-per-round", "0"], "clients_per_round"),
+        (["--target-epsilon", "-3"], "target_epsilon"),
+    ],
+)
 def test_cli_bad_numbers_exit_2(tmp_path, args, needle):
     _user_error(_train(tmp_path, *args), needle)
 
 
 # --- the tokenizer on arbitrary Unicode ------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tok(tiny_runs):

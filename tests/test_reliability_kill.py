@@ -62,7 +62,9 @@ def _wait_for(proc: subprocess.Popen, cond, timeout: float = 120.0, poll: float 
     t = time.monotonic()
     while not cond():
         if proc.poll() is not None:
-            pytest.fail(f"training exited ({proc.returncode}) before the kill point: {proc.stderr.read().decode()[-2000:]}")
+            pytest.fail(
+                f"training exited ({proc.returncode}) before the kill point: {proc.stderr.read().decode()[-2000:]}"
+            )
         if time.monotonic() - t > timeout:
             proc.kill()
             pytest.fail("kill point never reached")
@@ -125,14 +127,29 @@ def test_sigkill_twice_then_resume_equals_uninterrupted(tiny_runs, tmp_path):
     assert not (out / "metrics.json").exists()
 
     # 3. Resumed to completion.
-    p = subprocess.run([sys.executable, "-c", HARNESS, "train", "--mode", "dp-fedavg", "--preset", "tiny", "--out",
-                        str(out), "--resume"], capture_output=True, timeout=240)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            HARNESS,
+            "train",
+            "--mode",
+            "dp-fedavg",
+            "--preset",
+            "tiny",
+            "--out",
+            str(out),
+            "--resume",
+        ],
+        capture_output=True,
+        timeout=240,
+    )
     assert p.returncode == 0, p.stderr.decode()[-3000:]
 
     m, m0 = (json.loads((d / "metrics.json").read_text()) for d in (out, ref))
     assert _numeric(m) == _numeric(m0)
     assert m["epsilon"] == m0["epsilon"] and m["top1"] == m0["top1"]
-    lines = lambda d: [_numeric(json.loads(l)) for l in (d / "metrics.jsonl").read_text().splitlines()]
+    lines = lambda d: [_numeric(json.loads(ln)) for ln in (d / "metrics.jsonl").read_text().splitlines()]
     assert lines(out) == lines(ref)
     a, b = _params(out), _params(ref)
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))

@@ -38,13 +38,22 @@ def seed_constants(source: str, name: str = "<src>") -> list[str]:
 
 
 def test_no_hand_picked_seed_constants_in_the_package():
-    hits = [f"{p.relative_to(PACKAGE.parent)}:{h}" for p in sorted(PACKAGE.rglob("*.py")) for h in seed_constants(p.read_text(), str(p))]
+    hits = [
+        f"{p.relative_to(PACKAGE.parent)}:{h}"
+        for p in sorted(PACKAGE.rglob("*.py"))
+        for h in seed_constants(p.read_text(), str(p))
+    ]
     assert hits == [], "derive these from keyboard_fl.rng streams:\n" + "\n".join(hits)
 
 
 def test_the_check_catches_the_old_constants():
-    for line in ("k = fold_in(root, 0xFED)", "s = SeedSequence([seed, 0xCE])", "x = f(cfg.seed + 7919)",
-                 "c = CanaryConfig(seed=seed + 1234)", "_FAULT_TAG = 0xFA17"):
+    for line in (
+        "k = fold_in(root, 0xFED)",
+        "s = SeedSequence([seed, 0xCE])",
+        "x = f(cfg.seed + 7919)",
+        "c = CanaryConfig(seed=seed + 1234)",
+        "_FAULT_TAG = 0xFA17",
+    ):
         assert seed_constants(line), line
     assert seed_constants("ok = 0xD800 <= cp <= 0xDFFF") == []
 

@@ -13,8 +13,26 @@ from keyboard_fl.suggest import SearchConfig, Suggester, collect_words, prefix_t
 from keyboard_fl.tokenizer import CONTINUATION, WORD_START, Tokenizer, TokenizerConfig, train_tokenizer
 
 SPACE = "\u2581"
-HAND_PIECES = [SPACE, SPACE + "the", SPACE + "cat", SPACE + "car", SPACE + "ca", SPACE + "to", "c", "a", "t", "r", "h", "e",
-               "o", "s", "ts", ".", ",", SPACE + ","]
+HAND_PIECES = [
+    SPACE,
+    SPACE + "the",
+    SPACE + "cat",
+    SPACE + "car",
+    SPACE + "ca",
+    SPACE + "to",
+    "c",
+    "a",
+    "t",
+    "r",
+    "h",
+    "e",
+    "o",
+    "s",
+    "ts",
+    ".",
+    ",",
+    SPACE + ",",
+]
 
 
 def _model_proto_class():
@@ -29,9 +47,14 @@ def _model_proto_class():
 
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-    src = open(importlib.util.find_spec("sentencepiece").submodule_search_locations[0] + "/sentencepiece_model_pb2.py").read()
-    blob = next(ast.literal_eval(n.args[0]) for n in ast.walk(ast.parse(src))
-                if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "AddSerializedFile")
+    src = open(
+        importlib.util.find_spec("sentencepiece").submodule_search_locations[0] + "/sentencepiece_model_pb2.py"
+    ).read()
+    blob = next(
+        ast.literal_eval(n.args[0])
+        for n in ast.walk(ast.parse(src))
+        if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "AddSerializedFile"
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(descriptor_pb2.FileDescriptorProto.FromString(blob))
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("sentencepiece.ModelProto"))
@@ -177,7 +200,9 @@ def test_split_context(text, expected):
 def real():
     pop = Population(PopulationConfig(seed=1, num_train_users=0, num_heldout_users=0, num_public_users=300))
     tok = train_tokenizer((m for u in pop.users("public") for m in u.train), TokenizerConfig(vocab_size=512))
-    graphdef, params = init_params(ModelConfig(vocab_size=tok.vocab_size, embed_dim=16, hidden_dim=16), jax.random.key(3))
+    graphdef, params = init_params(
+        ModelConfig(vocab_size=tok.vocab_size, embed_dim=16, hidden_dim=16), jax.random.key(3)
+    )
     return Suggester(graphdef, params, tok)
 
 
@@ -216,8 +241,9 @@ def test_transformer_serves_suggestions_and_evaluation(real):
     from keyboard_fl.eval.neural import predict_messages
 
     tok = real.tokenizer
-    cfg = ModelConfig(kind="transformer", vocab_size=tok.vocab_size, embed_dim=16, hidden_dim=32, num_layers=1,
-                      num_heads=2, context=8)
+    cfg = ModelConfig(
+        kind="transformer", vocab_size=tok.vocab_size, embed_dim=16, hidden_dim=32, num_layers=1, num_heads=2, context=8
+    )
     graphdef, params = init_params(cfg, jax.random.key(5))
     s = Suggester(graphdef, params, tok)
     assert len(s.suggest("see you ", 3)) == 3

@@ -27,7 +27,9 @@ def public():
 @pytest.fixture(scope="module")
 def jax_backend(public):
     tok = train_tokenizer(iter(public), TokenizerConfig(vocab_size=512))
-    graphdef, params = init_params(ModelConfig(vocab_size=tok.vocab_size, embed_dim=16, hidden_dim=16), jax.random.key(3))
+    graphdef, params = init_params(
+        ModelConfig(vocab_size=tok.vocab_size, embed_dim=16, hidden_dim=16), jax.random.key(3)
+    )
     return JaxSuggester(graphdef, params, tok)
 
 
@@ -35,14 +37,16 @@ def jax_backend(public):
 def onnx_backend(jax_backend, public, tmp_path_factory):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from keyboard_fl.export import OnnxSuggester
     from keyboard_fl.dictionary import public_vocabulary
+    from keyboard_fl.export import OnnxSuggester
     from keyboard_fl.export.onnx_export import export_run
 
     out = tmp_path_factory.mktemp("export")
     info = model_info("random", {"mode": "fedavg", "params": 1})
     words = public_vocabulary(public)
-    manifest = export_run(jax_backend.graphdef, jax_backend.params, jax_backend.tokenizer, info, out, words=words, quantize=False)
+    manifest = export_run(
+        jax_backend.graphdef, jax_backend.params, jax_backend.tokenizer, info, out, words=words, quantize=False
+    )
     assert manifest["run"] == "random" and manifest["privacy"]["privacy"] == "not private"
     return OnnxSuggester(out)
 
@@ -65,7 +69,9 @@ def test_each_backend_satisfies_the_protocol(backend):
         assert backend.suggest_scored(text, 3) == scored
         assert backend.suggest(text, 3) == [w for w, _ in scored]
         assert len(scored) <= 3 and all(w.startswith(prefix) for w, _ in scored)
-        assert all(isinstance(s, float) for _, s in scored) and [s for _, s in scored] == sorted((s for _, s in scored), reverse=True)
+        assert all(isinstance(s, float) for _, s in scored) and [s for _, s in scored] == sorted(
+            (s for _, s in scored), reverse=True
+        )
 
 
 def test_incremental_wrapper_gives_the_same_strip_for_every_backend(backend):
@@ -79,7 +85,9 @@ def test_incremental_wrapper_gives_the_same_strip_for_every_backend(backend):
 
 def test_onnx_and_jax_agree(jax_backend, onnx_backend):
     assert onnx_backend.dictionary is not None and len(onnx_backend.dictionary) > 100  # words.txt of the export
-    same = JaxSuggester(jax_backend.graphdef, jax_backend.params, jax_backend.tokenizer, dictionary=onnx_backend.dictionary)
+    same = JaxSuggester(
+        jax_backend.graphdef, jax_backend.params, jax_backend.tokenizer, dictionary=onnx_backend.dictionary
+    )
     for text in TEXTS:
         assert onnx_backend.suggest(text, 3) == same.suggest(text, 3)
 

@@ -147,7 +147,10 @@ def test_too_little_text():
         train_tokenizer(["hi", "  ", ""], TokenizerConfig(vocab_size=64))
 
 
-_TYPED = st.text(alphabet=st.sampled_from(list("abcdefghijklmnopqrstuvwxyzABCÉé0123456789 '.,!?()-:\n\t") + ["😀", "ß", "ﬁ"]), max_size=60)
+_TYPED = st.text(
+    alphabet=st.sampled_from(list("abcdefghijklmnopqrstuvwxyzABCÉé0123456789 '.,!?()-:\n\t") + ["😀", "ß", "ﬁ"]),
+    max_size=60,
+)
 _SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 

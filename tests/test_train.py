@@ -18,8 +18,17 @@ from keyboard_fl.train.federated import DpSetup, train_federated
 
 V, T = 30, 8
 MODEL = ModelConfig(vocab_size=V, embed_dim=8, hidden_dim=16)
-FED = FederatedConfig(rounds=5, clients_per_round=5, max_examples=4, batch_size=2, checkpoint_every=1, eval_every=1,
-                      client_lr=0.5, server_optimizer="nesterov", clip_norm=0.3)
+FED = FederatedConfig(
+    rounds=5,
+    clients_per_round=5,
+    max_examples=4,
+    batch_size=2,
+    checkpoint_every=1,
+    eval_every=1,
+    client_lr=0.5,
+    server_optimizer="nesterov",
+    clip_norm=0.3,
+)
 DP = DpSetup.dp_fedavg(noise_multiplier=0.9, sampling_prob=0.25, delta=1e-3, population=20, clip_norm=0.3)
 TIMING = {"seconds"}
 
@@ -44,8 +53,18 @@ def setup(compiled_round):
 def _fed(setup, tmp, *, cfg=FED, seed=0, private=True, resume=False):
     loss_fn, params, rows, rounds = setup
     dp = DP if private else dataclasses.replace(DP, mechanism=None)  # as resolve_dp gives
-    return train_federated(loss_fn, params, rows, cfg, dp, private=private, seed=seed, ckpt_dir=tmp, resume=resume,
-                           fl_round=rounds(loss_fn, cfg, dp, private, len(rows)))
+    return train_federated(
+        loss_fn,
+        params,
+        rows,
+        cfg,
+        dp,
+        private=private,
+        seed=seed,
+        ckpt_dir=tmp,
+        resume=resume,
+        fl_round=rounds(loss_fn, cfg, dp, private, len(rows)),
+    )
 
 
 def _strip(history):
@@ -84,8 +103,15 @@ def test_resume_equals_uninterrupted(setup, full_run, tmp_path, k):
     assert _strip(first + history) == _strip(h0)
 
 
-ADAPTIVE = DpSetup.dp_fedavg(noise_multiplier=0.9, sampling_prob=0.25, delta=1e-3, population=20, clip_norm=0.05,
-                             adaptive_clip_quantile=0.5, adaptive_clip_count_stddev=1.0)
+ADAPTIVE = DpSetup.dp_fedavg(
+    noise_multiplier=0.9,
+    sampling_prob=0.25,
+    delta=1e-3,
+    population=20,
+    clip_norm=0.05,
+    adaptive_clip_quantile=0.5,
+    adaptive_clip_count_stddev=1.0,
+)
 
 
 def test_resume_equals_uninterrupted_with_adaptive_clipping(setup, tmp_path):
@@ -95,9 +121,13 @@ def test_resume_equals_uninterrupted_with_adaptive_clipping(setup, tmp_path):
     full = train_federated(loss_fn, params, rows, FED, ADAPTIVE, ckpt_dir=tmp_path / "full", resume=False, **kw)
     clips = [h["clip_norm"] for h in full[2]]
     assert clips[0] == pytest.approx(0.05) and len(set(clips)) == len(clips)  # C moves every round
-    assert all(h["noise_std"] == pytest.approx(ADAPTIVE.mechanism.sum_noise_multiplier * h["clip_norm"]) for h in full[2])
+    assert all(
+        h["noise_std"] == pytest.approx(ADAPTIVE.mechanism.sum_noise_multiplier * h["clip_norm"]) for h in full[2]
+    )
     part = tmp_path / "part"
-    train_federated(loss_fn, params, rows, dataclasses.replace(FED, rounds=2), ADAPTIVE, ckpt_dir=part, resume=False, **kw)
+    train_federated(
+        loss_fn, params, rows, dataclasses.replace(FED, rounds=2), ADAPTIVE, ckpt_dir=part, resume=False, **kw
+    )
     resumed = train_federated(loss_fn, params, rows, FED, ADAPTIVE, ckpt_dir=part, resume=True, **kw)
     assert _same_params(resumed[0], full[0]) and resumed[1] == full[1]
     assert _strip(resumed[2]) == _strip(full[2][2:])  # a resumed call returns only the rounds it ran
@@ -143,8 +173,23 @@ def test_central_lowers_loss_and_is_deterministic(setup):
 
 # --- whole run directories (the shared tiny runs) ------------------------------
 
-METRIC_KEYS = {"top1", "top3", "perplexity", "ngram_top1", "ngram_top3", "params", "epsilon", "delta", "noise_multiplier",
-               "sampling_prob", "rounds", "clip_norm", "population", "privacy_unit", "accountant"}
+METRIC_KEYS = {
+    "top1",
+    "top3",
+    "perplexity",
+    "ngram_top1",
+    "ngram_top3",
+    "params",
+    "epsilon",
+    "delta",
+    "noise_multiplier",
+    "sampling_prob",
+    "rounds",
+    "clip_norm",
+    "population",
+    "privacy_unit",
+    "accountant",
+}
 
 
 def _metrics(d):
@@ -164,7 +209,9 @@ def test_dp_metrics_keys_and_epsilon(tiny_runs):
     assert 0 < m["delta"] < 1 / m["population"]
     for line in (d / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        assert rec["epsilon"] == pytest.approx(epsilon(m["noise_multiplier"], m["sampling_prob"], rec["round"], m["delta"]))
+        assert rec["epsilon"] == pytest.approx(
+            epsilon(m["noise_multiplier"], m["sampling_prob"], rec["round"], m["delta"])
+        )
 
 
 def test_non_private_runs_say_so(tiny_runs):
@@ -254,7 +301,7 @@ def test_run_resumed_from_checkpoint_equals_uninterrupted(tiny_runs, tmp_path):
     assert drop(_metrics(d)) == drop(m0)
     assert m["epsilon"] == m0["epsilon"]
     assert _same_params(_model_params(d), _model_params(src))
-    lines = lambda p: [drop(json.loads(l)) for l in (p / "metrics.jsonl").read_text().splitlines()]
+    lines = lambda p: [drop(json.loads(ln)) for ln in (p / "metrics.jsonl").read_text().splitlines()]
     assert lines(d) == lines(src)
 
 
@@ -268,11 +315,15 @@ def test_finished_run_is_not_overwritten(tiny_runs, tmp_path):
 
 
 def test_transformer_trains_federated_and_checkpoints(tmp_path):
-    cfg = ModelConfig(kind="transformer", vocab_size=V, embed_dim=8, hidden_dim=16, num_layers=1, num_heads=2, context=T)
+    cfg = ModelConfig(
+        kind="transformer", vocab_size=V, embed_dim=8, hidden_dim=16, num_layers=1, num_heads=2, context=T
+    )
     graphdef, params = init_params(cfg, jax.random.key(0))
     loss_fn = make_loss_fn(graphdef)
     fed = dataclasses.replace(FED, rounds=3, server_optimizer="adam", server_lr=0.05)
-    p, ledger, history = train_federated(loss_fn, params, _user_rows(), fed, DP, private=True, seed=0, ckpt_dir=tmp_path, resume=False)
+    p, ledger, history = train_federated(
+        loss_fn, params, _user_rows(), fed, DP, private=True, seed=0, ckpt_dir=tmp_path, resume=False
+    )
     assert ledger.rounds == 3 and all(np.isfinite(h["train_loss"]) for h in history)
     assert not _same_params(p, params)
     from keyboard_fl.fl.round import make_server_optimizer, server_init

@@ -91,7 +91,16 @@ def test_streamed_prefetched_rounds_equal_eager_rounds(pop_tok, tmp_path, compil
         clip_norm=0.3,
     )
     run = lambda rows, d, pre: train_federated(
-        loss_fn, params, rows, FED, dp, private=True, seed=3, ckpt_dir=tmp_path / d, resume=False, prefetch=pre,
+        loss_fn,
+        params,
+        rows,
+        FED,
+        dp,
+        private=True,
+        seed=3,
+        ckpt_dir=tmp_path / d,
+        resume=False,
+        prefetch=pre,
         fl_round=compiled_round(loss_fn, FED, dp, True, len(rows)),  # one compiled round for both runs
     )
     p0, l0, h0 = run(_eager_today(pop, tok), "eager", False)

@@ -35,7 +35,6 @@ Prints one line ``TFF_RESULT {json}`` (and writes ``--out`` if given).
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import platform
@@ -128,13 +127,16 @@ class TiedLM(tf.keras.layers.Layer):
 
     def build(self, input_shape):
         v, e, h = self.vocab, self.embed, self.hidden
-        self.embedding = self.add_weight(name="embedding", shape=(v, e),
-                                         initializer=tf.keras.initializers.RandomNormal(stddev=e**-0.5))
+        self.embedding = self.add_weight(
+            name="embedding", shape=(v, e), initializer=tf.keras.initializers.RandomNormal(stddev=e**-0.5)
+        )
         if self.cell == "cifg":
             self.w_input = self.add_weight(name="w_input", shape=(e, 3 * h), initializer="glorot_uniform")
             self.gate_bias = self.add_weight(
-                name="gate_bias", shape=(3 * h,),
-                initializer=tf.keras.initializers.Constant(np.concatenate([-np.ones(h), np.zeros(2 * h)])))
+                name="gate_bias",
+                shape=(3 * h,),
+                initializer=tf.keras.initializers.Constant(np.concatenate([-np.ones(h), np.zeros(2 * h)])),
+            )
         self.output_bias = self.add_weight(name="output_bias", shape=(v,), initializer="zeros")
         self.built = True
 
@@ -177,8 +179,9 @@ def client_datasets(args):
     rng = np.random.default_rng(args.seed)
     rows = (rng.zipf(1.2, size=(args.cohort, args.seqs, args.seq_len + 1)) % (args.vocab - FIRST_ID)) + FIRST_ID
     rows = rows.astype(np.int32)
-    return [tf.data.Dataset.from_tensor_slices((r[:, :-1], r[:, 1:])).batch(args.batch)
-            for r in rows for _ in range(1)], rows
+    return [
+        tf.data.Dataset.from_tensor_slices((r[:, :-1], r[:, 1:])).batch(args.batch) for r in rows for _ in range(1)
+    ], rows
 
 
 def main(argv=None) -> None:
@@ -220,17 +223,21 @@ def run(args) -> None:
 
     def model_fn():
         return tff.learning.models.from_keras_model(
-            keras_model(args), loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            input_spec=element_spec)
+            keras_model(args),
+            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            input_spec=element_spec,
+        )
 
     aggregator = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
-        noise_multiplier=args.noise_multiplier, clients_per_round=float(args.cohort), clip=args.clip)
+        noise_multiplier=args.noise_multiplier, clients_per_round=float(args.cohort), clip=args.clip
+    )
     t0 = time.perf_counter()
     process = tff.learning.algorithms.build_unweighted_fed_avg(
         model_fn,
         client_optimizer_fn=tff.learning.optimizers.build_sgdm(learning_rate=args.client_lr),
-        server_optimizer_fn=tff.learning.optimizers.build_adam(learning_rate=args.server_lr, beta_1=0.9,
-                                                               beta_2=0.99, epsilon=1e-3),
+        server_optimizer_fn=tff.learning.optimizers.build_adam(
+            learning_rate=args.server_lr, beta_1=0.9, beta_2=0.99, epsilon=1e-3
+        ),
         model_aggregator=aggregator,
     )
     state = process.initialize()
@@ -259,13 +266,24 @@ def run(args) -> None:
     fpt = matmul_flops_per_token(args)
     result = {
         "framework": "tff",
-        "tff": tff.__version__, "tensorflow": tf.__version__, "numpy": np.__version__,
+        "tff": tff.__version__,
+        "tensorflow": tf.__version__,
+        "numpy": np.__version__,
         "python": platform.python_version(),
         "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "cell": args.cell, "lstm_units": args.lstm_units if args.cell == "lstm" else None,
-        "vocab": args.vocab, "embed": args.embed, "hidden": args.hidden, "num_params": num_params,
-        "cohort": args.cohort, "seqs_per_client": args.seqs, "seq_len": args.seq_len, "batch": args.batch,
-        "local_epochs": args.epochs, "clip": args.clip, "noise_multiplier": args.noise_multiplier,
+        "cell": args.cell,
+        "lstm_units": args.lstm_units if args.cell == "lstm" else None,
+        "vocab": args.vocab,
+        "embed": args.embed,
+        "hidden": args.hidden,
+        "num_params": num_params,
+        "cohort": args.cohort,
+        "seqs_per_client": args.seqs,
+        "seq_len": args.seq_len,
+        "batch": args.batch,
+        "local_epochs": args.epochs,
+        "clip": args.clip,
+        "noise_multiplier": args.noise_multiplier,
         "aggregator": "DifferentiallyPrivateFactory.gaussian_fixed (unweighted, denominator = cohort)",
         "algorithm": "tff.learning.algorithms.build_unweighted_fed_avg, client SGD, server Adam",
         "build_s": round(build_s, 3),

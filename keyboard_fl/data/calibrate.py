@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter, defaultdict
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..text import targets, words
 from .population import Population, PopulationConfig
@@ -30,7 +30,7 @@ class TrigramPredictor:
         self.uni: Counter = Counter()
         self._cache: dict[tuple[str, str, int], list[str]] = {}
 
-    def fit(self, messages: Iterable[str]) -> "TrigramPredictor":
+    def fit(self, messages: Iterable[str]) -> TrigramPredictor:
         for m in messages:
             ws = words(m)
             a, b = BOS, BOS
@@ -93,8 +93,12 @@ def calibrate(source: UserSource, max_train_users: int | None = None, max_eval_u
         if max_eval_users is not None and i >= max_eval_users:
             break
         held.extend(u.test)
-    return {"heldout_users": evaluate(model, held), "train_users_test": evaluate(model, test_msgs),
-            "vocab": len(model.uni), "train_tokens": sum(model.uni.values())}
+    return {
+        "heldout_users": evaluate(model, held),
+        "train_users_test": evaluate(model, test_msgs),
+        "vocab": len(model.uni),
+        "train_tokens": sum(model.uni.values()),
+    }
 
 
 def main() -> None:
@@ -103,7 +107,11 @@ def main() -> None:
     ap.add_argument("--train-users", type=int, default=2000)
     ap.add_argument("--heldout-users", type=int, default=500)
     a = ap.parse_args()
-    pop = Population(PopulationConfig(seed=a.seed, num_train_users=a.train_users, num_heldout_users=a.heldout_users, num_public_users=0))
+    pop = Population(
+        PopulationConfig(
+            seed=a.seed, num_train_users=a.train_users, num_heldout_users=a.heldout_users, num_public_users=0
+        )
+    )
     print(json.dumps(calibrate(pop), indent=2))
 
 

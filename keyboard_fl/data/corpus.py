@@ -21,8 +21,9 @@ import contextlib
 import dataclasses
 import json
 from array import array
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, BinaryIO, Iterator, Sequence
+from typing import IO, BinaryIO
 
 import numpy as np
 
@@ -69,7 +70,11 @@ class BadLineReport:
         return sum(self.counts.values())
 
     def as_dict(self) -> dict:
-        return {"total": self.total, "counts": dict(self.counts), "examples": {k: list(v) for k, v in self.examples.items()}}
+        return {
+            "total": self.total,
+            "counts": dict(self.counts),
+            "examples": {k: list(v) for k, v in self.examples.items()},
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,9 +154,14 @@ class _Reader:
         return self._counts[split]
 
     def _describe(self, kind: str, path: str) -> dict:
-        return {"kind": kind, "path": path, "seed": self.config.split.seed,
-                "config": dataclasses.asdict(self.config),
-                "users": {s: self.num_users(s) for s in SPLITS}, "bad_lines": self.report.as_dict()}
+        return {
+            "kind": kind,
+            "path": path,
+            "seed": self.config.split.seed,
+            "config": dataclasses.asdict(self.config),
+            "users": {s: self.num_users(s) for s in SPLITS},
+            "bad_lines": self.report.as_dict(),
+        }
 
 
 class JsonlCorpus(_Reader):
@@ -220,7 +230,9 @@ class JsonlCorpus(_Reader):
         index = JsonlIndex.build(self, split, report)
         self.report = report
         tf = self.config.split.test_fraction
-        return FunctionView(len(index), lambda i: make_user(index.user_id(i), index.messages(i), split, tf), index.user_id)
+        return FunctionView(
+            len(index), lambda i: make_user(index.user_id(i), index.messages(i), split, tf), index.user_id
+        )
 
 
 class DirectoryCorpus(_Reader):
@@ -242,13 +254,20 @@ class DirectoryCorpus(_Reader):
         with open(path, "rb") as f:
             head = f.read(8192)
             if b"\x00" in head:
-                self._bad(CorpusError(path, None, BINARY_FILE, "file contains NUL bytes; expected UTF-8 text, one message per line"), report)
+                self._bad(
+                    CorpusError(
+                        path, None, BINARY_FILE, "file contains NUL bytes; expected UTF-8 text, one message per line"
+                    ),
+                    report,
+                )
                 return msgs
             f.seek(0)
             for n, raw in _read_lines(f, self.config.max_line_bytes):
                 try:
                     if raw is None:
-                        raise CorpusError(path, n, TOO_LONG, f"line longer than max_line_bytes={self.config.max_line_bytes}")
+                        raise CorpusError(
+                            path, n, TOO_LONG, f"line longer than max_line_bytes={self.config.max_line_bytes}"
+                        )
                     text = _decode(path, n, raw)
                     if not text.strip():
                         raise CorpusError(path, n, EMPTY_TEXT, "empty line")
@@ -293,7 +312,7 @@ class DirectoryCorpus(_Reader):
 
 
 # A byte-offset index of a JSONL corpus's users: their lines located, never loaded.
-# 
+#
 # One pass over the file(s) parses and validates every line (so a bad line is
 # reported with its ``file:line`` exactly as the streaming reader does) and keeps,
 # for each user of one split, where its lines are: file number, byte offset and

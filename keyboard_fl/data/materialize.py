@@ -19,8 +19,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ..text import words
 from .corpus import JsonlCorpus, ReaderConfig
@@ -65,13 +65,13 @@ def materialize(source: UserSource, out_dir: str | Path, splits: Iterable[Split]
         counts = {"users": 0, "messages": 0, "words": 0}
 
         def lines() -> Iterator[bytes]:
-            for u in source.users(split):  # streamed: the train split is read twice
-                msgs = getattr(u, field)
+            for u in source.users(split):  # streamed: the train split is read twice  # noqa: B023 (used within this iteration)
+                msgs = getattr(u, field)  # noqa: B023 (used within this iteration)
                 if msgs:
-                    counts["users"] += 1
+                    counts["users"] += 1  # noqa: B023 (used within this iteration)
                 for m in msgs:
-                    counts["messages"] += 1
-                    counts["words"] += len(words(m))
+                    counts["messages"] += 1  # noqa: B023 (used within this iteration)
+                    counts["words"] += len(words(m))  # noqa: B023 (used within this iteration)
                     yield (json.dumps({"user_id": u.user_id, "text": m}, ensure_ascii=False) + "\n").encode("utf-8")
 
         digest = _atomic_write(out / f"{stem}.jsonl", lines())
@@ -97,7 +97,7 @@ class MaterializedSource:
         self.directory = Path(directory)
         self.manifest = json.loads((self.directory / "manifest.json").read_text(encoding="utf-8"))
         if verify:
-            for stem, info in self.manifest["files"].items():
+            for _stem, info in self.manifest["files"].items():
                 got = file_sha256(self.directory / info["path"])
                 if got != info["sha256"]:
                     raise ValueError(f"{self.directory / info['path']}: sha256 {got} != manifest {info['sha256']}")
@@ -106,7 +106,9 @@ class MaterializedSource:
         if stem not in self.manifest["files"]:
             return
         # every user of the file goes to "public" when public_fraction is 1
-        r = JsonlCorpus(self.directory / f"{stem}.jsonl", ReaderConfig(split=SplitConfig(public_fraction=1.0, heldout_fraction=0.0)))
+        r = JsonlCorpus(
+            self.directory / f"{stem}.jsonl", ReaderConfig(split=SplitConfig(public_fraction=1.0, heldout_fraction=0.0))
+        )
         for u in r.users("public"):
             yield u.user_id, u.train
 
@@ -125,12 +127,13 @@ class MaterializedSource:
             raise ValueError(f"unknown split {split!r}")
 
     def _index(self, stem: str):
-        from .corpus import BadLineReport
-        from .corpus import JsonlIndex
+        from .corpus import BadLineReport, JsonlIndex
 
         if stem not in self.manifest["files"]:
             return None
-        r = JsonlCorpus(self.directory / f"{stem}.jsonl", ReaderConfig(split=SplitConfig(public_fraction=1.0, heldout_fraction=0.0)))
+        r = JsonlCorpus(
+            self.directory / f"{stem}.jsonl", ReaderConfig(split=SplitConfig(public_fraction=1.0, heldout_fraction=0.0))
+        )
         return JsonlIndex.build(r, "public", BadLineReport())
 
     def split_view(self, split: Split):
@@ -159,8 +162,12 @@ class MaterializedSource:
         return int(self.manifest["files"].get(stem, {}).get("users", 0))
 
     def describe(self) -> dict:
-        return {"kind": "materialized", "path": str(self.directory), "source": self.manifest["source"],
-                "seed": self.manifest["source"].get("seed")}
+        return {
+            "kind": "materialized",
+            "path": str(self.directory),
+            "source": self.manifest["source"],
+            "seed": self.manifest["source"].get("seed"),
+        }
 
 
 def open_source(path: str | Path, config: ReaderConfig = ReaderConfig()) -> UserSource:

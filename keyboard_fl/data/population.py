@@ -22,7 +22,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from bisect import bisect_right
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -131,8 +132,10 @@ class Population:
         chat = {t: float(self.reg.chat_topics.get(t, pop.get(t, 1.0))) for t in self._topics}
         public = {t: float(self.reg.public_topics.get(t, 0.0)) for t in self._topics}
         # per register: (topics it writes about, Dirichlet alphas); a zero-popularity topic is never used
-        self._topic_mix = {r: (tuple(t for t in self._topics if w[t] > 0), np.array([0.25 * w[t] for t in self._topics if w[t] > 0]))
-                           for r, w in (("chat", chat), ("public", public))}
+        self._topic_mix = {
+            r: (tuple(t for t in self._topics if w[t] > 0), np.array([0.25 * w[t] for t in self._topics if w[t] > 0]))
+            for r, w in (("chat", chat), ("public", public))
+        }
         self.communities = make_communities(self.reg, config.seed)
         self._community_cum = community_cum(self.reg)
         self._first = WordList(tuple(p["first_names"]), tuple(zipf_cum(len(p["first_names"]), 0.8)))
@@ -162,7 +165,7 @@ class Population:
         for i in self.user_ids(split):
             yield self.user(self.user_id(i), split)
 
-    def split_view(self, split: Split) -> "SplitView":
+    def split_view(self, split: Split) -> SplitView:
         """The users of ``split`` by index, each generated when asked (O(1) memory for any N)."""
         from .access import FunctionView
 
@@ -186,8 +189,13 @@ class Population:
 
     def describe(self) -> dict:
         c = dataclasses.asdict(self.config)
-        return {"kind": "simulated_population", "seed": self.config.seed, "config": c,
-                "users": dict(self._counts), "resources_sha256": self.res.fingerprint}
+        return {
+            "kind": "simulated_population",
+            "seed": self.config.seed,
+            "config": c,
+            "users": dict(self._counts),
+            "resources_sha256": self.res.fingerprint,
+        }
 
     # ----- generation -----------------------------------------------------
     def _name(self, s: _Stream) -> str:
@@ -234,10 +242,20 @@ class Population:
         ents = {
             "friend": uniq(person, 2 + int(s.u() * 6)),
             "partner": uniq(person, 1),
-            "pet": uniq(lambda: self._name(s) if s.u() < 0.6 else s.pick(self._petnames.values, self._petnames.cum), 1 + (s.u() < 0.2)),
-            "street": uniq(lambda: self._name(s) + " " + p["street_suffixes"][int(s.u() * len(p["street_suffixes"]))], 1),
-            "work": uniq(lambda: self._name(s) + " " + p["workplace_suffixes"][int(s.u() * len(p["workplace_suffixes"]))], 1),
-            "team": uniq(lambda: self._name(s) + " fc" if s.u() < 0.3 else s.pick(self._teams.values, self._teams.cum), 1 + (s.u() < 0.3)),
+            "pet": uniq(
+                lambda: self._name(s) if s.u() < 0.6 else s.pick(self._petnames.values, self._petnames.cum),
+                1 + (s.u() < 0.2),
+            ),
+            "street": uniq(
+                lambda: self._name(s) + " " + p["street_suffixes"][int(s.u() * len(p["street_suffixes"]))], 1
+            ),
+            "work": uniq(
+                lambda: self._name(s) + " " + p["workplace_suffixes"][int(s.u() * len(p["workplace_suffixes"]))], 1
+            ),
+            "team": uniq(
+                lambda: self._name(s) + " fc" if s.u() < 0.3 else s.pick(self._teams.values, self._teams.cum),
+                1 + (s.u() < 0.3),
+            ),
         }
         community = bisect_right(self._community_cum, s.u() * self._community_cum[-1])
         com = self.communities[community]
@@ -257,25 +275,54 @@ class Population:
         case = "lower" if cu < 0.45 else ("sentence" if cu < 0.85 else "upper_i")
         sep = (". ", ", ", " ", "! ")[bisect_right((0.45, 0.7, 0.9, 1.0), s.u())]
         persona = Persona(
-            topics=tuple(topics), topic_cum=tuple(cum), entities=ents, pet_words=pet_words,
-            pet_word_p=0.2 + 0.4 * s.u(), greet_p=0.35 * s.u(), greeting=greet,
-            signoff_p=0.25 * s.u(), signoff=sign, abbrevs=abbrevs, abbrev_p=0.5 + 0.5 * s.u(),
-            filler_p=0.25 * s.u() ** 2, fillers=fillers, emoji_p=0.35 * s.u() ** 2, emoji=emoji,
-            case=case, end_punct_p=s.u(), clause_sep=sep, mean_extra_clauses=0.1 + 1.0 * s.u() ** 2,
-            stay_on_topic_p=0.2 + 0.5 * s.u(), chatter_p=float(rng.beta(3.5, 3.5)),
-            mention_p=0.1 + 0.4 * s.u(), num_messages=n_msgs, community=community,
+            topics=tuple(topics),
+            topic_cum=tuple(cum),
+            entities=ents,
+            pet_words=pet_words,
+            pet_word_p=0.2 + 0.4 * s.u(),
+            greet_p=0.35 * s.u(),
+            greeting=greet,
+            signoff_p=0.25 * s.u(),
+            signoff=sign,
+            abbrevs=abbrevs,
+            abbrev_p=0.5 + 0.5 * s.u(),
+            filler_p=0.25 * s.u() ** 2,
+            fillers=fillers,
+            emoji_p=0.35 * s.u() ** 2,
+            emoji=emoji,
+            case=case,
+            end_punct_p=s.u(),
+            clause_sep=sep,
+            mean_extra_clauses=0.1 + 1.0 * s.u() ** 2,
+            stay_on_topic_p=0.2 + 0.5 * s.u(),
+            chatter_p=float(rng.beta(3.5, 3.5)),
+            mention_p=0.1 + 0.4 * s.u(),
+            num_messages=n_msgs,
+            community=community,
         )
         reg = self.reg
         if register == "public":  # written text: no chat habits, full sentences, more free-form prose
             lo, hi = reg.public_extra_clauses
             persona = dataclasses.replace(
-                persona, register="public", greet_p=0.0, signoff_p=0.0, abbrevs=(), filler_p=0.0, emoji_p=0.0,
-                case="sentence", end_punct_p=1.0, clause_sep=". ", mention_p=0.0,
-                chatter_p=float(rng.beta(*reg.public_chatter_beta)), mean_extra_clauses=lo + (hi - lo) * s.u())
+                persona,
+                register="public",
+                greet_p=0.0,
+                signoff_p=0.0,
+                abbrevs=(),
+                filler_p=0.0,
+                emoji_p=0.0,
+                case="sentence",
+                end_punct_p=1.0,
+                clause_sep=". ",
+                mention_p=0.0,
+                chatter_p=float(rng.beta(*reg.public_chatter_beta)),
+                mean_extra_clauses=lo + (hi - lo) * s.u(),
+            )
         else:
             lo, hi = reg.phrase_p
-            persona = dataclasses.replace(persona, phrase_p=lo + (hi - lo) * s.u(),
-                                          local_p=float(reg.community["local_p"]) * s.u())
+            persona = dataclasses.replace(
+                persona, phrase_p=lo + (hi - lo) * s.u(), local_p=float(reg.community["local_p"]) * s.u()
+            )
         return persona, s
 
     def _is_public(self, user_id: str) -> bool:
@@ -287,72 +334,15 @@ class Population:
     def messages(self, user_id: str) -> list[str]:
         """All messages of ``user_id`` in time order (a pure function of seed and id)."""
         per, s = self.persona(user_id)
-        slots, templates = self.res.slots, self.res.templates
-        ents, cw = per.entities, self.res.common_words
-        pw, pwp = per.pet_words, per.pet_word_p
-        opt_p = float(self.res.persona.get("optional_p", 0.5))
         u = s.u
-        local_p, reg, public = per.local_p, self.reg, per.register == "public"
-
-        def render(seq, out: list) -> None:
-            for node in seq:
-                if node.__class__ is str:
-                    out.append(node)
-                    continue
-                kind = node[0]
-                if kind == SLOT:
-                    name = node[1]
-                    wl = slots.get(name)
-                    if local_p and name == "place" and u() < local_p:
-                        wl = ents["local_place"]
-                    if wl is not None:
-                        out.append(wl.values[bisect_right(wl.cum, u() * wl.cum[-1])])
-                    elif name == "rare":
-                        if u() < pwp:
-                            out.append(pw[int(u() * len(pw))])
-                        else:
-                            out.append(cw.values[bisect_right(cw.cum, u() * cw.cum[-1])])
-                    elif name == "trend":
-                        out.append(trend[int(u() * len(trend))])
-                    else:
-                        e = ents[name]
-                        out.append(e.values[bisect_right(e.cum, u() * e.cum[-1])])
-                elif kind == ALT:
-                    c = node[2]
-                    render(node[1][bisect_right(c, u() * c[-1])], out)
-                elif u() < opt_p:
-                    c = node[2]
-                    render(node[1][bisect_right(c, u() * c[-1])], out)
-
-        chain, max_words = self.res.chatter, self.res.chatter_max_words
-        mention_p = per.mention_p
-        people = (ents["friend"], ents["friend"], ents["partner"])
-
-        def chatter() -> str:
-            out: list[str] = []
-            state = "START"
-            while len(out) < max_words:
-                nxt, c, _ = chain[state]
-                state = nxt[bisect_right(c, u() * c[-1])]
-                if state == "END":
-                    break
-                slot = chain[state][2]
-                if slot == "rare":
-                    out.append(pw[int(u() * len(pw))] if u() < pwp else cw.values[bisect_right(cw.cum, u() * cw.cum[-1])])
-                elif state == "subj" and u() < mention_p:
-                    e = people[int(u() * 3)]
-                    out.append(e.values[bisect_right(e.cum, u() * e.cum[-1])])
-                else:
-                    wl = slots[slot]
-                    out.append(wl.values[bisect_right(wl.cum, u() * wl.cum[-1])])
-            return " ".join(out)
-
+        reg, public = self.reg, per.register == "public"
+        templates = self.res.templates
+        render, chatter, trend, people = self._clause_makers(per, u)
         topics, tcum = per.topics, per.topic_cum
         chatter_p = per.chatter_p
         msgs: list[str] = []
         topic = topics[0]
         lam = per.mean_extra_clauses
-        trend: tuple[str, ...] = ()
         for i in range(per.num_messages):
             if u() >= per.stay_on_topic_p:
                 topic = topics[bisect_right(tcum, u() * tcum[-1])]
@@ -379,8 +369,8 @@ class Population:
                     c += " " + per.fillers[int(u() * len(per.fillers))]
                 clauses.append(c)
             if not public:
-                trend = active_trends(reg, i / per.num_messages)
-                if trend and u() < reg.trend_p:
+                trend[0] = active_trends(reg, i / per.num_messages)
+                if trend[0] and u() < reg.trend_p:
                     out = []
                     render(reg.trend_templates[int(u() * len(reg.trend_templates))], out)
                     clauses.append("".join(out))
@@ -392,33 +382,112 @@ class Population:
             msg = clauses[0]
             for c in clauses[1:]:
                 msg += (" " if msg[-1] in ".!?" else per.clause_sep) + c
-            if u() < per.greet_p:
-                g = per.greeting
-                gw = g.values[bisect_right(g.cum, u() * g.cum[-1])]
-                if u() < mention_p:
-                    e = people[int(u() * 3)]
-                    gw += " " + e.values[bisect_right(e.cum, u() * e.cum[-1])]
-                msg = gw + (" " if u() < 0.6 else ", ") + msg
-            if u() < per.signoff_p:
-                g = per.signoff
-                msg = msg + (" " if msg[-1] in ".!?" else ", ") + g.values[bisect_right(g.cum, u() * g.cum[-1])]
-            if per.abbrevs:
-                m = " " + msg + " "
-                for full, ab in per.abbrevs:
-                    if full in m and u() < per.abbrev_p:
-                        m = m.replace(full, ab)
-                msg = m[1:-1]
-            if msg[-1] not in ".!?" and u() < per.end_punct_p:
-                msg += "?" if msg.startswith(("what", "are", "can", "did", "do", "how", "is", "wanna", "have", "when")) else ("!" if u() < 0.3 else ".")
-            if u() < per.emoji_p:
-                msg += " " + per.emoji[int(u() * len(per.emoji))]
-            if per.case != "lower":
-                m = " " + msg + " "
-                m = m.replace(" i ", " I ").replace(" i'", " I'").replace(" im ", " Im ")
-                msg = m[1:-1]
-                if per.case == "sentence":
-                    msg = msg[0].upper() + msg[1:]
+            msg = self._decorate(per, msg, u, people)
             if public:
                 msg = to_public(msg, reg) or "It was fine."
             msgs.append(msg)
         return msgs
+
+    def _clause_makers(self, per: Persona, u):
+        """``(render, chatter, trend, people)`` for one user's stream ``u``: template rendering,
+        free-form chatter, the trend words now active (a one-item list the message loop updates)
+        and the people a message may name. Every draw comes from ``u``, in generation order."""
+        slots = self.res.slots
+        ents, cw = per.entities, self.res.common_words
+        pw, pwp = per.pet_words, per.pet_word_p
+        opt_p = float(self.res.persona.get("optional_p", 0.5))
+        local_p = per.local_p
+        trend: list[tuple[str, ...]] = [()]
+
+        def render(seq, out: list) -> None:
+            for node in seq:
+                if node.__class__ is str:
+                    out.append(node)
+                    continue
+                kind = node[0]
+                if kind == SLOT:
+                    name = node[1]
+                    wl = slots.get(name)
+                    if local_p and name == "place" and u() < local_p:
+                        wl = ents["local_place"]
+                    if wl is not None:
+                        out.append(wl.values[bisect_right(wl.cum, u() * wl.cum[-1])])
+                    elif name == "rare":
+                        if u() < pwp:
+                            out.append(pw[int(u() * len(pw))])
+                        else:
+                            out.append(cw.values[bisect_right(cw.cum, u() * cw.cum[-1])])
+                    elif name == "trend":
+                        out.append(trend[0][int(u() * len(trend[0]))])
+                    else:
+                        e = ents[name]
+                        out.append(e.values[bisect_right(e.cum, u() * e.cum[-1])])
+                elif kind == ALT:
+                    c = node[2]
+                    render(node[1][bisect_right(c, u() * c[-1])], out)
+                elif u() < opt_p:
+                    c = node[2]
+                    render(node[1][bisect_right(c, u() * c[-1])], out)
+
+        chain, max_words = self.res.chatter, self.res.chatter_max_words
+        mention_p = per.mention_p
+        people = (ents["friend"], ents["friend"], ents["partner"])
+
+        def chatter() -> str:
+            out: list[str] = []
+            state = "START"
+            while len(out) < max_words:
+                nxt, c, _ = chain[state]
+                state = nxt[bisect_right(c, u() * c[-1])]
+                if state == "END":
+                    break
+                slot = chain[state][2]
+                if slot == "rare":
+                    out.append(
+                        pw[int(u() * len(pw))] if u() < pwp else cw.values[bisect_right(cw.cum, u() * cw.cum[-1])]
+                    )
+                elif state == "subj" and u() < mention_p:
+                    e = people[int(u() * 3)]
+                    out.append(e.values[bisect_right(e.cum, u() * e.cum[-1])])
+                else:
+                    wl = slots[slot]
+                    out.append(wl.values[bisect_right(wl.cum, u() * wl.cum[-1])])
+            return " ".join(out)
+
+        return render, chatter, trend, people
+
+    @staticmethod
+    def _decorate(per: Persona, msg: str, u, people) -> str:
+        """Greeting, sign-off, abbreviations, end punctuation, emoji and casing of one message."""
+        mention_p = per.mention_p
+        if u() < per.greet_p:
+            g = per.greeting
+            gw = g.values[bisect_right(g.cum, u() * g.cum[-1])]
+            if u() < mention_p:
+                e = people[int(u() * 3)]
+                gw += " " + e.values[bisect_right(e.cum, u() * e.cum[-1])]
+            msg = gw + (" " if u() < 0.6 else ", ") + msg
+        if u() < per.signoff_p:
+            g = per.signoff
+            msg = msg + (" " if msg[-1] in ".!?" else ", ") + g.values[bisect_right(g.cum, u() * g.cum[-1])]
+        if per.abbrevs:
+            m = " " + msg + " "
+            for full, ab in per.abbrevs:
+                if full in m and u() < per.abbrev_p:
+                    m = m.replace(full, ab)
+            msg = m[1:-1]
+        if msg[-1] not in ".!?" and u() < per.end_punct_p:
+            msg += (
+                "?"
+                if msg.startswith(("what", "are", "can", "did", "do", "how", "is", "wanna", "have", "when"))
+                else ("!" if u() < 0.3 else ".")
+            )
+        if u() < per.emoji_p:
+            msg += " " + per.emoji[int(u() * len(per.emoji))]
+        if per.case != "lower":
+            m = " " + msg + " "
+            m = m.replace(" i ", " I ").replace(" i'", " I'").replace(" im ", " Im ")
+            msg = m[1:-1]
+            if per.case == "sentence":
+                msg = msg[0].upper() + msg[1:]
+        return msg

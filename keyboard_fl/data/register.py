@@ -27,11 +27,18 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from keyboard_fl.rng import Stream, generator
 
-from .resources import DEFAULT_LANG_DIR, PERSONAL_SLOTS, Seq, TemplateError, WordList, parse_template, template_slots, zipf_cum
+from .resources import (
+    DEFAULT_LANG_DIR,
+    PERSONAL_SLOTS,
+    Seq,
+    TemplateError,
+    WordList,
+    parse_template,
+    template_slots,
+    zipf_cum,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,8 +84,9 @@ def _pair(d: dict, key: str, where: str) -> tuple[float, float]:
 
 
 @functools.lru_cache(maxsize=8)
-def load_register(lang_dir: str | Path | None = None, topics: tuple[str, ...] = (),
-                  unchat: tuple[tuple[str, str], ...] = ()) -> Register:
+def load_register(
+    lang_dir: str | Path | None = None, topics: tuple[str, ...] = (), unchat: tuple[tuple[str, str], ...] = ()
+) -> Register:
     """Parse ``<lang_dir>/register.json``; errors name the file and the field.
 
     ``unchat``: (chat form, written form) pairs applied before ``public.rewrite``
@@ -120,14 +128,21 @@ def load_register(lang_dir: str | Path | None = None, topics: tuple[str, ...] = 
         seq = parse_template(t, f"{where}.trends.templates[{i}]")
         bad = template_slots(seq) - {"trend"} - PERSONAL_SLOTS
         if bad:
-            raise TemplateError(f"{where}.trends.templates[{i}]: slot(s) {sorted(bad)} (only {{trend}} and personal slots)")
+            raise TemplateError(
+                f"{where}.trends.templates[{i}]: slot(s) {sorted(bad)} (only {{trend}} and personal slots)"
+            )
         tts.append(seq)
     return Register(
-        public_topics=pt, chat_topics=ct, public_chatter_beta=_pair(pub, "chatter_beta", f"{where}.public"),
-        public_extra_clauses=_pair(pub, "extra_clauses", f"{where}.public"), rewrite=rewrite,
+        public_topics=pt,
+        chat_topics=ct,
+        public_chatter_beta=_pair(pub, "chatter_beta", f"{where}.public"),
+        public_extra_clauses=_pair(pub, "extra_clauses", f"{where}.public"),
+        rewrite=rewrite,
         phrase_p=_pair(chat, "phrase_p", f"{where}.chat"),
-        phrases=WordList(tuple(phrases), tuple(zipf_cum(len(phrases), 1.0))), community=com,
-        trend_p=float(_field(tr, "p", f"{where}.trends")), trends=tuple(sorted(trends, key=lambda x: x[1])),
+        phrases=WordList(tuple(phrases), tuple(zipf_cum(len(phrases), 1.0))),
+        community=com,
+        trend_p=float(_field(tr, "p", f"{where}.trends")),
+        trends=tuple(sorted(trends, key=lambda x: x[1])),
         trend_templates=tuple(tts),
     )
 
@@ -156,9 +171,11 @@ def make_communities(reg: Register, seed: int) -> tuple[Community, ...]:
         raise ValueError(f"register.json communities: too few name parts for {c['count']} distinct communities")
 
     return tuple(
-        Community(names(c["place_first"], c["place_second"], int(c["places"])),
-                  names(c["place_first"], c["team_second"], int(c["teams"])),
-                  names(c["event_first"], c["event_second"], int(c["events"])))
+        Community(
+            names(c["place_first"], c["place_second"], int(c["places"])),
+            names(c["place_first"], c["team_second"], int(c["teams"])),
+            names(c["event_first"], c["event_second"], int(c["events"])),
+        )
         for _ in range(int(c["count"]))
     )
 
@@ -187,7 +204,11 @@ def to_public(msg: str, reg: Register) -> str:
         return ""
     msg = (" " + msg + " ").replace(" i ", " I ").replace(",,", ",")[1:-1]
     msg = _SENT.sub(lambda m: m.group(1) + m.group(2).upper(), msg[0].upper() + msg[1:])
-    return msg + ("?" if msg.lower().startswith(("what", "how", "are", "can", "did", "do ", "is ", "have", "when", "where")) else ".")
+    return msg + (
+        "?"
+        if msg.lower().startswith(("what", "how", "are", "can", "did", "do ", "is ", "have", "when", "where"))
+        else "."
+    )
 
 
 def chat_markers(reg: Register, communities: tuple[Community, ...], persona: dict) -> dict[str, frozenset[str]]:

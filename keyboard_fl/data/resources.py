@@ -123,7 +123,9 @@ class Resources:
     templates: dict[str, tuple[Seq, ...]]  # topic -> compiled clause templates
     persona: dict[str, Any]  # persona.json as parsed
     common_words: WordList  # long tail of English, weighted by frequency
-    chatter: dict[str, tuple[tuple[str, ...], tuple[float, ...], str]]  # state -> (next states, cum weights, slot emitted); "START" included
+    chatter: dict[
+        str, tuple[tuple[str, ...], tuple[float, ...], str]
+    ]  # state -> (next states, cum weights, slot emitted); "START" included
     chatter_max_words: int  # cap on a chatter clause's length
     fingerprint: str  # sha256 over every file of lang_dir: a changed resource changes the data
 
@@ -141,8 +143,9 @@ def _lines(path: Path) -> list[str]:
     return out
 
 
-PERSONAL_SLOTS = frozenset({"friend", "pet", "street", "team", "work", "partner", "rare",
-                            "local_place", "local_team", "local_event"})  # local_*: the user's community (register.py)
+PERSONAL_SLOTS = frozenset(
+    {"friend", "pet", "street", "team", "work", "partner", "rare", "local_place", "local_team", "local_event"}
+)  # local_*: the user's community (register.py)
 
 
 @functools.lru_cache(maxsize=8)
@@ -190,8 +193,16 @@ def load_resources(lang_dir: str | Path | None = None, slot_exponent: float = 0.
                 raise TemplateError(f"{root / 'chatter.json'}: state {n!r} (after {state!r}) has no transitions")
             if chain[n][2] not in slots and chain[n][2] != "rare":
                 raise TemplateError(f"{root / 'chatter.json'}: state {n!r} emits unknown slot {chain[n][2]!r}")
-    return Resources(root, slots, templates, persona, WordList(tuple(words), tuple(cum)), chain, int(ch["max_words"]),
-                     fingerprint(root))
+    return Resources(
+        root,
+        slots,
+        templates,
+        persona,
+        WordList(tuple(words), tuple(cum)),
+        chain,
+        int(ch["max_words"]),
+        fingerprint(root),
+    )
 
 
 def fingerprint(root: Path) -> str:

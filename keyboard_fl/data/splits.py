@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from typing import Iterator, Literal, Protocol, Sequence, runtime_checkable
+from collections.abc import Iterator, Sequence
+from typing import Literal, Protocol, runtime_checkable
 
 Split = Literal["train", "heldout", "public"]
 SPLITS: tuple[Split, ...] = ("train", "heldout", "public")
@@ -74,7 +75,7 @@ class SplitConfig:
 
 def hash_unit(seed: int, user_id: str) -> float:
     """A stable number in [0, 1) for ``(seed, user_id)`` (blake2b, no hash randomization)."""
-    d = hashlib.blake2b(f"{seed}\x00{user_id}".encode("utf-8"), digest_size=8).digest()
+    d = hashlib.blake2b(f"{seed}\x00{user_id}".encode(), digest_size=8).digest()
     return int.from_bytes(d, "big") / 2.0**64
 
 

@@ -6,8 +6,8 @@ The CLI renders these with rich; nothing here prints.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -20,8 +20,14 @@ def distribution(values: Sequence[int]) -> dict:
     if not len(values):
         return {"min": 0, "mean": 0.0, "median": 0.0, "p90": 0.0, "p99": 0.0, "max": 0}
     a = np.asarray(values, dtype=np.float64)
-    return {"min": int(a.min()), "mean": float(a.mean()), "median": float(np.median(a)),
-            "p90": float(np.percentile(a, 90)), "p99": float(np.percentile(a, 99)), "max": int(a.max())}
+    return {
+        "min": int(a.min()),
+        "mean": float(a.mean()),
+        "median": float(np.median(a)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "max": int(a.max()),
+    }
 
 
 def _messages(user, part: str) -> tuple[str, ...]:
@@ -30,8 +36,16 @@ def _messages(user, part: str) -> tuple[str, ...]:
     return getattr(user, part)
 
 
-def compute_stats(source: UserSource, split: Split = "train", *, part: str = "all", max_users: int | None = None,
-                  overlap_pairs: int = 500, num_samples: int = 12, seed: int = 0) -> dict:
+def compute_stats(
+    source: UserSource,
+    split: Split = "train",
+    *,
+    part: str = "all",
+    max_users: int | None = None,
+    overlap_pairs: int = 500,
+    num_samples: int = 12,
+    seed: int = 0,
+) -> dict:
     """Counts, per-user distributions, vocabulary, overlap and samples of one split.
 
     ``part``: ``"train"``, ``"test"`` or ``"all"`` (both) messages of each user.
@@ -73,8 +87,13 @@ def compute_stats(source: UserSource, split: Split = "train", *, part: str = "al
                 jac.append(len(a & b) / len(a | b))
     personal_types = [w for w, c in users_of.items() if c <= 1]
     return {
-        "split": split, "part": part, "users": n_users, "messages": n_msgs, "words": n_words,
-        "words_per_user": distribution(wpu), "messages_per_user": distribution(mpu),
+        "split": split,
+        "part": part,
+        "users": n_users,
+        "messages": n_msgs,
+        "words": n_words,
+        "words_per_user": distribution(wpu),
+        "messages_per_user": distribution(mpu),
         "vocabulary_size": len(vocab),
         "mean_pairwise_jaccard": float(np.mean(jac)) if jac else 0.0,
         "personal_word_fraction": len(personal_types) / max(len(vocab), 1),  # share of word types used by <= 1 user
@@ -86,7 +105,9 @@ def compute_stats(source: UserSource, split: Split = "train", *, part: str = "al
 population_stats = compute_stats  # the name the CLI uses
 
 
-def rank_frequency(source: UserSource, split: Split = "train", part: str = "all", max_users: int | None = None) -> list[int]:
+def rank_frequency(
+    source: UserSource, split: Split = "train", part: str = "all", max_users: int | None = None
+) -> list[int]:
     """Word counts sorted descending (rank 1 first)."""
     c: Counter = Counter()
     for i, user in enumerate(source.users(split)):
@@ -97,8 +118,15 @@ def rank_frequency(source: UserSource, split: Split = "train", part: str = "all"
     return sorted(c.values(), reverse=True)
 
 
-def rank_frequency_plot(source: UserSource, path: str | Path, split: Split = "train", *, part: str = "all",
-                        max_users: int | None = None, reference_n: int = 20_000) -> Path:
+def rank_frequency_plot(
+    source: UserSource,
+    path: str | Path,
+    split: Split = "train",
+    *,
+    part: str = "all",
+    max_users: int | None = None,
+    reference_n: int = 20_000,
+) -> Path:
     """Save a log-log rank-frequency PNG of ``source`` beside wordfreq's English list.
 
     Needs ``matplotlib``; the reference curve needs ``wordfreq`` (skipped with a
@@ -137,9 +165,17 @@ def _ngrams(ws: list[str], ns: tuple[int, ...]) -> set[str]:
     return {" ".join(ws[i : i + n]) for n in ns for i in range(len(ws) - n + 1)}
 
 
-def register_gap_stats(source: UserSource, split: Split = "train", *, max_users: int | None = 2000,
-                       vocab_size: int = 10_000, min_share: float = 0.05, ngram: tuple[int, ...] = (2, 3),
-                       min_personal_uses: int = 3, top: int = 5) -> dict:
+def register_gap_stats(
+    source: UserSource,
+    split: Split = "train",
+    *,
+    max_users: int | None = 2000,
+    vocab_size: int = 10_000,
+    min_share: float = 0.05,
+    ngram: tuple[int, ...] = (2, 3),
+    min_personal_uses: int = 3,
+    top: int = 5,
+) -> dict:
     """What private typing holds that the public split lacks, by kind.
 
     * ``shared_phrases``: word n-grams (``ngram``) typed by at least ``min_share``
@@ -179,8 +215,11 @@ def register_gap_stats(source: UserSource, split: Split = "train", *, max_users:
         users_of_gram.update(g for g in grams if g not in pub_grams)
         users_of_word.update(wc.keys())
         uses.update(wc)
-    shared = [(g, c / max(n_users, 1)) for g, c in users_of_gram.most_common()
-              if c >= min_share * n_users and all(w in vocab for w in g.split())]
+    shared = [
+        (g, c / max(n_users, 1))
+        for g, c in users_of_gram.most_common()
+        if c >= min_share * n_users and all(w in vocab for w in g.split())
+    ]
     shown: list[tuple[str, float]] = []
     seen: set[str] = set()  # word bigrams of the phrases shown: overlapping n-grams of one phrase are shown once
     for g, share in shared:
@@ -188,11 +227,16 @@ def register_gap_stats(source: UserSource, split: Split = "train", *, max_users:
         if len(shown) < top and not bi & seen:
             shown.append((g, share))
         seen |= bi
-    single = sorted((w for w, c in users_of_word.items() if c == 1 and uses[w] >= min_personal_uses and w not in pub_counts),
-                    key=lambda w: (-uses[w], w))  # most typed first: the names a user keeps typing
+    single = sorted(
+        (w for w, c in users_of_word.items() if c == 1 and uses[w] >= min_personal_uses and w not in pub_counts),
+        key=lambda w: (-uses[w], w),
+    )  # most typed first: the names a user keeps typing
     return {
-        "users": n_users, "public_vocabulary": len(vocab),
+        "users": n_users,
+        "public_vocabulary": len(vocab),
         "oov_rate": n_oov / max(n_words, 1),
-        "shared_phrases": len(shared), "top_shared_phrases": [{"phrase": g, "user_share": s} for g, s in shown],
-        "single_user_words": len(single), "single_user_word_examples": single[:top],
+        "shared_phrases": len(shared),
+        "top_shared_phrases": [{"phrase": g, "user_share": s} for g, s in shown],
+        "single_user_words": len(single),
+        "single_user_word_examples": single[:top],
     }

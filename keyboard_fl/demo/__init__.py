@@ -11,7 +11,9 @@ from pathlib import Path
 DEFAULT_RUNS_ROOT = Path("runs/main")
 
 
-def demo_command(runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: int = 8000, backend: str = "jax") -> None:
+def demo_command(
+    runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: int = 8000, backend: str = "jax"
+) -> None:
     """Serve the demo for every finished run under ``runs_root`` at http://host:port/.
 
     Raises :class:`keyboard_fl.runs.RunNotFound` (a FileNotFoundError)

@@ -27,8 +27,8 @@ import sys
 import threading
 import time
 import unicodedata
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -147,8 +147,11 @@ def ondevice_files(model: _Model) -> dict | None:
 
     int8 = (d / INT8_NAME).is_file()
     return {
-        "manifest": url(MANIFEST_NAME), "tokenizer": url(TOKENIZER_JSON), "words": url(WORDS_TXT),
-        "model": url(INT8_NAME if int8 else FLOAT_NAME), "model_float": url(FLOAT_NAME),
+        "manifest": url(MANIFEST_NAME),
+        "tokenizer": url(TOKENIZER_JSON),
+        "words": url(WORDS_TXT),
+        "model": url(INT8_NAME if int8 else FLOAT_NAME),
+        "model_float": url(FLOAT_NAME),
         "precision": "int8" if int8 else "float32",
     }
 
@@ -156,11 +159,13 @@ def ondevice_files(model: _Model) -> dict | None:
 TOKENIZER_JSON, WORDS_TXT = "tokenizer.json", "words.txt"
 ORT_DIR = STATIC / "vendor" / "onnxruntime-web"
 ORT_MEDIA = {  # the runtime files the page loads (application/wasm: the browser compiles while it downloads)
-    "ort.wasm.min.mjs": "text/javascript", "ort-wasm-simd-threaded.mjs": "text/javascript",
+    "ort.wasm.min.mjs": "text/javascript",
+    "ort-wasm-simd-threaded.mjs": "text/javascript",
     "ort-wasm-simd-threaded.wasm": "application/wasm",
 }
 EXPORT_FILES = {  # the only files of an export the page may fetch, with their media types
-    "manifest.json": "application/json", "model.onnx": "application/octet-stream",
+    "manifest.json": "application/json",
+    "model.onnx": "application/octet-stream",
     "model.int8.onnx": "application/octet-stream",
     TOKENIZER_JSON: "application/json",
     WORDS_TXT: "text/plain; charset=utf-8",
@@ -202,29 +207,8 @@ def _load_all(runs: Mapping[str, Path | LoadedRun]) -> dict[str, _Model]:
     return models
 
 
-def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True, export: bool = False) -> FastAPI:
-    """The demo app over ``runs`` (name → run directory, or an already loaded run).
-
-    Each model is loaded once, here; with ``warmup`` every model answers a few
-    requests before the app starts so the first key press is not a compile.
-    With ``export`` a run without a complete export is exported first, so the
-    page can run it on the device.
-    """
-    if not runs:
-        raise RunNotFound("no trained runs to serve: train some with `keyboard-fl main` (writes runs/main/)")
-    if export:
-        ensure_exports(runs)
-    models = _load_all(runs)
-    if warmup:
-        for m in models.values():
-            for probe in ("", "a", "a "):
-                m.suggester.suggest(probe, NUM_SUGGESTIONS)
-
-    # The OpenAPI schema is served (clients, fuzzers); the interactive docs pages load a CDN, so stay off.
-    app = FastAPI(
-        title="keyboard_fl demo", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json"
-    )
-    app.state.models = models
+def _install_handlers(app: FastAPI) -> None:
+    """Security headers on every response; errors as small JSON bodies that never quote the input."""
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
@@ -250,8 +234,14 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True, exp
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
         # Report where the problem is, never the input values.
-        where = "; ".join(".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg", "")) for e in exc.errors())
+        where = "; ".join(
+            ".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg", "")) for e in exc.errors()
+        )
         return _error(422, f"invalid request: {where}")
+
+
+def _add_file_routes(app: FastAPI, models: dict) -> None:
+    """The page, its static files, the vendored runtime and each model's on-device export."""
 
     @app.get("/", include_in_schema=False)
     def index():
@@ -277,6 +267,34 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True, exp
         if model is None or file not in EXPORT_FILES or ondevice_files(model) is None:
             raise ApiError(404, "no such export file (see GET /api/models: each model's 'ondevice')")
         return FileResponse(model.export / file, media_type=EXPORT_FILES[file])
+
+
+def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True, export: bool = False) -> FastAPI:
+    """The demo app over ``runs`` (name → run directory, or an already loaded run).
+
+    Each model is loaded once, here; with ``warmup`` every model answers a few
+    requests before the app starts so the first key press is not a compile.
+    With ``export`` a run without a complete export is exported first, so the
+    page can run it on the device.
+    """
+    if not runs:
+        raise RunNotFound("no trained runs to serve: train some with `keyboard-fl main` (writes runs/main/)")
+    if export:
+        ensure_exports(runs)
+    models = _load_all(runs)
+    if warmup:
+        for m in models.values():
+            for probe in ("", "a", "a "):
+                m.suggester.suggest(probe, NUM_SUGGESTIONS)
+
+    # The OpenAPI schema is served (clients, fuzzers); the interactive docs pages load a CDN, so stay off.
+    app = FastAPI(
+        title="keyboard_fl demo", version=__version__, docs_url=None, redoc_url=None, openapi_url="/openapi.json"
+    )
+    app.state.models = models
+
+    _install_handlers(app)
+    _add_file_routes(app, models)
 
     @app.get("/api/models")
     def list_models():
@@ -346,9 +364,7 @@ def _answer(model: _Model, text: str) -> JSONResponse:
     except Exception as e:  # noqa: BLE001 - never let the message (it may quote the text) reach a log
         log.error("suggestion failed in model %s: %s", model.info["name"], type(e).__name__)
         return _error(500, "the model failed on this input")
-    return JSONResponse(
-        {"model": model.info["name"], "suggestions": words, "kind": kind, "ms": round(ms, 3)}
-    )
+    return JSONResponse({"model": model.info["name"], "suggestions": words, "kind": kind, "ms": round(ms, 3)})
 
 
 def _default_model(models: Mapping[str, _Model]) -> str:
@@ -372,11 +388,18 @@ def _check_port(host: str, port: int) -> None:
         try:
             s.bind(addr)
         except OSError as e:
-            raise OSError(f"cannot listen on {host}:{port}: {e.strerror} (another demo running? pick another --port)") from None
+            raise OSError(
+                f"cannot listen on {host}:{port}: {e.strerror} (another demo running? pick another --port)"
+            ) from None
 
 
 def serve(
-    runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: int = 8000, *, access_log: bool = False, backend: str = "jax"
+    runs_root: Path = DEFAULT_RUNS_ROOT,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    access_log: bool = False,
+    backend: str = "jax",
 ) -> None:
     """Discover the finished runs under ``runs_root`` and serve the demo until interrupted."""
     import uvicorn

@@ -55,8 +55,11 @@ def run_canaries(run_dir: Path, metrics: dict) -> dict:
         for i, c in enumerate(canaries)
     ]
     return {
-        "trained_with_canaries": True, "prefix": cfg.canaries.prefix, "words": cfg.canaries.digits,
-        "canaries": rows, "audited": audit is not None,
+        "trained_with_canaries": True,
+        "prefix": cfg.canaries.prefix,
+        "words": cfg.canaries.digits,
+        "canaries": rows,
+        "audited": audit is not None,
     }
 
 

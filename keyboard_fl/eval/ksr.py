@@ -28,7 +28,7 @@ everything but one tap per target word; a strip that is never right has KSR 0.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from keyboard_fl import text as _text
 from keyboard_fl.suggester import Suggester

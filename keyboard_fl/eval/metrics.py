@@ -32,8 +32,8 @@ Undefined ratios (no targets) are ``nan``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 

@@ -10,7 +10,7 @@ before every target, then one jitted beam search serves thousands of targets.
 from __future__ import annotations
 
 import functools
-from typing import Iterable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -68,9 +68,16 @@ def predict_messages(
         state = jax.tree.map(lambda s: np.pad(s, [(0, pad)] + [(0, 0)] * (s.ndim - 1)), state)
         logits = np.pad(logits, [(0, pad), (0, 0)])
         pieces, scores = word_search(
-            graphdef, params, state, logits,
-            jnp.broadcast_to(allowed, (size, *allowed.shape)), jnp.asarray(advance),
-            jnp.zeros((size,), jnp.int32), boundary, beam=search.beam, depth=search.depth,
+            graphdef,
+            params,
+            state,
+            logits,
+            jnp.broadcast_to(allowed, (size, *allowed.shape)),
+            jnp.asarray(advance),
+            jnp.zeros((size,), jnp.int32),
+            boundary,
+            beam=search.beam,
+            depth=search.depth,
         )
         pieces, scores = np.asarray(pieces), np.asarray(scores)
         for j, (mi, word) in enumerate(pending_meta):
@@ -96,7 +103,7 @@ def predict_messages(
         if not meta:
             continue
         rows, cols = np.asarray(rows), np.asarray(cols)
-        pending_state.append(jax.tree.map(lambda s: np.asarray(s)[rows, cols], states))
+        pending_state.append(jax.tree.map(lambda s: np.asarray(s)[rows, cols], states))  # noqa: B023 (used within this iteration)  # noqa: B023 (used within this iteration)
         pending_logits.append(np.asarray(logits)[rows, cols])
         pending_meta.extend(meta)
         if len(pending_meta) >= search_batch:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import Counter
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -93,8 +93,7 @@ class _Level:
         disc = _discounted(counts, d)
         self.d = d
         self.seg = {
-            key: (ids[s:e], disc[s:e] / t, float(g))
-            for key, s, e, t, g in zip(ctx_keys, starts, ends, totals, gammas)
+            key: (ids[s:e], disc[s:e] / t, float(g)) for key, s, e, t, g in zip(ctx_keys, starts, ends, totals, gammas)
         }
 
     def apply(self, key, lower: np.ndarray, cand: np.ndarray | None = None) -> np.ndarray:
@@ -122,7 +121,9 @@ class KneserNeyTrigram(StripMixin):
     the instance (results only, bounded); the model itself never changes.
     """
 
-    def __init__(self, tokens: list[str], levels: tuple[_Level, _Level], p_uni: np.ndarray, unigram_discounts: Discounts):
+    def __init__(
+        self, tokens: list[str], levels: tuple[_Level, _Level], p_uni: np.ndarray, unigram_discounts: Discounts
+    ):
         self.tokens = tokens  # id → token: SPECIALS, then the sorted vocabulary
         self._words = tokens[_FIRST_WORD:]
         self._ids = {w: i for i, w in enumerate(tokens)}
@@ -136,7 +137,7 @@ class KneserNeyTrigram(StripMixin):
 
     # ---------------------------------------------------------------- fitting
     @classmethod
-    def fit(cls, messages: Iterable[str], *, vocab: set[str] | None = None, min_count: int = 1) -> "KneserNeyTrigram":
+    def fit(cls, messages: Iterable[str], *, vocab: set[str] | None = None, min_count: int = 1) -> KneserNeyTrigram:
         """Count trigrams over ``text.words`` of each message and smooth them.
 
         ``vocab`` (normalized words) fixes the vocabulary exactly, including
@@ -286,7 +287,7 @@ class KneserNeyTrigram(StripMixin):
         if seg is None:
             cand = uk
         else:
-            s2 = seg[0][np.searchsorted(seg[0], _FIRST_WORD):]  # ids sorted; specials first
+            s2 = seg[0][np.searchsorted(seg[0], _FIRST_WORD) :]  # ids sorted; specials first
             pos = np.minimum(np.searchsorted(s2, uk), max(len(s2) - 1, 0))
             fresh = uk if len(s2) == 0 else uk[s2[pos] != uk]
             cand = np.concatenate([s2, fresh])

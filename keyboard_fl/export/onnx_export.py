@@ -20,8 +20,9 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,12 @@ from keyboard_fl.strip import SearchConfig
 _INFO_KEYS = ("name", "mode", "private", "epsilon", "delta", "privacy", "top1", "top3", "ksr", "params")
 ACCOUNTING_KEYS = ("accountant", "neighbouring", "noise_multiplier", "clip_norm")  # copied from a run's metrics
 OPSET = 17
-FLOAT_NAME, INT8_NAME, MANIFEST_NAME, TOKENIZER_NAME = "model.onnx", "model.int8.onnx", "manifest.json", "tokenizer.model"
+FLOAT_NAME, INT8_NAME, MANIFEST_NAME, TOKENIZER_NAME = (
+    "model.onnx",
+    "model.int8.onnx",
+    "manifest.json",
+    "tokenizer.model",
+)
 
 
 def cifg_weights(model) -> dict[str, np.ndarray]:
@@ -85,13 +91,18 @@ def build_step_graph(w: dict[str, np.ndarray]):
     ]
     f = TensorProto.FLOAT
     graph = helper.make_graph(
-        nodes, "cifg_step",
-        [helper.make_tensor_value_info("token", TensorProto.INT32, ["batch"]),
-         helper.make_tensor_value_info("c", f, ["batch", hid]),
-         helper.make_tensor_value_info("h", f, ["batch", e])],
-        [helper.make_tensor_value_info("logits", f, ["batch", v]),
-         helper.make_tensor_value_info("c_out", f, ["batch", hid]),
-         helper.make_tensor_value_info("h_out", f, ["batch", e])],
+        nodes,
+        "cifg_step",
+        [
+            helper.make_tensor_value_info("token", TensorProto.INT32, ["batch"]),
+            helper.make_tensor_value_info("c", f, ["batch", hid]),
+            helper.make_tensor_value_info("h", f, ["batch", e]),
+        ],
+        [
+            helper.make_tensor_value_info("logits", f, ["batch", v]),
+            helper.make_tensor_value_info("c_out", f, ["batch", hid]),
+            helper.make_tensor_value_info("h_out", f, ["batch", e]),
+        ],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="keyboard_fl")
@@ -108,8 +119,17 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_run(graphdef, params, tokenizer, info: Mapping[str, Any], out_dir, *, words: Sequence[str],
-               search: SearchConfig = SearchConfig(), quantize: bool = True) -> dict:
+def export_run(
+    graphdef,
+    params,
+    tokenizer,
+    info: Mapping[str, Any],
+    out_dir,
+    *,
+    words: Sequence[str],
+    search: SearchConfig = SearchConfig(),
+    quantize: bool = True,
+) -> dict:
     """Export one model to ``out_dir``; returns the manifest (also written as ``manifest.json``).
 
     Args:
@@ -128,7 +148,9 @@ def export_run(graphdef, params, tokenizer, info: Mapping[str, Any], out_dir, *,
     from keyboard_fl.tokenizer import BOS_ID
 
     if not words:
-        raise ValueError("export needs the dictionary's word list (words=...), e.g. keyboard_fl.dictionary.run_word_list(run_dir)")
+        raise ValueError(
+            "export needs the dictionary's word list (words=...), e.g. keyboard_fl.dictionary.run_word_list(run_dir)"
+        )
     missing = [k for k in _INFO_KEYS if k not in info]
     if missing:
         raise ValueError(f"export info lacks {', '.join(missing)} (give keyboard_fl.runs.model_info(...))")
@@ -172,11 +194,20 @@ def export_run(graphdef, params, tokenizer, info: Mapping[str, Any], out_dir, *,
         "hidden_dim": int(w["w_projection"].shape[0]),
         "model_config": model_cfg,
         "opset": OPSET,
-        "inputs": {"token": ["int32", ["batch"]], "c": ["float32", ["batch", "hidden_dim"]], "h": ["float32", ["batch", "embed_dim"]]},
-        "outputs": {"logits": ["float32", ["batch", "vocab_size"]], "c_out": ["float32", ["batch", "hidden_dim"]], "h_out": ["float32", ["batch", "embed_dim"]]},
+        "inputs": {
+            "token": ["int32", ["batch"]],
+            "c": ["float32", ["batch", "hidden_dim"]],
+            "h": ["float32", ["batch", "embed_dim"]],
+        },
+        "outputs": {
+            "logits": ["float32", ["batch", "vocab_size"]],
+            "c_out": ["float32", ["batch", "hidden_dim"]],
+            "h_out": ["float32", ["batch", "embed_dim"]],
+        },
         "bos_id": BOS_ID,
         "search": dataclasses.asdict(search),
-        "privacy": {k: info[k] for k in ("private", "epsilon", "delta", "privacy")} | dict(info.get("accounting") or {}),
+        "privacy": {k: info[k] for k in ("private", "epsilon", "delta", "privacy")}
+        | dict(info.get("accounting") or {}),
         "quality": {k: info[k] for k in ("top1", "top3", "ksr")},
         "params": info["params"],
         "quantized": bool(quantize),

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from keyboard_fl.export.onnx_export import FLOAT_NAME, INT8_NAME, MANIFEST_NAME, TOKENIZER_NAME
 from keyboard_fl import text as text_lib
 from keyboard_fl.dictionary import WORDS_NAME, Dictionary
+from keyboard_fl.export.onnx_export import FLOAT_NAME, INT8_NAME, MANIFEST_NAME, TOKENIZER_NAME
 from keyboard_fl.strip import SearchConfig, collect_words, prefix_tables, split_context
 from keyboard_fl.suggester import StripMixin
 from keyboard_fl.tokenizer import BOS_ID, Tokenizer

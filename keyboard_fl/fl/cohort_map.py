@@ -99,8 +99,9 @@ def _chunked_sum(client_fn: ClientFn, params: PyTree, slots: ClientSlots, chunk:
     return total, jax.tree.map(lambda x: x.reshape((k,) + x.shape[2:]), stats)
 
 
-def _sharded_sum(client_fn: ClientFn, params: PyTree, slots: ClientSlots, chunk: int | None,
-                 mesh: Mesh) -> tuple[PyTree, PyTree]:
+def _sharded_sum(
+    client_fn: ClientFn, params: PyTree, slots: ClientSlots, chunk: int | None, mesh: Mesh
+) -> tuple[PyTree, PyTree]:
     """``_chunked_sum`` per device (slot ``j`` on device ``j % D``), ``psum`` of the sums."""
     d, k = mesh.size, slots.sampled.shape[0]
     check_capacity(k, d, chunk)
@@ -114,7 +115,10 @@ def _sharded_sum(client_fn: ClientFn, params: PyTree, slots: ClientSlots, chunk:
 
     spec = P(None, AXIS)
     total, stats = jax.shard_map(
-        per_device, mesh=mesh, in_specs=(P(), spec), out_specs=(P(), spec),
+        per_device,
+        mesh=mesh,
+        in_specs=(P(), spec),
+        out_specs=(P(), spec),
         check_vma=False,  # the chunk loop's carry starts replicated and becomes per-device
     )(params, view)
     return total, jax.tree.map(lambda x: x.reshape((k,) + x.shape[2:]), stats)

@@ -114,7 +114,9 @@ def apply_faults(
     drop = np.zeros_like(sampled)
     if dropout_prob > 0:
         # One uniform per user id (not per slot), so a user's fate does not depend on the padding.
-        u = np.asarray(jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i)))(jnp.asarray(indices, jnp.uint32)))
+        u = np.asarray(
+            jax.vmap(lambda i: jax.random.uniform(jax.random.fold_in(key, i)))(jnp.asarray(indices, jnp.uint32))
+        )
         drop = sampled & ~slow & (u < dropout_prob)
     reporting = sampled & ~slow & ~drop
     return FaultDraw(reporting, int(sampled.sum()), int(drop.sum()), int(slow.sum()))

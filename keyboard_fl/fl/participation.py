@@ -189,4 +189,3 @@ def sample_cyclic_cohort_exact(
         out = sample_cyclic_cohort(key, bands, round_index, p.num_bands, p.sampling_prob, capacity)
         assert int(out[2]) == n
     return out
-

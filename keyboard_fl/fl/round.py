@@ -32,13 +32,15 @@ own privacy accounting. Only ``ServerState.params`` is the DP output.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from keyboard_fl.fl.client import LossFn, as_client_optimizer, client_update
 from keyboard_fl.fl.cohort_map import ClientFn, ClientSlots, for_each_client
@@ -186,7 +188,9 @@ def server_init(
     params = jax.tree.map(lambda x: jnp.array(x, copy=True), params)
     mech = as_mechanism(mechanism) if mechanism is not None else None
     return ServerState(
-        params=params, opt_state=server_opt.init(params), round=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=server_opt.init(params),
+        round=jnp.zeros((), jnp.int32),
         mech_state=mech.init(params) if mech is not None else (),
     )
 
@@ -198,7 +202,10 @@ def dp_mean_delta(clipped_sum: PyTree, agg: AggregatorConfig | Mechanism, key: j
 
 
 def privatize_mean(
-    clipped_sum: PyTree, agg: AggregatorConfig | Mechanism, key: jax.Array, stats: ClipStats | None = None,
+    clipped_sum: PyTree,
+    agg: AggregatorConfig | Mechanism,
+    key: jax.Array,
+    stats: ClipStats | None = None,
     mech_state: PyTree = (),
 ) -> tuple[PyTree, PyTree]:
     """``(privatize(Σ clip(Δ_u, C)) / (q·N), new mechanism state)``: the mechanism's noise
@@ -266,7 +273,9 @@ def _client_fn(loss_fn: LossFn, client_opt: optax.GradientTransformation, dp: bo
     return train_and_clip
 
 
-def _round_metrics(st: dict, sampled: jax.Array, mean_delta: PyTree, clip_norm, noise_std, expected_cohort) -> RoundMetrics:
+def _round_metrics(
+    st: dict, sampled: jax.Array, mean_delta: PyTree, clip_norm, noise_std, expected_cohort
+) -> RoundMetrics:
     """Diagnostics of one round from the per-slot stats (un-noised: see the module note).
     ``clip_norm`` / ``noise_std`` are None in FedAvg."""
     dp = clip_norm is not None
@@ -291,6 +300,17 @@ def _round_metrics(st: dict, sampled: jax.Array, mean_delta: PyTree, clip_norm, 
         noise_std_average=jnp.asarray(noise_std / expected_cohort if dp else 0.0, jnp.float32),
         server_update_norm=optax.tree.norm(mean_delta).astype(jnp.float32),
     )
+
+
+def _compiled(round_fn, mesh: Mesh | None, *, jit: bool, donate: bool):
+    """``round_fn`` jitted (state donated if ``donate``); on a mesh, state and key replicated."""
+    if not jit:
+        return round_fn
+    donate_argnums = (0,) if donate else ()
+    if mesh is not None:
+        rep = NamedSharding(mesh, P())  # the cohort's split is set inside round_fn, after the capacity check
+        return jax.jit(round_fn, in_shardings=(rep, None, rep), out_shardings=rep, donate_argnums=donate_argnums)
+    return jax.jit(round_fn, donate_argnums=donate_argnums)
 
 
 def build_round(
@@ -349,8 +369,9 @@ def build_round(
         sampled = cohort.mask.astype(bool)
         slots = ClientSlots(cohort.inputs, cohort.targets, cohort.weights, jax.random.split(client_key, k), sampled)
         clip_norm = mech.clip_norm_of(state.mech_state) if dp else jnp.ones((), jnp.float32)
-        total, st = for_each_client(train_and_clip, (state.params, clip_norm), slots, chunk=client_chunk,
-                                    mesh=mesh if sharded else None)
+        total, st = for_each_client(
+            train_and_clip, (state.params, clip_norm), slots, chunk=client_chunk, mesh=mesh if sharded else None
+        )
         mech_state = state.mech_state
         if dp:
             noise_std = mech.noise_std_of(mech_state)
@@ -360,20 +381,18 @@ def build_round(
             denom = jnp.maximum(jnp.sum(st["num_tokens"]), 1e-12)
             mean_delta = jax.tree.map(lambda x: x / denom, total)
         new_state = server_update(state, mean_delta, server_opt)._replace(mech_state=mech_state)
-        metrics = _round_metrics(st, sampled, mean_delta, clip_norm if dp else None,
-                                 noise_std if dp else None, mech.expected_cohort if dp else None)
+        metrics = _round_metrics(
+            st,
+            sampled,
+            mean_delta,
+            clip_norm if dp else None,
+            noise_std if dp else None,
+            mech.expected_cohort if dp else None,
+        )
         return new_state, metrics
 
     def init(params: PyTree) -> ServerState:
         state = server_init(params, server_opt, agg)
         return replicate(state, mesh) if sharded else state
 
-    donate_argnums = (0,) if donate else ()
-    if jit and sharded:
-        rep = NamedSharding(mesh, P())  # the cohort's split is set inside round_fn, after the capacity check
-        apply = jax.jit(round_fn, in_shardings=(rep, None, rep), out_shardings=rep, donate_argnums=donate_argnums)
-    elif jit:
-        apply = jax.jit(round_fn, donate_argnums=donate_argnums)
-    else:
-        apply = round_fn
-    return FederatedRound(init=init, apply=apply)
+    return FederatedRound(init=init, apply=_compiled(round_fn, mesh if sharded else None, jit=jit, donate=donate))

@@ -108,9 +108,7 @@ def sample_cohort_exact(
 
 
 @partial(jax.jit, static_argnames=("num_users", "cohort_size"))
-def sample_fixed_cohort(
-    key: jax.Array, num_users: int, cohort_size: int
-) -> tuple[jax.Array, jax.Array, jax.Array]:
+def sample_fixed_cohort(key: jax.Array, num_users: int, cohort_size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Fixed-size cohort, uniformly without replacement. NOT Poisson sampling.
 
     For non-DP FedAvg (the "fedavg" mode) or an accountant configured for

@@ -41,11 +41,12 @@ metrics and checkpoint the parameters (write from process 0 only).
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from keyboard_fl.hostdevices import FLAG, flag_in_effect, host_device_count
 from keyboard_fl.typing import PyTree
@@ -64,8 +65,10 @@ def client_mesh(devices: int | Sequence[jax.Device] | None = None) -> Mesh:
     elif isinstance(devices, int):
         avail = jax.devices()
         if not 1 <= devices <= len(avail):
-            raise ValueError(f"asked for {devices} devices, {len(avail)} visible ({jax.default_backend()}); "
-                             "on CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax")
+            raise ValueError(
+                f"asked for {devices} devices, {len(avail)} visible ({jax.default_backend()}); "
+                "on CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N before importing jax"
+            )
         devs = avail[:devices]
     else:
         devs = list(devices)
@@ -81,7 +84,9 @@ def _warn_if_fewer_host_devices(visible: int) -> None:
             f"{visible} CPU device(s) visible, not keyboard_fl's default {want}: JAX started before "
             "`import keyboard_fl` set XLA_FLAGS. Rounds use fewer cores and differ from the default by float "
             "rounding; import keyboard_fl before computing with JAX, or set "
-            f"XLA_FLAGS={FLAG}={want} before starting Python", stacklevel=3)
+            f"XLA_FLAGS={FLAG}={want} before starting Python",
+            stacklevel=3,
+        )
 
 
 def capacity_multiple(num_devices: int, client_chunk: int | None = None) -> int:

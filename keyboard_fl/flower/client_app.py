@@ -40,7 +40,6 @@ from flwr.clientapp import ClientApp
 
 from keyboard_fl.data import MaterializedSource, User
 from keyboard_fl.fl.client import client_update
-from keyboard_fl.rng import Stream, generator, user_hash
 from keyboard_fl.flower.task import (
     FlowerSettings,
     LocalTask,
@@ -50,8 +49,9 @@ from keyboard_fl.flower.task import (
     params_to_arrays,
 )
 from keyboard_fl.models import make_loss_fn
-from keyboard_fl.tokenizer import Tokenizer
 from keyboard_fl.privacy.clipping import clip_update
+from keyboard_fl.rng import Stream, generator, user_hash
+from keyboard_fl.tokenizer import Tokenizer
 from keyboard_fl.train.examples import as_batch, client_steps, user_rows
 
 __all__ = ["app", "local_user", "train_on_device"]
@@ -63,7 +63,9 @@ def local_user(context: Context) -> User:
     """The one user whose corpus lives in this SuperNode's ``data-dir``."""
     data_dir = context.node_config.get("data-dir")
     if not data_dir:
-        raise ValueError("this SuperNode has no 'data-dir' in its --node-config (e.g. --node-config \"data-dir='/path' partition-id=0\")")
+        raise ValueError(
+            "this SuperNode has no 'data-dir' in its --node-config (e.g. --node-config \"data-dir='/path' partition-id=0\")"
+        )
     users = list(MaterializedSource(Path(str(data_dir))).users("train"))
     if len(users) != 1:
         raise ValueError(f"{data_dir}: one SuperNode is one user's device, found {len(users)} users in train.jsonl")
@@ -78,7 +80,9 @@ def _setup(tokenizer_path: str, jax_cache: str, clip_norm: float, task: LocalTas
         raise ValueError("run config 'tokenizer' is empty: give the path of the public SentencePiece model")
     tokenizer = Tokenizer.load(tokenizer_path)
     if tokenizer.vocab_size != task.model.vocab_size:
-        raise ValueError(f"{tokenizer_path}: {tokenizer.vocab_size} pieces, the server's model has {task.model.vocab_size}")
+        raise ValueError(
+            f"{tokenizer_path}: {tokenizer.vocab_size} pieces, the server's model has {task.model.vocab_size}"
+        )
     graphdef, template = abstract_model(task.model)
     loss_fn = make_loss_fn(graphdef)
 
@@ -100,7 +104,9 @@ def train_on_device(settings: FlowerSettings, task: LocalTask, user: User, param
     tokenizer, _, _, train_and_clip = _setup_for(settings, task)
     rows = user_rows(tokenizer, user.train, task.seq_len)
     rng = generator(task.seed, Stream.FLOWER_CLIENT, server_round, user_hash(user.user_id))
-    steps = client_steps(rows, batch_size=task.batch_size, max_examples=task.max_examples, epochs=task.local_epochs, rng=rng)
+    steps = client_steps(
+        rows, batch_size=task.batch_size, max_examples=task.max_examples, epochs=task.local_epochs, rng=rng
+    )
     key = jax.random.key(int(rng.integers(2**31)))
     clipped, norm, m = train_and_clip(params, as_batch(steps), key)
     if not np.isfinite(float(norm)):

@@ -42,8 +42,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from keyboard_fl.flower import APP_DIR
 
@@ -108,8 +109,13 @@ def prepare(work: str | Path, num_clients: int, *, preset_name: str = "tiny", se
         dirs.append(d)
     eval_dir = work / "eval"
     materialize(pop, eval_dir, splits=("heldout",))
-    run_config = {"preset": preset_name, "seed": seed, "num-users": num_clients, "tokenizer": str(tok_path),
-                  "eval-data": str(eval_dir)}
+    run_config = {
+        "preset": preset_name,
+        "seed": seed,
+        "num-users": num_clients,
+        "tokenizer": str(tok_path),
+        "eval-data": str(eval_dir),
+    }
     return Prepared(dirs, tok_path, eval_dir, run_config)
 
 
@@ -166,7 +172,14 @@ class Loopback:
     Logs go to ``work/logs/``.
     """
 
-    def __init__(self, work: str | Path, client_dirs: list[Path], *, app_dir: Path = APP_DIR, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        work: str | Path,
+        client_dirs: list[Path],
+        *,
+        app_dir: Path = APP_DIR,
+        env: Mapping[str, str] | None = None,
+    ):
         self.work = Path(work)
         self.client_dirs = [Path(d) for d in client_dirs]
         self.app_dir = Path(app_dir)
@@ -175,21 +188,25 @@ class Loopback:
         self.procs: list[subprocess.Popen] = []
         self.port: int | None = None
         self.env = dict(os.environ)
-        self.env.update({
-            "FLWR_HOME": str(self.flwr_home),
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
-            "XLA_FLAGS": os.environ.get("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"),
-            "PYTHONUNBUFFERED": "1",
-            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",  # SuperExec starts a ClientApp within 0.1 s (default 1 s)
-        })
+        self.env.update(
+            {
+                "FLWR_HOME": str(self.flwr_home),
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                "FLWR_TELEMETRY_ENABLED": "0",
+                "FLWR_DISABLE_UPDATE_CHECK": "1",
+                "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+                "XLA_FLAGS": os.environ.get(
+                    "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+                ),
+                "PYTHONUNBUFFERED": "1",
+                "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",  # SuperExec starts a ClientApp within 0.1 s (default 1 s)
+            }
+        )
         self.env.update(env or {})
 
     # ------------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> "Loopback":
+    def __enter__(self) -> Loopback:
         self.start()
         return self
 
@@ -199,8 +216,9 @@ class Loopback:
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "wb")
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.work,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.work, start_new_session=True
+        )
         log.close()
         self.procs.append(proc)
         return proc
@@ -212,17 +230,35 @@ class Loopback:
             '[superlink]\ndefault = "loopback"\n\n'
             f'[superlink.loopback]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
         )
-        link = self._spawn("superlink", [
-            str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
-            "--host", "127.0.0.1", "--port", str(self.port),
-        ])
+        link = self._spawn(
+            "superlink",
+            [
+                str(BIN / "flower-superlink"),
+                "--insecure",
+                "--disable-runtime-dependency-installation",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+        )
         _wait_port(self.port, timeout, link)
         for i, d in enumerate(self.client_dirs):
-            self._spawn(f"supernode-{i}", [
-                str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}",
-                "--host", "127.0.0.1", "--port", str(free_port()),
-                "--node-config", f"data-dir={_toml_value(str(d))} partition-id={i}",
-            ])
+            self._spawn(
+                f"supernode-{i}",
+                [
+                    str(BIN / "flower-supernode"),
+                    "--insecure",
+                    "--superlink",
+                    f"127.0.0.1:{self.port}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(free_port()),
+                    "--node-config",
+                    f"data-dir={_toml_value(str(d))} partition-id={i}",
+                ],
+            )
 
     def run(self, run_config: Mapping[str, Any], *, timeout: float = 600.0) -> subprocess.CompletedProcess:
         """``flwr run APP loopback --stream`` with ``run_config`` overrides; waits for the run to end."""
@@ -232,8 +268,9 @@ class Loopback:
         args = [str(BIN / "flwr"), "run", str(self.app_dir), "loopback", "--stream", "--run-config", str(overrides)]
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / "flwr_run.log", "wb") as log:
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.work,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.work, start_new_session=True
+            )
             self.procs.append(proc)
             try:
                 proc.wait(timeout=timeout)
@@ -278,14 +315,25 @@ class Loopback:
             raise RuntimeError(f"processes still alive after teardown: {left}")
 
 
-def run_loopback(work: str | Path, num_clients: int = 3, *, preset_name: str = "tiny", seed: int = 0,
-                 timeout: float = 600.0, **overrides: Any) -> dict:
+def run_loopback(
+    work: str | Path,
+    num_clients: int = 3,
+    *,
+    preset_name: str = "tiny",
+    seed: int = 0,
+    timeout: float = 600.0,
+    **overrides: Any,
+) -> dict:
     """Prepare, start, run, tear down; return ``result.json`` of the run (plus wall time)."""
     work = Path(work)
     prep = prepare(work, num_clients, preset_name=preset_name, seed=seed)
     run_dir = work / "run"
-    run_config = {**prep.run_config, "run-dir": str(run_dir), "jax-cache": str(work / "jax_cache"),
-                  **{k.replace("_", "-"): v for k, v in overrides.items()}}
+    run_config = {
+        **prep.run_config,
+        "run-dir": str(run_dir),
+        "jax-cache": str(work / "jax_cache"),
+        **{k.replace("_", "-"): v for k, v in overrides.items()},
+    }
     t0 = time.perf_counter()
     with Loopback(work, prep.client_dirs) as lb:
         lb.run(run_config, timeout=timeout)
@@ -306,11 +354,27 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip-norm", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    res = run_loopback(a.out, a.clients, seed=a.seed, num_rounds=a.rounds, noise_multiplier=a.noise_multiplier,
-                       clip_norm=a.clip_norm, clients_per_round=float(a.clients_per_round or a.clients))
+    res = run_loopback(
+        a.out,
+        a.clients,
+        seed=a.seed,
+        num_rounds=a.rounds,
+        noise_multiplier=a.noise_multiplier,
+        clip_norm=a.clip_norm,
+        clients_per_round=float(a.clients_per_round or a.clients),
+    )
     losses = res["eval_loss"]
-    print(json.dumps({"eval_loss": losses, "epsilon": res["privacy"]["epsilon"], "delta": res["privacy"]["delta"],
-                      "wall_seconds": round(res["wall_seconds"], 1)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "eval_loss": losses,
+                "epsilon": res["privacy"]["epsilon"],
+                "delta": res["privacy"]["delta"],
+                "wall_seconds": round(res["wall_seconds"], 1),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -103,25 +103,42 @@ def main(grid: Grid, context: Context) -> None:
         evaluate_fn=evaluate_fn,
     )
     report = strategy.ledger.report()
-    log(INFO, "DP-FedAvg over Flower finished: %d rounds, ε=%.4g at δ=%.0e (user level, %s)",
-        settings.num_rounds, report["epsilon"], report["delta"], report["accountant"])
+    log(
+        INFO,
+        "DP-FedAvg over Flower finished: %d rounds, ε=%.4g at δ=%.0e (user level, %s)",
+        settings.num_rounds,
+        report["epsilon"],
+        report["delta"],
+        report["accountant"],
+    )
     if run_dir is None:
         return
     from keyboard_fl.train.run import write_json
 
     evals = {int(r): dict(m) for r, m in result.evaluate_metrics_serverapp.items()}
     client_evals = {int(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()}
-    write_json(run_dir / "result.json", {
-        "rounds": settings.num_rounds,
-        "eval_loss": {str(r): m["eval-loss"] for r, m in sorted(evals.items())},
-        "client_eval": {str(r): m for r, m in sorted(client_evals.items())},
-        "history": strategy.history,
-        "privacy": report,
-        "settings": dataclasses.asdict(settings),
-        "model": dataclasses.asdict(model_cfg),
-        "seconds": time.perf_counter() - t_start,
-    })
-    checkpoint.save(run_dir / "model", settings.num_rounds, jax.device_get(strategy.params), {
-        "privacy": report, "ledger": strategy.ledger.to_dict(), "model": dataclasses.asdict(model_cfg),
-        "flower": dataclasses.asdict(settings),
-    }, keep=1)
+    write_json(
+        run_dir / "result.json",
+        {
+            "rounds": settings.num_rounds,
+            "eval_loss": {str(r): m["eval-loss"] for r, m in sorted(evals.items())},
+            "client_eval": {str(r): m for r, m in sorted(client_evals.items())},
+            "history": strategy.history,
+            "privacy": report,
+            "settings": dataclasses.asdict(settings),
+            "model": dataclasses.asdict(model_cfg),
+            "seconds": time.perf_counter() - t_start,
+        },
+    )
+    checkpoint.save(
+        run_dir / "model",
+        settings.num_rounds,
+        jax.device_get(strategy.params),
+        {
+            "privacy": report,
+            "ledger": strategy.ledger.to_dict(),
+            "model": dataclasses.asdict(model_cfg),
+            "flower": dataclasses.asdict(settings),
+        },
+        keep=1,
+    )

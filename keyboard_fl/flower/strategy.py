@@ -41,9 +41,10 @@ Privacy model (exactly what is implemented and accounted)
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any
 
 import jax
 import numpy as np
@@ -57,7 +58,8 @@ from keyboard_fl import rng
 from keyboard_fl.fl.round import ServerState, privatize_mean, server_init, server_update
 from keyboard_fl.fl.sampling import sample_cohort
 from keyboard_fl.flower.task import arrays_to_params, params_to_arrays
-from keyboard_fl.privacy import DpFedAvg as DpFedAvgMechanism, Participation, PrivacyLedger, clip_update
+from keyboard_fl.privacy import DpFedAvg as DpFedAvgMechanism
+from keyboard_fl.privacy import Participation, PrivacyLedger, clip_update
 from keyboard_fl.rng import Stream
 from keyboard_fl.typing import PyTree
 
@@ -141,15 +143,24 @@ class DpFedAvg(Strategy):
     ) -> None:
         self.ledger = ledger
         if ledger.mechanism is None:
-            ledger = PrivacyLedger.for_mechanism(DpFedAvgMechanism(
-                clip_norm, ledger.noise_multiplier, Participation("poisson", ledger.sampling_prob, ledger.population),
-            ), ledger.delta, ledger.rounds, ledger.accountant)
+            ledger = PrivacyLedger.for_mechanism(
+                DpFedAvgMechanism(
+                    clip_norm,
+                    ledger.noise_multiplier,
+                    Participation("poisson", ledger.sampling_prob, ledger.population),
+                ),
+                ledger.delta,
+                ledger.rounds,
+                ledger.accountant,
+            )
             self.ledger = ledger
         self.mechanism = ledger.mech()
         # Devices clip to a fixed C and sampling here is Poisson: only that mechanism is implemented.
         if type(self.mechanism) is not DpFedAvgMechanism or self.mechanism.participation.scheme != "poisson":
-            raise ValueError(f"the Flower strategy implements Poisson dp-fedavg with a fixed clip norm, not "
-                             f"{self.mechanism.to_dict()['name']!r} with {self.mechanism.participation.scheme!r} sampling")
+            raise ValueError(
+                f"the Flower strategy implements Poisson dp-fedavg with a fixed clip norm, not "
+                f"{self.mechanism.to_dict()['name']!r} with {self.mechanism.participation.scheme!r} sampling"
+            )
         if float(clip_norm) != self.mechanism.clip_norm:
             raise ValueError(f"clip_norm={clip_norm} differs from the mechanism's C={self.mechanism.clip_norm}")
         self.clip_norm = self.mechanism.clip_norm
@@ -186,8 +197,14 @@ class DpFedAvg(Strategy):
             log(INFO, "waiting for nodes: %d of %d connected", len(nodes), self.ledger.population)
             time.sleep(0.5)
         if len(nodes) != self.ledger.population:
-            log(WARNING, "%d nodes connected, num-users is %d: sampling stays q=%.4g, denominator %.4g",
-                len(nodes), self.ledger.population, self.ledger.sampling_prob, self.expected_cohort)
+            log(
+                WARNING,
+                "%d nodes connected, num-users is %d: sampling stays q=%.4g, denominator %.4g",
+                len(nodes),
+                self.ledger.population,
+                self.ledger.sampling_prob,
+                self.expected_cohort,
+            )
         return nodes
 
     def poisson_sample(self, server_round: int, nodes: list[int]) -> list[int]:
@@ -201,17 +218,27 @@ class DpFedAvg(Strategy):
 
     # ------------------------------------------------------------------ training
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         nodes = self._connected(grid)
         self._t0[server_round] = time.perf_counter()
         cohort = self.poisson_sample(server_round, nodes)
         self._sampled[server_round] = cohort
-        log(INFO, "configure_train: Poisson-sampled %d of %d nodes (q=%.4g)", len(cohort), len(nodes), self.ledger.sampling_prob)
+        log(
+            INFO,
+            "configure_train: Poisson-sampled %d of %d nodes (q=%.4g)",
+            len(cohort),
+            len(nodes),
+            self.ledger.sampling_prob,
+        )
         config["server-round"] = server_round
         record = RecordDict({"arrays": params_to_arrays(self.state.params), "config": config})
         return [Message(content=record, dst_node_id=n, message_type=MessageType.TRAIN) for n in cohort]
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         total = jax.tree.map(np.zeros_like, jax.device_get(self.template))
         included, nonfinite, clipped, losses, reply_norms = 0, 0, 0.0, [], []
         sampled = set(self._sampled.get(server_round, []))
@@ -258,8 +285,17 @@ class DpFedAvg(Strategy):
             "seconds": time.perf_counter() - self._t0.get(server_round, time.perf_counter()),
         }
         self.history.append(record)
-        log(INFO, "round %d: %d/%d sampled clients included, ε=%.4g (δ=%.0e, %s, %s sampling)", server_round,
-            included, len(sampled), privacy["epsilon"], privacy["delta"], privacy["accountant"], privacy["sampling"])
+        log(
+            INFO,
+            "round %d: %d/%d sampled clients included, ε=%.4g (δ=%.0e, %s, %s sampling)",
+            server_round,
+            included,
+            len(sampled),
+            privacy["epsilon"],
+            privacy["delta"],
+            privacy["accountant"],
+            privacy["sampling"],
+        )
         self._write_privacy()
         if self.on_round is not None:
             self.on_round(server_round, record)
@@ -272,14 +308,22 @@ class DpFedAvg(Strategy):
         from keyboard_fl.train.run import write_json
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.run_dir / "privacy.json", {
-            **self.ledger.report(), "ledger": self.ledger.to_dict(), "clip_norm": self.clip_norm,
-            "expected_cohort": self.expected_cohort, "history": self.history,
-        })
+        write_json(
+            self.run_dir / "privacy.json",
+            {
+                **self.ledger.report(),
+                "ledger": self.ledger.to_dict(),
+                "clip_norm": self.clip_norm,
+                "expected_cohort": self.expected_cohort,
+                "history": self.history,
+            },
+        )
 
     # ---------------------------------------------------------------- evaluation
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         if self.fraction_evaluate <= 0:
             return []
         nodes = sorted(int(n) for n in grid.get_node_ids())
@@ -302,9 +346,15 @@ class DpFedAvg(Strategy):
         return MetricRecord({"eval-loss": num / den, "num-tokens": den}) if den else None
 
     def summary(self) -> None:
-        log(INFO, "\t├── DP-FedAvg (user level): Poisson q=%.4g, z=%.4g, C=%.4g, denominator qN=%.4g, δ=%.0e",
-            self.mechanism.participation.sampling_prob, self.mechanism.noise_multiplier, self.clip_norm,
-            self.expected_cohort, self.ledger.delta)
+        log(
+            INFO,
+            "\t├── DP-FedAvg (user level): Poisson q=%.4g, z=%.4g, C=%.4g, denominator qN=%.4g, δ=%.0e",
+            self.mechanism.participation.sampling_prob,
+            self.mechanism.noise_multiplier,
+            self.clip_norm,
+            self.expected_cohort,
+            self.ledger.delta,
+        )
         log(INFO, "\t└── server optimizer over -mean_delta; PLD accountant, add/remove-one-user")
 
     @property

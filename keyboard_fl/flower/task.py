@@ -19,8 +19,9 @@ a run pays for XLA compilation of the client update.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -69,7 +70,7 @@ class FlowerSettings:
     jax_cache: str = ""  # on-disk XLA compilation cache shared by the client processes ("" = off)
 
     @classmethod
-    def from_run_config(cls, run_config: Mapping[str, Any]) -> "FlowerSettings":
+    def from_run_config(cls, run_config: Mapping[str, Any]) -> FlowerSettings:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         kwargs = {}
         for key, value in run_config.items():
@@ -83,7 +84,9 @@ class FlowerSettings:
         if self.num_users < 1:
             raise ValueError(f"num-users must be >= 1, got {self.num_users}")
         if not 0 < self.clients_per_round <= self.num_users:
-            raise ValueError(f"clients-per-round must be in (0, num-users={self.num_users}], got {self.clients_per_round}")
+            raise ValueError(
+                f"clients-per-round must be in (0, num-users={self.num_users}], got {self.clients_per_round}"
+            )
         if not self.clip_norm > 0:
             raise ValueError(f"clip-norm must be > 0, got {self.clip_norm}")
         if not self.noise_multiplier >= 0:
@@ -123,11 +126,18 @@ class LocalTask:
     seed: int  # the run's seed (local shuffling is derived from it, the user id and the round)
 
     @classmethod
-    def from_settings(cls, settings: FlowerSettings, vocab_size: int) -> "LocalTask":
+    def from_settings(cls, settings: FlowerSettings, vocab_size: int) -> LocalTask:
         cfg = settings.run_config()
         fed = cfg.federated
-        return cls(dataclasses.replace(cfg.model, vocab_size=vocab_size), cfg.seq_len, fed.batch_size,
-                   fed.max_examples, fed.local_epochs, float(fed.client_lr), cfg.seed)
+        return cls(
+            dataclasses.replace(cfg.model, vocab_size=vocab_size),
+            cfg.seq_len,
+            fed.batch_size,
+            fed.max_examples,
+            fed.local_epochs,
+            float(fed.client_lr),
+            cfg.seed,
+        )
 
     def to_config(self) -> dict[str, Any]:
         """Flat scalars for a Flower ``ConfigRecord``."""
@@ -136,11 +146,15 @@ class LocalTask:
         return out
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "LocalTask":
-        model = {f.name: type(getattr(ModelConfig(), f.name))(config[f"model-{f.name.replace('_', '-')}"])
-                 for f in dataclasses.fields(ModelConfig)}
+    def from_config(cls, config: Mapping[str, Any]) -> LocalTask:
+        model = {
+            f.name: type(getattr(ModelConfig(), f.name))(config[f"model-{f.name.replace('_', '-')}"])
+            for f in dataclasses.fields(ModelConfig)
+        }
         cast = {"int": int, "float": float}
-        rest = {f.name: cast[f.type](config[f.name.replace("_", "-")]) for f in dataclasses.fields(cls) if f.name != "model"}
+        rest = {
+            f.name: cast[f.type](config[f.name.replace("_", "-")]) for f in dataclasses.fields(cls) if f.name != "model"
+        }
         return cls(ModelConfig(**model), **rest)
 
 
@@ -189,7 +203,9 @@ def arrays_to_params(record, template: Params) -> Params:
     names = _names(template)
     leaves, treedef = jax.tree.flatten(template)
     if sorted(record.keys()) != sorted(names):
-        raise ValueError(f"ArrayRecord keys do not match the model: got {sorted(record.keys())[:4]}…, want {names[:4]}…")
+        raise ValueError(
+            f"ArrayRecord keys do not match the model: got {sorted(record.keys())[:4]}…, want {names[:4]}…"
+        )
     out = []
     for n, t in zip(names, leaves):
         x = record[n].numpy()
@@ -197,4 +213,3 @@ def arrays_to_params(record, template: Params) -> Params:
             raise ValueError(f"{n}: got {x.dtype}{list(x.shape)}, want {t.dtype}{list(t.shape)}")
         out.append(x)
     return jax.tree.unflatten(treedef, out)
-

@@ -10,13 +10,30 @@ import importlib
 from keyboard_fl.privacy.clipping import add_gaussian_noise, clip_update
 
 _LAZY = {
-    "accountant": ("ACCOUNTANTS", "PLD_DISCRETIZATION", "default_delta", "describe", "epsilon", "epsilon_curve",
-                   "event_epsilon"),
+    "accountant": (
+        "ACCOUNTANTS",
+        "PLD_DISCRETIZATION",
+        "default_delta",
+        "describe",
+        "epsilon",
+        "epsilon_curve",
+        "event_epsilon",
+    ),
     "calibration": ("calibrate", "calibrate_noise_multiplier"),
     "events": ("SAMPLINGS", "SCHEMES", "Participation", "PrivacySpec", "dp_event", "gaussian_round_event"),
     "ledger": ("PrivacyLedger",),
-    "mechanism": ("MECHANISMS", "AdaptiveClipping", "ClipStats", "DpFedAvg", "Mechanism", "calibrate_mechanism",
-                  "make_mechanism", "mechanism_epsilon", "mechanism_from_dict", "register_mechanism"),
+    "mechanism": (
+        "MECHANISMS",
+        "AdaptiveClipping",
+        "ClipStats",
+        "DpFedAvg",
+        "Mechanism",
+        "calibrate_mechanism",
+        "make_mechanism",
+        "mechanism_epsilon",
+        "mechanism_from_dict",
+        "register_mechanism",
+    ),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 

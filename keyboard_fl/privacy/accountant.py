@@ -112,7 +112,10 @@ def _epsilon_cached(
         return math.inf
     spec = PrivacySpec(noise_multiplier, sampling_prob, rounds, delta, sampling, population)
     return event_epsilon(
-        dp_event(spec), delta, accountant=accountant, relation=spec.participation.relation(),
+        dp_event(spec),
+        delta,
+        accountant=accountant,
+        relation=spec.participation.relation(),
         pld_discretization=pld_discretization,
     )
 
@@ -140,7 +143,12 @@ def epsilon(
     if not pld_discretization > 0:
         raise ValueError(f"pld_discretization must be > 0, got {pld_discretization!r}")
     return _epsilon_cached(
-        spec.noise_multiplier, spec.sampling_prob, spec.rounds, spec.delta, accountant, spec.sampling,
+        spec.noise_multiplier,
+        spec.sampling_prob,
+        spec.rounds,
+        spec.delta,
+        accountant,
+        spec.sampling,
         spec.population if spec.sampling == "fixed" else None,  # cache key
         float(pld_discretization),
     )
@@ -233,5 +241,3 @@ def describe(spec: PrivacySpec, *, pld_discretization: float = PLD_DISCRETIZATIO
     if spec.sampling == "fixed":
         out["cohort_size"] = int(spec.cohort_size)
     return out
-
-

@@ -10,7 +10,7 @@ is the DP-FedAvg case, and each mechanism calibrates itself through
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 from keyboard_fl.privacy.accountant import PLD_DISCRETIZATION, check_accountant, epsilon
 
@@ -59,7 +59,15 @@ def calibrate_noise_multiplier(
     check_accountant(accountant)
 
     def eps(z: float) -> float:
-        return epsilon(z, sampling_prob, rounds, delta, accountant=accountant, sampling=sampling,
-                       population=population, pld_discretization=pld_discretization)
+        return epsilon(
+            z,
+            sampling_prob,
+            rounds,
+            delta,
+            accountant=accountant,
+            sampling=sampling,
+            population=population,
+            pld_discretization=pld_discretization,
+        )
 
     return calibrate(eps, target_epsilon, rtol=rtol, what=f" at δ={delta}")

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from scipy import stats
 
-from keyboard_fl.rng import Stream, generator, user_hash
 from keyboard_fl.data.splits import Split, User, UserSource
+from keyboard_fl.rng import Stream, generator, user_hash
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,7 @@ class CanaryConfig:
         if self.references < 1000:
             raise ValueError(f"use at least 1,000 reference phrases, got {self.references}")
         if self.references + self.num_canaries > 10**self.digits:
-            raise ValueError(f"{self.digits} digits allow only {10 ** self.digits} distinct phrases")
+            raise ValueError(f"{self.digits} digits allow only {10**self.digits} distinct phrases")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +80,9 @@ def draw_canaries(config: CanaryConfig, train_user_ids: Sequence[str]) -> tuple[
     carriers = rng.choice(len(train_user_ids), size=need, replace=False)
     canaries = []
     for i in range(config.num_canaries):
-        ids = tuple(train_user_ids[int(j)] for j in carriers[i * config.users_per_canary : (i + 1) * config.users_per_canary])
+        ids = tuple(
+            train_user_ids[int(j)] for j in carriers[i * config.users_per_canary : (i + 1) * config.users_per_canary]
+        )
         reps = config.repetitions[i % len(config.repetitions)]
         canaries.append(Canary(_secret(int(values[i]), config.digits, config.spell), reps, ids))
     refs = [_secret(int(v), config.digits, config.spell) for v in values[config.num_canaries :]]

@@ -13,7 +13,6 @@ under ``jax.jit`` / ``jax.vmap``.
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import optax
@@ -58,7 +57,7 @@ def add_gaussian_noise(tree: PyTree, stddev: float | jax.Array, rng: jax.Array) 
     keys = jax.random.split(rng, len(leaves))
     std = jnp.asarray(stddev, jnp.float32)
     noised = [
-            (x + std * jax.random.normal(k, jnp.shape(x), jnp.float32)).astype(jnp.result_type(x))
-            for x, k in zip(leaves, keys)
+        (x + std * jax.random.normal(k, jnp.shape(x), jnp.float32)).astype(jnp.result_type(x))
+        for x, k in zip(leaves, keys)
     ]
     return jax.tree.unflatten(treedef, noised)

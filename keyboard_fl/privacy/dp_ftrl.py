@@ -191,8 +191,15 @@ class BandMF(_CorrelatedNoise):
         object.__setattr__(self, "coefs", coefs)
 
     @classmethod
-    def build(cls, *, clip_norm: float, noise_multiplier: float, participation: CyclicPoisson,
-              rounds: int, coefs: tuple[float, ...] | None = None) -> BandMF:
+    def build(
+        cls,
+        *,
+        clip_norm: float,
+        noise_multiplier: float,
+        participation: CyclicPoisson,
+        rounds: int,
+        coefs: tuple[float, ...] | None = None,
+    ) -> BandMF:
         """``coefs`` optimised for ``rounds`` with ``participation.num_bands`` bands when not given."""
         if coefs is None:
             coefs = cn.optimize_bandmf_coefs(rounds, min(participation.num_bands, rounds))
@@ -213,10 +220,17 @@ class BandMF(_CorrelatedNoise):
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "clip_norm": self.clip_norm, "noise_multiplier": self.noise_multiplier,
-                "participation": self.participation.to_dict(), "rounds": self.rounds, "coefs": list(self.coefs),
-                "noise_std": self.noise_std, "accountant": self.accountant,
-                "event": "jax_privacy.experimental.accounting.amplified_bandmf_event (jax-privacy 2.0.0)"}
+        return {
+            "name": self.name,
+            "clip_norm": self.clip_norm,
+            "noise_multiplier": self.noise_multiplier,
+            "participation": self.participation.to_dict(),
+            "rounds": self.rounds,
+            "coefs": list(self.coefs),
+            "noise_std": self.noise_std,
+            "accountant": self.accountant,
+            "event": "jax_privacy.experimental.accounting.amplified_bandmf_event (jax-privacy 2.0.0)",
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,9 +265,16 @@ class BLT(_CorrelatedNoise):
             raise ValueError(f"{self.name}: BLT not valid for min-sep sensitivity with b={p.num_bands}: {e}") from None
 
     @classmethod
-    def build(cls, *, clip_norm: float, noise_multiplier: float, participation: CyclicPoisson,
-              rounds: int, buf_decay: tuple[float, ...] | None = None,
-              output_scale: tuple[float, ...] | None = None) -> BLT:
+    def build(
+        cls,
+        *,
+        clip_norm: float,
+        noise_multiplier: float,
+        participation: CyclicPoisson,
+        rounds: int,
+        buf_decay: tuple[float, ...] | None = None,
+        output_scale: tuple[float, ...] | None = None,
+    ) -> BLT:
         """BLT optimised for ``rounds`` under the participation's (k, b)-min-sep when not given."""
         if buf_decay is None or output_scale is None:
             p = check_participation(cls.name, participation, deterministic=True)
@@ -263,8 +284,11 @@ class BLT(_CorrelatedNoise):
     def sensitivity_at(self, rounds: int) -> float:
         """max ‖C u‖ over the (ceil(r/b), b)-min-sep patterns of the first ``rounds`` rounds."""
         p = self.participation
-        return math.sqrt(cn.blt_sensitivity_squared(
-            self.buf_decay, self.output_scale, rounds, p.min_separation, p.max_participations(rounds)))
+        return math.sqrt(
+            cn.blt_sensitivity_squared(
+                self.buf_decay, self.output_scale, rounds, p.min_separation, p.max_participations(rounds)
+            )
+        )
 
     @functools.cached_property
     def sensitivity(self) -> float:
@@ -282,14 +306,22 @@ class BLT(_CorrelatedNoise):
         return dp_accounting.GaussianDpEvent(self.noise_multiplier * ratio)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "clip_norm": self.clip_norm, "noise_multiplier": self.noise_multiplier,
-                "participation": self.participation.to_dict(), "rounds": self.rounds,
-                "buf_decay": list(self.buf_decay), "output_scale": list(self.output_scale),
-                "sensitivity": self.sensitivity, "min_separation": self.participation.min_separation,
-                "max_participations": self.participation.max_participations(self.rounds),
-                "noise_std": self.noise_std, "accountant": self.accountant,
-                "event": "dp_accounting.GaussianDpEvent(z) (no amplification; min-sep sensitivity, "
-                         "jax_privacy.matrix_factorization.toeplitz.minsep_sensitivity_squared)"}
+        return {
+            "name": self.name,
+            "clip_norm": self.clip_norm,
+            "noise_multiplier": self.noise_multiplier,
+            "participation": self.participation.to_dict(),
+            "rounds": self.rounds,
+            "buf_decay": list(self.buf_decay),
+            "output_scale": list(self.output_scale),
+            "sensitivity": self.sensitivity,
+            "min_separation": self.participation.min_separation,
+            "max_participations": self.participation.max_participations(self.rounds),
+            "noise_std": self.noise_std,
+            "accountant": self.accountant,
+            "event": "dp_accounting.GaussianDpEvent(z) (no amplification; min-sep sensitivity, "
+            "jax_privacy.matrix_factorization.toeplitz.minsep_sensitivity_squared)",
+        }
 
 
 def _as_cyclic(participation: Any) -> Any:
@@ -305,8 +337,9 @@ def _factory(cls: type, deterministic: bool):
         participation = check_participation(cls.name, _as_cyclic(participation), deterministic=deterministic)
         if rounds is None:
             raise ValueError(f"{cls.name}: rounds= is required (the number of rounds the factorisation covers)")
-        return cls.build(clip_norm=clip_norm, noise_multiplier=noise_multiplier, participation=participation,
-                         rounds=rounds, **params)
+        return cls.build(
+            clip_norm=clip_norm, noise_multiplier=noise_multiplier, participation=participation, rounds=rounds, **params
+        )
 
     make.__doc__ = f"{cls.name} for keyboard_fl.privacy.make_mechanism (participation CyclicPoisson or 'cyclic')."
     return make
@@ -320,8 +353,12 @@ def mechanism_from_dict(d: dict[str, Any]) -> BandMF | BLT:
     """Inverse of ``to_dict`` (derived entries such as ``noise_std`` are recomputed, not read)."""
     try:
         name = d["name"]
-        common = {"clip_norm": d["clip_norm"], "noise_multiplier": d["noise_multiplier"],
-                  "participation": CyclicPoisson.from_dict(d["participation"]), "rounds": d["rounds"]}
+        common = {
+            "clip_norm": d["clip_norm"],
+            "noise_multiplier": d["noise_multiplier"],
+            "participation": CyclicPoisson.from_dict(d["participation"]),
+            "rounds": d["rounds"],
+        }
         if name == BandMF.name:
             return BandMF(**common, coefs=tuple(d["coefs"]))
         if name == BLT.name:
@@ -347,8 +384,9 @@ def mechanism_epsilon(mech: BandMF | BLT, delta: float, rounds: int) -> float:
     return _epsilon(repr(event), event, float(delta))
 
 
-def calibrate_noise_multiplier(mech: BandMF | BLT, target_epsilon: float, delta: float,
-                               rounds: int | None = None, *, rtol: float = 1e-3) -> BandMF | BLT:
+def calibrate_noise_multiplier(
+    mech: BandMF | BLT, target_epsilon: float, delta: float, rounds: int | None = None, *, rtol: float = 1e-3
+) -> BandMF | BLT:
     """``mech`` with the smallest z (to ``rtol``) whose ε after ``rounds`` (default all) is <= ``target_epsilon``.
 
     Bracketing by doubling from z = 1, then bisection on log z; every trial

@@ -283,4 +283,6 @@ def dp_event(spec: PrivacySpec) -> dp_accounting.DpEvent:
     Fixed: ``SelfComposed(SampledWithoutReplacement(N, m, Gaussian(z/2)), rounds)``,
     for an RDP accountant with the REPLACE_ONE relation.
     """
-    return dp_accounting.SelfComposedDpEvent(gaussian_round_event(spec.participation, spec.noise_multiplier), spec.rounds)
+    return dp_accounting.SelfComposedDpEvent(
+        gaussian_round_event(spec.participation, spec.noise_multiplier), spec.rounds
+    )

@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from keyboard_fl.privacy.accountant import check_accountant, check_accountant_for_sampling, epsilon as _epsilon
-from keyboard_fl.privacy.accountant import describe
+from keyboard_fl.privacy.accountant import check_accountant, check_accountant_for_sampling, describe
+from keyboard_fl.privacy.accountant import epsilon as _epsilon
 from keyboard_fl.privacy.events import (
     NEIGHBOURING,
     PRIMARY_ACCOUNTANT,
@@ -83,8 +83,9 @@ class PrivacyLedger:
         p = mech.participation
         if p.population is None:
             raise ValueError("the ledger needs the mechanism's participation.population (N)")
-        return cls(mech.noise_multiplier, p.sampling_prob, delta, p.population, p.scheme, rounds, mech.to_dict(),
-                   accountant)
+        return cls(
+            mech.noise_multiplier, p.sampling_prob, delta, p.population, p.scheme, rounds, mech.to_dict(), accountant
+        )
 
     def mech(self) -> Any:
         """The mechanism this ledger accounts."""
@@ -107,8 +108,9 @@ class PrivacyLedger:
 
     def spec(self) -> PrivacySpec:
         """The DP-FedAvg PrivacySpec of the rounds so far (needs rounds >= 1)."""
-        return PrivacySpec(self.noise_multiplier, self.sampling_prob, self.rounds, self.delta, self.sampling,
-                           self.population)  # type: ignore[arg-type]
+        return PrivacySpec(
+            self.noise_multiplier, self.sampling_prob, self.rounds, self.delta, self.sampling, self.population
+        )  # type: ignore[arg-type]
 
     def epsilon(self, accountant: str | None = None) -> float:
         """ε so far. ``None`` picks the mechanism's accountant ("pld" for Poisson, "rdp" for fixed)."""
@@ -119,8 +121,15 @@ class PrivacyLedger:
             check_accountant_for_sampling(accountant, "fixed")
         if self.rounds == 0:
             return 0.0
-        return _epsilon(self.noise_multiplier, self.sampling_prob, self.rounds, self.delta, accountant=accountant,
-                        sampling=self.sampling, population=self.population)  # type: ignore[arg-type]
+        return _epsilon(
+            self.noise_multiplier,
+            self.sampling_prob,
+            self.rounds,
+            self.delta,
+            accountant=accountant,
+            sampling=self.sampling,
+            population=self.population,
+        )  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of the fields."""
@@ -142,10 +151,17 @@ class PrivacyLedger:
     def report(self) -> dict[str, Any]:
         """What to log every round and show wherever the model is used."""
         base = {
-            "epsilon": 0.0, "delta": self.delta, "noise_multiplier": self.noise_multiplier,
-            "sampling_prob": self.sampling_prob, "rounds": self.rounds, "population": self.population,
-            "privacy_unit": "user", "accountant": self.default_accountant(), "sampling": self.sampling,
-            "neighbouring": NEIGHBOURING[self.sampling], "epsilon_rdp": 0.0,
+            "epsilon": 0.0,
+            "delta": self.delta,
+            "noise_multiplier": self.noise_multiplier,
+            "sampling_prob": self.sampling_prob,
+            "rounds": self.rounds,
+            "population": self.population,
+            "privacy_unit": "user",
+            "accountant": self.default_accountant(),
+            "sampling": self.sampling,
+            "neighbouring": NEIGHBOURING[self.sampling],
+            "epsilon_rdp": 0.0,
         }
         if self.mechanism is not None:
             out = {**base, "epsilon": self.epsilon(), "mechanism": self.mechanism}

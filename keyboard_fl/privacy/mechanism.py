@@ -27,13 +27,19 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, Callable, ClassVar, NamedTuple, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import dp_accounting
 import jax
 import jax.numpy as jnp
 
-from keyboard_fl.privacy.accountant import PLD_DISCRETIZATION, check_accountant, check_accountant_for_sampling, event_epsilon
+from keyboard_fl.privacy.accountant import (
+    PLD_DISCRETIZATION,
+    check_accountant,
+    check_accountant_for_sampling,
+    event_epsilon,
+)
 from keyboard_fl.privacy.calibration import calibrate
 from keyboard_fl.privacy.clipping import add_gaussian_noise
 from keyboard_fl.privacy.events import PRIMARY_ACCOUNTANT, Participation, check_noise_multiplier, gaussian_round_event
@@ -79,7 +85,9 @@ class Mechanism(Protocol):
     def init(self, params: PyTree) -> PyTree: ...
     def clip_norm_of(self, state: PyTree) -> jax.Array | float: ...
     def noise_std_of(self, state: PyTree) -> jax.Array | float: ...
-    def privatize(self, clipped_sum: PyTree, stats: ClipStats, state: PyTree, key: jax.Array) -> tuple[PyTree, PyTree]: ...
+    def privatize(
+        self, clipped_sum: PyTree, stats: ClipStats, state: PyTree, key: jax.Array
+    ) -> tuple[PyTree, PyTree]: ...
     def with_noise_multiplier(self, z: float) -> Mechanism: ...
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -119,7 +127,9 @@ class DpFedAvg:
         return PRIMARY_ACCOUNTANT[self.participation.scheme]
 
     def dp_event(self, rounds: int) -> dp_accounting.DpEvent:
-        return dp_accounting.SelfComposedDpEvent(gaussian_round_event(self.participation, self.noise_multiplier), rounds)
+        return dp_accounting.SelfComposedDpEvent(
+            gaussian_round_event(self.participation, self.noise_multiplier), rounds
+        )
 
     def init(self, params: PyTree) -> PyTree:
         return ()
@@ -138,8 +148,12 @@ class DpFedAvg:
         return dataclasses.replace(self, noise_multiplier=z)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "clip_norm": self.clip_norm, "noise_multiplier": self.noise_multiplier,
-                "participation": self.participation.to_dict()}
+        return {
+            "name": self.name,
+            "clip_norm": self.clip_norm,
+            "noise_multiplier": self.noise_multiplier,
+            "participation": self.participation.to_dict(),
+        }
 
 
 # --------------------------------------------------------------------------
@@ -234,7 +248,9 @@ class AdaptiveClipping:
         noised, base_state = self._inner.privatize(clipped_sum, stats, state["base"], k_sum)
         c = state["clip_norm"]
         below = jnp.where(stats.valid & (stats.norms <= c), 0.5, -0.5)
-        count = jnp.sum(jnp.where(stats.valid, below, 0.0)) + self.count_stddev * jax.random.normal(k_count, (), jnp.float32)
+        count = jnp.sum(jnp.where(stats.valid, below, 0.0)) + self.count_stddev * jax.random.normal(
+            k_count, (), jnp.float32
+        )
         frac = count / self.expected_cohort + 0.5
         new_c = c * jnp.exp(-self.learning_rate * (frac - self.target_quantile))
         return noised, {"clip_norm": new_c.astype(jnp.float32), "base": base_state}
@@ -243,11 +259,16 @@ class AdaptiveClipping:
         return dataclasses.replace(self, base=self.base.with_noise_multiplier(z))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "base": self.base.to_dict(), "target_quantile": self.target_quantile,
-                "learning_rate": self.learning_rate, "count_stddev": self.count_stddev,
-                "sum_noise_multiplier": self.sum_noise_multiplier,
-                "composition": "per round: (sum, count) is one Gaussian mechanism with multiplier z = "
-                               "(z_sum^-2 + (2 count_stddev)^-2)^(-1/2); accounted as the base event with z"}
+        return {
+            "name": self.name,
+            "base": self.base.to_dict(),
+            "target_quantile": self.target_quantile,
+            "learning_rate": self.learning_rate,
+            "count_stddev": self.count_stddev,
+            "sum_noise_multiplier": self.sum_noise_multiplier,
+            "composition": "per round: (sum, count) is one Gaussian mechanism with multiplier z = "
+            "(z_sum^-2 + (2 count_stddev)^-2)^(-1/2); accounted as the base event with z",
+        }
 
 
 # --------------------------------------------------------------------------
@@ -316,7 +337,9 @@ def make_mechanism(
     """The mechanism ``name`` (see :data:`MECHANISMS`), wrapped in adaptive clipping if a quantile is given."""
     if name not in MECHANISMS:
         raise ValueError(f"mechanism: unknown {name!r}; known: {sorted(MECHANISMS)}")
-    mech = MECHANISMS[name](clip_norm=clip_norm, noise_multiplier=noise_multiplier, participation=participation, **params)
+    mech = MECHANISMS[name](
+        clip_norm=clip_norm, noise_multiplier=noise_multiplier, participation=participation, **params
+    )
     if adaptive_clip_quantile is not None:
         mech = AdaptiveClipping(mech, adaptive_clip_quantile, adaptive_clip_lr, adaptive_clip_count_stddev)
     return mech
@@ -329,8 +352,14 @@ def _mechanism_epsilon(mech: Any, rounds: int, delta: float, accountant: str, vd
     return event_epsilon(mech.dp_event(rounds), delta, accountant=accountant, relation=relation, pld_discretization=vdi)
 
 
-def mechanism_epsilon(mech: Any, rounds: int, delta: float, *, accountant: str | None = None,
-                      pld_discretization: float = PLD_DISCRETIZATION) -> float:
+def mechanism_epsilon(
+    mech: Any,
+    rounds: int,
+    delta: float,
+    *,
+    accountant: str | None = None,
+    pld_discretization: float = PLD_DISCRETIZATION,
+) -> float:
     """ε after ``rounds`` rounds of ``mech`` at ``delta`` (0 rounds: 0; z = 0: inf). Cached."""
     if rounds == 0:
         return 0.0
@@ -342,12 +371,17 @@ def mechanism_epsilon(mech: Any, rounds: int, delta: float, *, accountant: str |
     return _mechanism_epsilon(mech, int(rounds), float(delta), accountant, float(pld_discretization))
 
 
-def calibrate_mechanism(mech: Any, target_epsilon: float, rounds: int, delta: float, *,
-                        accountant: str | None = None, rtol: float = 0.005) -> Any:
+def calibrate_mechanism(
+    mech: Any, target_epsilon: float, rounds: int, delta: float, *, accountant: str | None = None, rtol: float = 0.005
+) -> Any:
     """``mech`` with the smallest noise multiplier whose ε after ``rounds`` is <= ``target_epsilon``."""
     if isinstance(mech, AdaptiveClipping):  # same event as its base; the z < 2σ_b check comes after
         base = calibrate_mechanism(mech.base, target_epsilon, rounds, delta, accountant=accountant, rtol=rtol)
         return dataclasses.replace(mech, base=base)
-    z = calibrate(lambda z: mechanism_epsilon(mech.with_noise_multiplier(z), rounds, delta, accountant=accountant),
-                  target_epsilon, rtol=rtol, what=f" for {mech.name} at δ={delta}")
+    z = calibrate(
+        lambda z: mechanism_epsilon(mech.with_noise_multiplier(z), rounds, delta, accountant=accountant),
+        target_epsilon,
+        rtol=rtol,
+        what=f" for {mech.name} at δ={delta}",
+    )
     return mech.with_noise_multiplier(z)

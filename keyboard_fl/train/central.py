@@ -9,7 +9,7 @@ seed and runs Adam (Kingma & Ba 2015) on mini-batches.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

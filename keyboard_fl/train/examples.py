@@ -11,7 +11,7 @@ trainer must only ever train a user's model on that user's rows.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -46,7 +46,9 @@ def as_batch(rows: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def client_steps(rows: np.ndarray, *, batch_size: int, max_examples: int, epochs: int, rng: np.random.Generator) -> np.ndarray:
+def client_steps(
+    rows: np.ndarray, *, batch_size: int, max_examples: int, epochs: int, rng: np.random.Generator
+) -> np.ndarray:
     """One client's local steps: rows [S, batch_size, seq_len + 1], S fixed.
 
     At most ``max_examples`` rows are used (the user's most recent are kept

@@ -35,25 +35,26 @@ import contextlib
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from keyboard_fl import checkpoint
 from keyboard_fl.config import FederatedConfig
 from keyboard_fl.fl.faults import apply_faults, fault_key
-from jax.sharding import Mesh
-
-from keyboard_fl.fl.round import AggregatorConfig, FederatedRound, build_round, make_server_optimizer
 from keyboard_fl.fl.participation import CyclicPoisson, cyclic_capacity, sample_cyclic_cohort_exact, user_bands
+from keyboard_fl.fl.round import AggregatorConfig, FederatedRound, ServerState, build_round, make_server_optimizer
 from keyboard_fl.fl.sampling import cohort_capacity, sample_cohort_exact
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh
 from keyboard_fl.models import Params
-from keyboard_fl.runs import DP_FEDAVG, FEDAVG
-from keyboard_fl.rng import Stream, generator, key as stream_key
 from keyboard_fl.privacy import Participation, PrivacyLedger, calibrate_mechanism, default_delta, make_mechanism
+from keyboard_fl.rng import Stream
+from keyboard_fl.rng import key as stream_key
+from keyboard_fl.runs import FEDAVG
 from keyboard_fl.train.stream import RowsByUser, gather_cohort, prefetched
 
 __all__ = ["DpSetup", "gather_cohort", "resolve_dp", "round_metrics_dict", "train_federated"]
@@ -85,12 +86,21 @@ class DpSetup:
             raise ValueError(f"mechanism participation {self.mechanism.participation} != run's {self.participation}")
 
     @classmethod
-    def dp_fedavg(cls, *, noise_multiplier: float, sampling_prob: float, delta: float, population: int,
-                  clip_norm: float, **adaptive: Any) -> DpSetup:
+    def dp_fedavg(
+        cls,
+        *,
+        noise_multiplier: float,
+        sampling_prob: float,
+        delta: float,
+        population: int,
+        clip_norm: float,
+        **adaptive: Any,
+    ) -> DpSetup:
         """Classic DP-FedAvg with Poisson sampling (``adaptive``: ``adaptive_clip_quantile=`` etc.)."""
         p = Participation("poisson", sampling_prob, population)
-        mech = make_mechanism("dp-fedavg", clip_norm=clip_norm, noise_multiplier=noise_multiplier, participation=p,
-                              **adaptive)
+        mech = make_mechanism(
+            "dp-fedavg", clip_norm=clip_norm, noise_multiplier=noise_multiplier, participation=p, **adaptive
+        )
         return cls(p, delta, mech)
 
     sampling_prob = property(lambda self: self.participation.sampling_prob)
@@ -127,9 +137,12 @@ def resolve_dp(cfg: FederatedConfig, population: int, private: bool) -> DpSetup:
         raise ValueError("dp-fedavg needs a noise_multiplier or a target_epsilon")
     try:
         mech = make_mechanism(
-            cfg.mechanism, clip_norm=cfg.clip_norm, participation=participation,
+            cfg.mechanism,
+            clip_norm=cfg.clip_norm,
+            participation=participation,
             noise_multiplier=0.0 if cfg.noise_multiplier is None else float(cfg.noise_multiplier),
-            adaptive_clip_quantile=cfg.adaptive_clip_quantile, adaptive_clip_lr=cfg.adaptive_clip_lr,
+            adaptive_clip_quantile=cfg.adaptive_clip_quantile,
+            adaptive_clip_lr=cfg.adaptive_clip_lr,
             adaptive_clip_count_stddev=cfg.adaptive_clip_count_stddev,
             **({"rounds": cfg.rounds} if cfg.mechanism.startswith("dp-ftrl") else {}),
         )
@@ -150,12 +163,14 @@ def _check_checkpoint_mechanism(ckpt_dir, ledger: PrivacyLedger) -> None:
         saved = (meta.get("ledger") or {}).get("mechanism")
         if saved is not None and saved != ledger.mechanism:
             raise checkpoint.CheckpointError(
-                f"{ckpt_dir}: checkpoint {step} was written by mechanism {saved}, this run uses {ledger.mechanism}")
+                f"{ckpt_dir}: checkpoint {step} was written by mechanism {saved}, this run uses {ledger.mechanism}"
+            )
         return
 
 
-def make_round(loss_fn, cfg: FederatedConfig, dp: DpSetup, *, private: bool, population: int,
-               mesh: Mesh | None = None) -> FederatedRound:
+def make_round(
+    loss_fn, cfg: FederatedConfig, dp: DpSetup, *, private: bool, population: int, mesh: Mesh | None = None
+) -> FederatedRound:
     """The run's round: its aggregator from ``dp``, its cohort sharded over ``mesh``
     (default ``client_mesh(cfg.devices)``; one device: the unsharded round)."""
     agg = dp.mechanism if private else AggregatorConfig(mode=FEDAVG)
@@ -166,6 +181,30 @@ def make_round(loss_fn, cfg: FederatedConfig, dp: DpSetup, *, private: bool, pop
 
 def round_metrics_dict(m) -> dict[str, float]:
     return {k: float(v) for k, v in m._asdict().items()}
+
+
+def _resume(
+    ckpt_dir, state: ServerState, ledger: PrivacyLedger | None
+) -> tuple[ServerState, PrivacyLedger | None, int]:
+    """The latest good checkpoint's state and ledger, and its round (the inputs unchanged and 0 if none).
+    Refuses a checkpoint of another mechanism or whose ledger disagrees with its round."""
+    if ledger is not None:
+        _check_checkpoint_mechanism(ckpt_dir, ledger)
+    found = checkpoint.load_latest(ckpt_dir, (state.params, state.opt_state, state.mech_state))
+    if found is None:
+        return state, ledger, 0
+    start, (p, o, ms), meta = found
+    state = state._replace(params=p, opt_state=o, round=jnp.asarray(start, jnp.int32), mech_state=ms)
+    if ledger is not None:
+        saved = PrivacyLedger.from_dict(meta["ledger"])
+        if saved.rounds != start:
+            raise checkpoint.CheckpointError(f"{ckpt_dir}: ledger has {saved.rounds} rounds, checkpoint {start}")
+        if saved.mechanism is not None and saved.mechanism != ledger.mechanism:
+            raise checkpoint.CheckpointError(
+                f"{ckpt_dir}: checkpoint was written by mechanism {saved.mechanism}, this run uses {ledger.mechanism}"
+            )
+        ledger = saved
+    return state, ledger, start
 
 
 def train_federated(
@@ -203,21 +242,8 @@ def train_federated(
     ledger = dp.ledger() if private else None
     history: list[dict] = []
     start = 0
-    if resume and private:
-        _check_checkpoint_mechanism(ckpt_dir, ledger)
     if resume:
-        found = checkpoint.load_latest(ckpt_dir, (state.params, state.opt_state, state.mech_state))
-        if found is not None:
-            start, (p, o, ms), meta = found
-            state = state._replace(params=p, opt_state=o, round=jnp.asarray(start, jnp.int32), mech_state=ms)
-            if private:
-                saved = PrivacyLedger.from_dict(meta["ledger"])
-                if saved.rounds != start:
-                    raise checkpoint.CheckpointError(f"{ckpt_dir}: ledger has {saved.rounds} rounds, checkpoint {start}")
-                if saved.mechanism is not None and saved.mechanism != ledger.mechanism:
-                    raise checkpoint.CheckpointError(
-                        f"{ckpt_dir}: checkpoint was written by mechanism {saved.mechanism}, this run uses {ledger.mechanism}")
-                ledger = saved
+        state, ledger, start = _resume(ckpt_dir, state, ledger)
     multiple = capacity_multiple(mesh.size, cfg.client_chunk)  # = client_chunk on one device
     cyclic = isinstance(dp.participation, CyclicPoisson)
     if cyclic:  # round r samples band r mod b; the bands are one draw of the seed
@@ -232,8 +258,14 @@ def train_federated(
             indices, mask, _ = sample_cyclic_cohort_exact(k, bands, r, dp.participation, capacity, multiple=multiple)
         else:
             indices, mask, _ = sample_cohort_exact(k, n, dp.sampling_prob, capacity, multiple=multiple)
-        faults = apply_faults(fault_key(seed, r), np.asarray(indices), np.asarray(mask), seed=seed,
-                              dropout_prob=cfg.dropout_prob, straggler_deadline=cfg.straggler_deadline)
+        faults = apply_faults(
+            fault_key(seed, r),
+            np.asarray(indices),
+            np.asarray(mask),
+            seed=seed,
+            dropout_prob=cfg.dropout_prob,
+            straggler_deadline=cfg.straggler_deadline,
+        )
         return faults, gather_cohort(rows, np.asarray(indices), faults.mask, cfg, seed, r)  # faulted users never train
 
     with contextlib.closing(prefetched(cohort_of, range(start, cfg.rounds), ahead=prefetch)) as cohorts:
@@ -241,8 +273,14 @@ def train_federated(
             t0 = time.perf_counter()
             faults, cohort = next(cohorts)
             state, m = fl_round.apply(state, cohort, stream_key(seed, Stream.ROUND, r))
-            record = {"round": r + 1, **round_metrics_dict(m), "sampled_clients": faults.sampled,
-                      "dropped_clients": faults.dropped, "stragglers": faults.stragglers, "seconds": time.perf_counter() - t0}
+            record = {
+                "round": r + 1,
+                **round_metrics_dict(m),
+                "sampled_clients": faults.sampled,
+                "dropped_clients": faults.dropped,
+                "stragglers": faults.stragglers,
+                "seconds": time.perf_counter() - t0,
+            }
             if private:
                 ledger = ledger.step()
                 record["epsilon"] = ledger.epsilon()

@@ -114,15 +114,17 @@ def main(argv=None) -> None:
         (tff_clip,), _ = tff_aggregate([c], noise_multiplier=0.0, clients_per_round=1.0, clip=C)
         ours = flat([oc[i] for oc in ours_clipped])
         t = flat(tff_clip)
-        clip_rows.append({
-            "client": i,
-            "preclip_norm": float(np_clip(c, C)[1]),
-            "clipped": bool(np_clip(c, C)[1] > C),
-            "tff_clipped_norm": float(np.linalg.norm(t)),
-            "ours_clipped_norm": float(np.linalg.norm(ours)),
-            "max_abs_diff_tff_vs_ours": float(np.max(np.abs(t - ours))),
-            "max_abs_diff_tff_vs_numpy64": float(np.max(np.abs(t - flat(ref_clipped[i])))),
-        })
+        clip_rows.append(
+            {
+                "client": i,
+                "preclip_norm": float(np_clip(c, C)[1]),
+                "clipped": bool(np_clip(c, C)[1] > C),
+                "tff_clipped_norm": float(np.linalg.norm(t)),
+                "ours_clipped_norm": float(np.linalg.norm(ours)),
+                "max_abs_diff_tff_vs_ours": float(np.max(np.abs(t - ours))),
+                "max_abs_diff_tff_vs_numpy64": float(np.max(np.abs(t - flat(ref_clipped[i])))),
+            }
+        )
 
     # (a) Noise off, all real clients, clients_per_round = qN.
     (tff0,), meas0 = tff_aggregate(clients, noise_multiplier=0.0, clients_per_round=qN, clip=C)
@@ -142,7 +144,8 @@ def main(argv=None) -> None:
         "max_abs_diff_tff_vs_sum_over_realized_count": float(np.max(np.abs(t0v - ref_sum / K))),
         "tff_denominator_fitted": fitted_den,
         "tff_denominator_is": "clients_per_round (the fixed expected cohort qN), not the realized count"
-        if abs(fitted_den - qN) < 1e-3 * qN else f"UNEXPECTED: fitted {fitted_den}",
+        if abs(fitted_den - qN) < 1e-3 * qN
+        else f"UNEXPECTED: fitted {fitted_den}",
         "tff_measurements": str(meas0),
     }
 
@@ -177,21 +180,40 @@ def main(argv=None) -> None:
     }
     import jax
     import jaxlib
+
     report = {
         "what": "keyboard_fl DP-FedAvg aggregation vs TFF DifferentiallyPrivateFactory.gaussian_fixed on fixed deltas",
-        "when_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "when_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "all_ok": all(ok.values()),
         "checks": ok,
-        "setup": {k: meta[k] for k in ("clip_norm", "expected_cohort", "num_real_clients", "cohort_capacity",
-                                         "client_chunk", "noise_multiplier", "num_coordinates", "leaf_names", "seed")},
+        "setup": {
+            k: meta[k]
+            for k in (
+                "clip_norm",
+                "expected_cohort",
+                "num_real_clients",
+                "cohort_capacity",
+                "client_chunk",
+                "noise_multiplier",
+                "num_coordinates",
+                "leaf_names",
+                "seed",
+            )
+        },
         "clipping": clip_rows,
         "noise_off": noise_off,
         "noise_on": noise_on,
         "ours_round_metrics_nonoise": meta["ours_round_metrics_nonoise"],
         "versions": {
-            "tff_venv": {"python": platform.python_version(), "tensorflow_federated": tff.__version__,
-                         "tensorflow": tf.__version__, "numpy": np.__version__, "jax": jax.__version__,
-                         "jaxlib": jaxlib.__version__, "executable": sys.executable},
+            "tff_venv": {
+                "python": platform.python_version(),
+                "tensorflow_federated": tff.__version__,
+                "tensorflow": tf.__version__,
+                "numpy": np.__version__,
+                "jax": jax.__version__,
+                "jaxlib": jaxlib.__version__,
+                "executable": sys.executable,
+            },
             "main_venv": meta["versions"],
         },
         "commands": [
@@ -206,8 +228,17 @@ def main(argv=None) -> None:
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=2, default=float))
-    print(json.dumps({"checks": ok, "noise_off": {k: v for k, v in noise_off.items() if k.startswith("max")},
-                      "noise_on": noise_on}, indent=1, default=float))
+    print(
+        json.dumps(
+            {
+                "checks": ok,
+                "noise_off": {k: v for k, v in noise_off.items() if k.startswith("max")},
+                "noise_on": noise_on,
+            },
+            indent=1,
+            default=float,
+        )
+    )
     print(f"wrote {a.out}")
 
 

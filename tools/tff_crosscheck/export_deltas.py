@@ -88,16 +88,21 @@ def run_ours(table, *, noise_multiplier: float, key: int, chunk: int | None):
         dot = sum(jnp.vdot(p, q) for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(d)))
         return -dot, jnp.sum(batch["weights"])
 
-    agg = AggregatorConfig(mode="dp-fedavg", clip_norm=CLIP, noise_multiplier=noise_multiplier,
-                           expected_cohort=EXPECTED_COHORT)
+    agg = AggregatorConfig(
+        mode="dp-fedavg", clip_norm=CLIP, noise_multiplier=noise_multiplier, expected_cohort=EXPECTED_COHORT
+    )
     server_opt = make_server_optimizer("sgd", 1.0)
     cache_key = (id(table), noise_multiplier, chunk)
     if cache_key not in _ROUNDS:
         _ROUNDS[cache_key] = build_round(loss_fn, optax.sgd(1.0), server_opt, agg, client_chunk=chunk).apply
     fn = _ROUNDS[cache_key]
     idx = np.arange(CAPACITY, dtype=np.int32).reshape(CAPACITY, 1, 1, 1)
-    cohort = CohortBatch(jnp.asarray(idx), jnp.asarray(idx), jnp.ones((CAPACITY, 1, 1, 1), jnp.float32),
-                         jnp.asarray(np.arange(CAPACITY) < NUM_REAL))
+    cohort = CohortBatch(
+        jnp.asarray(idx),
+        jnp.asarray(idx),
+        jnp.ones((CAPACITY, 1, 1, 1), jnp.float32),
+        jnp.asarray(np.arange(CAPACITY) < NUM_REAL),
+    )
     zeros = jax.tree.map(lambda t: jnp.zeros(t.shape[1:], t.dtype), table)
     state = server_init(zeros, server_opt)
     new_state, metrics = fn(state, cohort, jax.random.key(key))
@@ -121,7 +126,7 @@ def main(argv=None) -> None:
     clip_j = jax.jit(clip_update)
     clipped, norms = [], []
     for i in range(NUM_REAL):
-        c, n = clip_j(jax.tree.map(lambda t: t[i], table), CLIP)
+        c, n = clip_j(jax.tree.map(lambda t: t[i], table), CLIP)  # noqa: B023 (used within this iteration)
         clipped.append(flat(c))
         norms.append(float(n))
     clipped_stack = [np.stack([c[j] for c in clipped]) for j in range(len(names))]
@@ -161,8 +166,12 @@ def main(argv=None) -> None:
             "expected_std_zC_over_qN": NOISE_MULTIPLIER * CLIP / EXPECTED_COHORT,
             "round_metric_noise_std_average": float(mz.noise_std_average),
         },
-        "versions": {"python": platform.python_version(), "jax": jax.__version__, "optax": optax.__version__,
-                     "numpy": np.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "optax": optax.__version__,
+            "numpy": np.__version__,
+        },
         "seed": a.seed,
         "export_seconds": None,
     }
