@@ -2,7 +2,8 @@
 
 from .corpus import BadLineReport, CorpusError, DirectoryCorpus, JsonlCorpus, ReaderConfig
 from .materialize import MaterializedSource, file_sha256, materialize, open_source
-from .population import Persona, Population, PopulationConfig, user_seed
+from .persona import Persona
+from .population import Population, PopulationConfig, user_seed
 from .resources import DEFAULT_LANG_DIR, Resources, load_resources
 from .splits import (
     SPLITS,

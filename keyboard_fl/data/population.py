@@ -5,7 +5,7 @@ a ``numpy.random.Generator`` is seeded from ``SeedSequence([seed, h(user_id)])``
 with ``h`` a blake2b digest (independent of Python's hash randomization), so a
 population of a million users costs no disk and any user regenerates exactly.
 
-A user is a *persona* (see :class:`Persona`): a sparse mix of topics, personal
+A user is a *persona* (:class:`~keyboard_fl.data.persona.Persona`): a sparse mix of topics, personal
 entities nobody else uses (friends, pet, street, workplace, team), a personal
 set of long-tail words, and typing habits (greetings, sign-offs, abbreviations,
 fillers, emoji, capitalisation, punctuation, message length). Messages are a
@@ -29,8 +29,9 @@ import numpy as np
 
 from keyboard_fl.rng import user_sequence
 
-from .register import active_trends, community_cum, load_register, make_communities, to_public
-from .resources import ALT, SLOT, Resources, WordList, load_resources, zipf_cum
+from .persona import Persona, UniformStream, make_persona, persona_kit
+from .register import active_trends, load_register, make_communities, to_public
+from .resources import ALT, SLOT, Resources, load_resources
 from .splits import SPLITS, Split, User, make_user
 
 if TYPE_CHECKING:
@@ -63,61 +64,6 @@ class PopulationConfig:
 user_seed = user_sequence  # Stable SeedSequence for ``(seed, user_id)`` (see keyboard_fl.rng)
 
 
-class _Stream:
-    """Uniform floats drawn from a Generator in blocks (fast scalar draws)."""
-
-    __slots__ = ("rng", "buf", "i")
-
-    def __init__(self, rng: np.random.Generator) -> None:
-        self.rng = rng
-        self.buf: list[float] = rng.random(1024).tolist()
-        self.i = 0
-
-    def u(self) -> float:
-        i = self.i
-        if i >= len(self.buf):
-            self.buf = self.rng.random(1024).tolist()
-            i = 0
-        self.i = i + 1
-        return self.buf[i]
-
-    def pick(self, values, cum) -> object:
-        return values[bisect_right(cum, self.u() * cum[-1])]
-
-
-@dataclasses.dataclass(frozen=True)
-class Persona:
-    """Who a simulated user is and how they type."""
-
-    topics: tuple[str, ...]  # topics this user writes about
-    topic_cum: tuple[float, ...]  # cumulative topic weights (sparse Dirichlet mix)
-    entities: dict[str, WordList]  # personal slots: friend, pet, street, work, team, partner
-    pet_words: tuple[str, ...]  # long-tail words this user favours
-    pet_word_p: float  # chance a long-tail slot uses one of pet_words
-    greet_p: float  # chance a message opens with a greeting
-    greeting: WordList  # this user's greetings
-    signoff_p: float
-    signoff: WordList
-    abbrevs: tuple[tuple[str, str], ...]  # (" word ", " abbr ") pairs this user uses
-    abbrev_p: float  # chance each applicable abbreviation fires
-    filler_p: float  # chance of a "lol"/"haha" filler after a clause
-    fillers: tuple[str, ...]
-    emoji_p: float
-    emoji: tuple[str, ...]
-    case: str  # "lower" | "sentence" | "upper_i" (only the pronoun I capitalised)
-    end_punct_p: float  # chance a message ends with punctuation
-    clause_sep: str  # how clauses are joined: ". ", ", ", " ", "! "
-    mean_extra_clauses: float  # Poisson mean of clauses beyond the first
-    stay_on_topic_p: float  # chance the next message continues the previous topic
-    chatter_p: float  # chance a clause is free-form chatter (class Markov chain) instead of a template
-    mention_p: float  # chance a chatter subject / greeting names one of the user's people
-    num_messages: int
-    register: str = "chat"  # "chat" (private users) or "public" (the public split writes web/news-like text)
-    community: int = 0  # index of the user's community (register.py): its local names are in entities["local_*"]
-    phrase_p: float = 0.0  # chance a message carries one of the shared chat phrases
-    local_p: float = 0.0  # chance a {place} slot names a local place of the user's community
-
-
 class Population:
     """A :class:`~keyboard_fl.data.splits.UserSource` over simulated users."""
 
@@ -125,25 +71,10 @@ class Population:
         self.config = config
         self.res = resources or load_resources(config.lang_dir)
         p = self.res.persona
-        self._topics = tuple(self.res.topics)
-        pop = p.get("topic_popularity", {})
         unchat = tuple((v, k) for k, v in p["abbreviations"].items()) + tuple((f, "") for f in p["fillers"])
-        self.reg = load_register(self.res.lang_dir, self._topics, unchat)
-        chat = {t: float(self.reg.chat_topics.get(t, pop.get(t, 1.0))) for t in self._topics}
-        public = {t: float(self.reg.public_topics.get(t, 0.0)) for t in self._topics}
-        # per register: (topics it writes about, Dirichlet alphas); a zero-popularity topic is never used
-        self._topic_mix = {
-            r: (tuple(t for t in self._topics if w[t] > 0), np.array([0.25 * w[t] for t in self._topics if w[t] > 0]))
-            for r, w in (("chat", chat), ("public", public))
-        }
+        self.reg = load_register(self.res.lang_dir, tuple(self.res.topics), unchat)
         self.communities = make_communities(self.reg, config.seed)
-        self._community_cum = community_cum(self.reg)
-        self._first = WordList(tuple(p["first_names"]), tuple(zipf_cum(len(p["first_names"]), 0.8)))
-        self._petnames = WordList(tuple(p["pet_names"]), tuple(zipf_cum(len(p["pet_names"]), 0.8)))
-        self._teams = WordList(tuple(p["teams"]), tuple(zipf_cum(len(p["teams"]), 1.0)))
-        self._abbr = tuple((f" {k} ", f" {v} ") for k, v in p["abbreviations"].items())
-        sy = p["name_syllables"]
-        self._syl = (tuple(sy["onset"]), tuple(sy["vowel"]), tuple(sy["coda"]))
+        self._kit = persona_kit(self.res, self.reg, self.communities)
         counts = (config.num_train_users, config.num_heldout_users, config.num_public_users)
         self._offsets = dict(zip(SPLITS, np.cumsum((0,) + counts[:-1]).tolist()))
         self._counts = dict(zip(SPLITS, counts))
@@ -198,132 +129,20 @@ class Population:
         }
 
     # ----- generation -----------------------------------------------------
-    def _name(self, s: _Stream) -> str:
-        on, vo, co = self._syl
-        n = 2 if s.u() < 0.7 else 3
-        parts = []
-        for _ in range(n):
-            parts.append(on[int(s.u() * len(on))] + vo[int(s.u() * len(vo))])
-        parts.append(co[int(s.u() * len(co))])
-        return "".join(parts)
-
-    def persona(self, user_id: str) -> tuple[Persona, _Stream]:
+    def persona(self, user_id: str) -> tuple[Persona, UniformStream]:
         """Persona of ``user_id`` and the random stream positioned after it."""
-        rng = np.random.default_rng(user_seed(self.config.seed, user_id))
-        s = _Stream(rng)
-        cfg, p, res = self.config, self.res.persona, self.res
-        mu = math.log(cfg.mean_messages) - cfg.messages_sigma**2 / 2
-        n_msgs = int(min(cfg.max_messages, max(1, round(rng.lognormal(mu, cfg.messages_sigma)))))
+        s = UniformStream(np.random.default_rng(user_seed(self.config.seed, user_id)))
         register = "public" if self._is_public(user_id) else "chat"
-        reg_topics, alpha = self._topic_mix[register]
-        w = rng.dirichlet(alpha)
-        has_pet = s.u() < 0.4
-        order = np.argsort(-w, kind="stable")[:5]
-        topics, cum, tot = [], [], 0.0
-        for j in order.tolist():
-            t = reg_topics[j]
-            if t == "pets" and not has_pet:
-                continue
-            tot += float(w[j]) + 1e-9
-            topics.append(t)
-            cum.append(tot)
-
-        def uniq(gen, k):
-            vals = []
-            for _ in range(k * 3):
-                v = gen()
-                if v not in vals:
-                    vals.append(v)
-                if len(vals) == k:
-                    break
-            return WordList(tuple(vals), tuple(zipf_cum(len(vals), 1.2)))
-
-        person = lambda: self._name(s) if s.u() < 0.5 else s.pick(self._first.values, self._first.cum)
-        ents = {
-            "friend": uniq(person, 2 + int(s.u() * 6)),
-            "partner": uniq(person, 1),
-            "pet": uniq(
-                lambda: self._name(s) if s.u() < 0.6 else s.pick(self._petnames.values, self._petnames.cum),
-                1 + (s.u() < 0.2),
-            ),
-            "street": uniq(
-                lambda: self._name(s) + " " + p["street_suffixes"][int(s.u() * len(p["street_suffixes"]))], 1
-            ),
-            "work": uniq(
-                lambda: self._name(s) + " " + p["workplace_suffixes"][int(s.u() * len(p["workplace_suffixes"]))], 1
-            ),
-            "team": uniq(
-                lambda: self._name(s) + " fc" if s.u() < 0.3 else s.pick(self._teams.values, self._teams.cum),
-                1 + (s.u() < 0.3),
-            ),
-        }
-        community = bisect_right(self._community_cum, s.u() * self._community_cum[-1])
-        com = self.communities[community]
-        ents.update(local_place=com.places, local_team=com.teams, local_event=com.events)
-        cw = res.common_words
-        pet_words = tuple(cw.values[bisect_right(cw.cum, s.u() * cw.cum[-1])] for _ in range(15 + int(s.u() * 30)))
-        g, so = p["greetings"], p["signoffs"]
-        gz, sz = zipf_cum(len(g)), zipf_cum(len(so))
-        greet = uniq(lambda: g[bisect_right(gz, s.u() * gz[-1])], 1 + int(s.u() * 3))
-        sign = uniq(lambda: so[bisect_right(sz, s.u() * sz[-1])], 1 + int(s.u() * 3))
-        abbrev_user = s.u() ** 2  # most users abbreviate little, some a lot
-        abbrevs = tuple(a for a in self._abbr if s.u() < abbrev_user)
-        fl, em = p["fillers"], p["emoji"]
-        fillers = tuple(fl[int(s.u() * len(fl))] for _ in range(2))
-        emoji = tuple(em[int(s.u() * len(em))] for _ in range(3))
-        cu = s.u()
-        case = "lower" if cu < 0.45 else ("sentence" if cu < 0.85 else "upper_i")
-        sep = (". ", ", ", " ", "! ")[bisect_right((0.45, 0.7, 0.9, 1.0), s.u())]
-        persona = Persona(
-            topics=tuple(topics),
-            topic_cum=tuple(cum),
-            entities=ents,
-            pet_words=pet_words,
-            pet_word_p=0.2 + 0.4 * s.u(),
-            greet_p=0.35 * s.u(),
-            greeting=greet,
-            signoff_p=0.25 * s.u(),
-            signoff=sign,
-            abbrevs=abbrevs,
-            abbrev_p=0.5 + 0.5 * s.u(),
-            filler_p=0.25 * s.u() ** 2,
-            fillers=fillers,
-            emoji_p=0.35 * s.u() ** 2,
-            emoji=emoji,
-            case=case,
-            end_punct_p=s.u(),
-            clause_sep=sep,
-            mean_extra_clauses=0.1 + 1.0 * s.u() ** 2,
-            stay_on_topic_p=0.2 + 0.5 * s.u(),
-            chatter_p=float(rng.beta(3.5, 3.5)),
-            mention_p=0.1 + 0.4 * s.u(),
-            num_messages=n_msgs,
-            community=community,
+        c = self.config
+        per = make_persona(
+            self._kit,
+            s,
+            register,
+            mean_messages=c.mean_messages,
+            messages_sigma=c.messages_sigma,
+            max_messages=c.max_messages,
         )
-        reg = self.reg
-        if register == "public":  # written text: no chat habits, full sentences, more free-form prose
-            lo, hi = reg.public_extra_clauses
-            persona = dataclasses.replace(
-                persona,
-                register="public",
-                greet_p=0.0,
-                signoff_p=0.0,
-                abbrevs=(),
-                filler_p=0.0,
-                emoji_p=0.0,
-                case="sentence",
-                end_punct_p=1.0,
-                clause_sep=". ",
-                mention_p=0.0,
-                chatter_p=float(rng.beta(*reg.public_chatter_beta)),
-                mean_extra_clauses=lo + (hi - lo) * s.u(),
-            )
-        else:
-            lo, hi = reg.phrase_p
-            persona = dataclasses.replace(
-                persona, phrase_p=lo + (hi - lo) * s.u(), local_p=float(reg.community["local_p"]) * s.u()
-            )
-        return persona, s
+        return per, s
 
     def _is_public(self, user_id: str) -> bool:
         try:
