@@ -152,7 +152,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, args, needle):
 
 
 def test_users_flag_sets_the_population_size():
-    from keyboard_fl.cli import _config
+    from keyboard_fl.cli.common import _config
 
     assert _config("default", "dp-fedavg", 0).population.num_train_users >= 1_000_000
     cfg = _config("default", "dp-fedavg", 0, users=2_000_000, rounds=3)

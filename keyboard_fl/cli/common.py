@@ -1,0 +1,105 @@
+"""The ``keyboard-fl`` Typer app and what every command shares: consoles, the
+user-error guard, config resolution, shared options and log lines.
+
+User errors (bad config, bad corpus line, missing run) print one clear red
+line and exit with status 2; they never show a Python traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from keyboard_fl import runs as run_dirs
+from keyboard_fl.tables import audit_table
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="A private phone keyboard: federated, differentially private next-word prediction.",
+)
+console = Console()
+err = Console(stderr=True)
+
+MAIN_DIR = Path("runs/main")
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError)
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)  # one line, never wrapped at 80 columns
+    raise typer.Exit(2)
+
+
+def _guard(fn):
+    """Turn user errors into one clear line (set KEYBOARD_FL_DEBUG=1 for tracebacks)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*a, **k):
+        try:
+            return fn(*a, **k)
+        except typer.Exit:
+            raise
+        except Exception as e:  # noqa: BLE001 - the CLI boundary
+            from keyboard_fl.checkpoint import CheckpointError
+
+            known = USER_ERRORS + (CheckpointError,)
+            try:
+                from keyboard_fl.data import CorpusError
+
+                known = known + (CorpusError,)
+            except ImportError:
+                pass
+            if os.environ.get("KEYBOARD_FL_DEBUG") or not isinstance(e, known):
+                raise
+            _fail(str(e))
+
+    return wrapper
+
+
+def _config(
+    preset: str,
+    mode: str,
+    seed: int,
+    config_file: Optional[Path] = None,
+    sets=(),
+    users: Optional[int] = None,
+    **overrides,
+):
+    """The preset, then the --config file, then the dedicated flags (--users, federated.*), then each --set, in order."""
+    from keyboard_fl.config import PRESETS
+    from keyboard_fl.config import preset as make_preset
+    from keyboard_fl.overrides import resolve
+
+    if preset not in PRESETS:
+        _fail(f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    if users is not None and users < 1:
+        _fail(f"--users must be ≥ 1, got {users}")
+    flags = [f"population.num_train_users={users}"] if users is not None else []
+    flags += [f"federated.{k}={json.dumps(v)}" for k, v in overrides.items() if v is not None]
+    return resolve(make_preset(preset, mode=mode, seed=seed), config_file=config_file, sets=[*flags, *sets])
+
+
+CONFIG_OPTION = typer.Option(None, "--config", help="a full or partial RunConfig JSON file laid over the preset")
+SET_OPTION = typer.Option([], "--set", help="section.field=value (repeatable), e.g. federated.local_epochs=2")
+USERS_OPTION = typer.Option(
+    None, "--users", help="training users N of the simulated population (default preset: 1,000,000, streamed)"
+)
+
+
+def _log(msg: str) -> None:
+    console.print(f"[dim]·[/] {msg}", highlight=False)
+
+
+def _audit_table(runs: list[Path]) -> Table:
+    """Audit each run (results saved in its metrics.json) and tabulate exposure and completion."""
+    from keyboard_fl.audit import audit_run
+
+    return audit_table({str(d.name): (audit_run(d), run_dirs.load_metrics(d)) for d in runs})

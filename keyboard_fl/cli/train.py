@@ -1,0 +1,182 @@
+"""Training commands: ``train`` one model, ``main`` (the README job) and ``config``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from keyboard_fl import runs as run_dirs
+from keyboard_fl.cli.common import (
+    CONFIG_OPTION,
+    MAIN_DIR,
+    SET_OPTION,
+    USERS_OPTION,
+    _audit_table,
+    _config,
+    _fail,
+    _guard,
+    _log,
+    app,
+    console,
+)
+from keyboard_fl.runs import DP_FEDAVG, MODES
+from keyboard_fl.tables import ProgressBars, results_table
+
+
+@app.command()
+@_guard
+def train(
+    out: Path = typer.Option(..., "--out", help="run directory"),
+    mode: str = typer.Option(DP_FEDAVG, help=", ".join(MODES)),
+    preset: str = typer.Option("default", help="tiny, default or large"),
+    seed: int = typer.Option(0, help="the one seed (population, init, sampling, noise)"),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    rounds: Optional[int] = typer.Option(None, help="override the preset's federated rounds"),
+    target_epsilon: Optional[float] = typer.Option(
+        None, "--target-epsilon", help="calibrate the noise for this ε (dp-fedavg)"
+    ),
+    noise_multiplier: Optional[float] = typer.Option(None, "--noise-multiplier", help="fixed z instead of a target ε"),
+    clients_per_round: Optional[float] = typer.Option(None, "--clients-per-round", help="expected cohort q·N"),
+    clip_norm: Optional[float] = typer.Option(
+        None, "--clip-norm", help="per-user L2 clip C (dp-fedavg; the initial C with adaptive clipping)"
+    ),
+    mechanism: Optional[str] = typer.Option(
+        None, "--mechanism", help="privacy mechanism (dp-fedavg; see keyboard_fl.privacy.MECHANISMS)"
+    ),
+    adaptive_clip_quantile: Optional[float] = typer.Option(
+        None,
+        "--adaptive-clip-quantile",
+        help="adaptive clipping: C tracks this quantile of update norms (Andrew et al. 2021; 0.5 is TFF's default)",
+    ),
+    corpus: Optional[Path] = typer.Option(
+        None,
+        "--corpus",
+        help="your own corpus: a JSONL file ({user_id, text} per line) or a directory of per-user text files",
+    ),
+    skip_bad_lines: bool = typer.Option(
+        False, "--skip-bad-lines", help="skip and count malformed corpus lines instead of stopping"
+    ),
+    canaries: bool = typer.Option(
+        False, "--canaries", help="plant Secret Sharer canaries in training users (for keyboard-fl audit)"
+    ),
+    config_file: Optional[Path] = CONFIG_OPTION,
+    sets: list[str] = SET_OPTION,
+    users: Optional[int] = USERS_OPTION,
+):
+    """Train one model (central baseline, FedAvg or DP-FedAvg) and evaluate it."""
+    from keyboard_fl.train.run import run
+
+    if mode not in MODES:
+        _fail(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if noise_multiplier is not None and target_epsilon is not None:
+        _fail("give either --noise-multiplier or --target-epsilon, not both")
+    over = dict(
+        rounds=rounds,
+        target_epsilon=target_epsilon,
+        noise_multiplier=noise_multiplier,
+        clients_per_round=clients_per_round,
+        clip_norm=clip_norm,
+        adaptive_clip_quantile=adaptive_clip_quantile,
+    )
+    if mechanism is not None:  # a str field: --set syntax, not JSON
+        sets = [f"federated.mechanism={mechanism}", *sets]
+    if noise_multiplier is not None:
+        over["target_epsilon"] = None
+    cfg = _config(preset, mode, seed, config_file, sets, users, **over)
+    if corpus is not None:
+        if not corpus.exists():
+            _fail(f"--corpus {corpus}: no such file or directory")
+        cfg = dataclasses.replace(cfg, corpus=str(corpus.resolve()), skip_bad_lines=skip_bad_lines)
+    if canaries and cfg.canaries is None:  # canaries set by --config/--set are kept
+        cfg = _with_canaries(cfg, seed)
+    with ProgressBars(console) as bars:
+        m = run(cfg, out, resume=resume, log=_log, progress=bars)
+    console.print(results_table({cfg.mode: m}))
+    console.print(f"wrote {out / 'metrics.json'}")
+
+
+@app.command("config")
+@_guard
+def show_config(
+    preset: str = typer.Option("default", help="tiny, default or large"),
+    mode: str = typer.Option(DP_FEDAVG, help=", ".join(MODES)),
+    seed: int = typer.Option(0),
+    config_file: Optional[Path] = CONFIG_OPTION,
+    sets: list[str] = SET_OPTION,
+):
+    """Print the resolved run configuration as JSON (preset, then --config, then --set)."""
+    typer.echo(_config(preset, mode, seed, config_file, sets).to_json())
+
+
+@app.command()
+@_guard
+def main(
+    out: Path = typer.Option(MAIN_DIR, "--out", help="directory for the three runs"),
+    preset: str = typer.Option("default", help="tiny, default or large"),
+    seed: int = typer.Option(0),
+    canaries: bool = typer.Option(
+        True,
+        "--canaries/--no-canaries",
+        help="plant Secret Sharer canaries in every run and audit them at the end (the demo's canary view)",
+    ),
+    users: Optional[int] = USERS_OPTION,
+):
+    """The README main job: central baseline, FedAvg and DP-FedAvg on one population, side by side, then a memorization audit."""
+    from keyboard_fl.train.run import run, write_json
+
+    results = {}
+    for mode in MODES:
+        console.rule(f"[bold]{mode}")
+        d = out / mode
+        if run_dirs.is_finished(d):
+            _log(f"{d} is already trained; delete it to retrain")
+            results[mode] = run_dirs.load_metrics(d)
+            continue
+        cfg = _config(preset, mode, seed, users=users)
+        if canaries:
+            cfg = _with_canaries(cfg, seed)
+        with ProgressBars(console) as bars:
+            results[mode] = run(cfg, d, resume=(d / run_dirs.CONFIG_FILE).exists(), log=_log, progress=bars)
+    console.print(results_table(results))
+    write_json(
+        out / run_dirs.SUMMARY_FILE,
+        {
+            k: {
+                f: v.get(f)
+                for f in (
+                    "top1",
+                    "top3",
+                    "ngram_top1",
+                    "ngram_top3",
+                    "ngram_ksr",
+                    "ksr",
+                    "perplexity",
+                    "epsilon",
+                    "delta",
+                    "params",
+                    "public_pretrained",
+                )
+            }
+            for k, v in results.items()
+        },
+    )
+    audited = [out / m for m in results if _has_canaries(out / m)]
+    if audited:
+        console.rule("[bold]memorization audit")
+        console.print(_audit_table(audited))
+    console.print(f'runs in {out}/; try: keyboard-fl suggest --run {out}/{DP_FEDAVG} "see you"  or  keyboard-fl demo')
+
+
+def _with_canaries(cfg, seed: int):
+    from keyboard_fl.privacy.canaries import CanaryConfig
+
+    return dataclasses.replace(cfg, canaries=CanaryConfig(seed=seed))
+
+
+def _has_canaries(run_dir: Path) -> bool:
+    path = run_dir / run_dirs.CONFIG_FILE
+    return path.exists() and json.loads(path.read_text()).get("canaries") is not None
