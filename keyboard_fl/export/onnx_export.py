@@ -119,34 +119,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def export_run(
-    graphdef,
-    params,
-    tokenizer,
-    info: Mapping[str, Any],
-    out_dir,
-    *,
-    words: Sequence[str],
-    search: SearchConfig = SearchConfig(),
-    quantize: bool = True,
-) -> dict:
-    """Export one model to ``out_dir``; returns the manifest (also written as ``manifest.json``).
-
-    Args:
-      graphdef, params: the trained CIFG-LSTM (``nnx.split``).
-      tokenizer: its :class:`~keyboard_fl.tokenizer.Tokenizer` (saved beside the model).
-      info: public facts for the manifest, as :func:`keyboard_fl.runs.model_info` gives them
-        (name, mode, private, epsilon, delta, privacy, top1, top3, ksr, params), plus
-        optional ``model_config`` (dict) and ``accounting`` (accountant, neighbouring,
-        noise_multiplier, clip_norm).
-      words: the dictionary of real words the strip may show (``words.txt``; the run's public word list).
-      search: the suggestion search the on-device runner should use.
-    """
-    import onnx
-
-    from keyboard_fl.models import merge
-    from keyboard_fl.tokenizer import BOS_ID
-
+def _check_export_inputs(info: Mapping[str, Any], words: Sequence[str]) -> None:
+    """Raise if the word list is empty or ``info`` lacks a manifest key."""
     if not words:
         raise ValueError(
             "export needs the dictionary's word list (words=...), e.g. keyboard_fl.dictionary.run_word_list(run_dir)"
@@ -154,10 +128,12 @@ def export_run(
     missing = [k for k in _INFO_KEYS if k not in info]
     if missing:
         raise ValueError(f"export info lacks {', '.join(missing)} (give keyboard_fl.runs.model_info(...))")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    w = cifg_weights(merge(graphdef, params))
-    proto = build_step_graph(w)
+
+
+def _write_models(proto, out: Path, quantize: bool) -> list[str]:
+    """Save the float model and, if ``quantize``, its dynamic-int8 twin; returns the file names written."""
+    import onnx
+
     onnx.save(proto, str(out / FLOAT_NAME))
     files = [FLOAT_NAME]
     if quantize:
@@ -173,19 +149,35 @@ def export_run(
         files.append(INT8_NAME)
     elif (out / INT8_NAME).exists():
         (out / INT8_NAME).unlink()  # never leave a stale int8 model beside a new float one
+    return files
+
+
+def _write_tokenizer_and_words(tokenizer, words: Sequence[str], out: Path) -> list[str]:
+    """Save the tokenizer, plus its JSON form and the dictionary for the in-page keyboard; returns the file names."""
     tokenizer.save(out / TOKENIZER_NAME)
-    files.append(TOKENIZER_NAME)
     # For the in-page keyboard: the tokenizer as JSON and the dictionary (real words only).
     from keyboard_fl.dictionary import WORDS_NAME, save_words
     from keyboard_fl.export.web import TOKENIZER_JSON_NAME, write_tokenizer_json
 
     write_tokenizer_json(tokenizer, out / TOKENIZER_JSON_NAME)
     save_words(out / WORDS_NAME, words)
-    files += [TOKENIZER_JSON_NAME, WORDS_NAME]
+    return [TOKENIZER_NAME, TOKENIZER_JSON_NAME, WORDS_NAME]
+
+
+def _manifest(
+    w: dict[str, np.ndarray],
+    info: Mapping[str, Any],
+    search: SearchConfig,
+    quantize: bool,
+    out: Path,
+    files: Sequence[str],
+) -> dict:
+    """The manifest: shapes, I/O signature, search, privacy and quality facts, and each file's size and sha256."""
+    from keyboard_fl.tokenizer import BOS_ID
 
     model_cfg = dict(info.get("model_config") or {})
     model_cfg["vocab_size"] = int(w["embedding"].shape[0])
-    manifest = {
+    return {
         "format": "keyboard_fl.onnx-step/1",
         "run": info["name"],
         "mode": info["mode"],
@@ -213,6 +205,40 @@ def export_run(
         "quantized": bool(quantize),
         "files": {f: {"bytes": (out / f).stat().st_size, "sha256": _sha256(out / f)} for f in files},
     }
+
+
+def export_run(
+    graphdef,
+    params,
+    tokenizer,
+    info: Mapping[str, Any],
+    out_dir,
+    *,
+    words: Sequence[str],
+    search: SearchConfig = SearchConfig(),
+    quantize: bool = True,
+) -> dict:
+    """Export one model to ``out_dir``; returns the manifest (also written as ``manifest.json``).
+
+    Args:
+      graphdef, params: the trained CIFG-LSTM (``nnx.split``).
+      tokenizer: its :class:`~keyboard_fl.tokenizer.Tokenizer` (saved beside the model).
+      info: public facts for the manifest, as :func:`keyboard_fl.runs.model_info` gives them
+        (name, mode, private, epsilon, delta, privacy, top1, top3, ksr, params), plus
+        optional ``model_config`` (dict) and ``accounting`` (accountant, neighbouring,
+        noise_multiplier, clip_norm).
+      words: the dictionary of real words the strip may show (``words.txt``; the run's public word list).
+      search: the suggestion search the on-device runner should use.
+    """
+    from keyboard_fl.models import merge
+
+    _check_export_inputs(info, words)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    w = cifg_weights(merge(graphdef, params))
+    files = _write_models(build_step_graph(w), out, quantize)
+    files += _write_tokenizer_and_words(tokenizer, words, out)
+    manifest = _manifest(w, info, search, quantize, out, files)
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 

@@ -302,6 +302,22 @@ def _round_metrics(
     )
 
 
+def _aggregate(total: PyTree, st: dict, mech: Mechanism | None, mech_state, clip_norm, noise_key: jax.Array):
+    """The round's mean delta from the clients' sum: ``(mean_delta, mech_state, noise_std)``.
+
+    With a mechanism, :func:`privatize_mean` noises the sum of clipped deltas
+    and advances its state; FedAvg divides the token-weighted sum by the
+    round's tokens (``noise_std`` None, state unchanged).
+    """
+    if mech is None:
+        denom = jnp.maximum(jnp.sum(st["num_tokens"]), 1e-12)
+        return jax.tree.map(lambda x: x / denom, total), mech_state, None
+    noise_std = mech.noise_std_of(mech_state)
+    stats = ClipStats(clip_norm, st["norm"], st["valid"])
+    mean_delta, mech_state = privatize_mean(total, mech, noise_key, stats, mech_state)
+    return mean_delta, mech_state, noise_std
+
+
 def _compiled(round_fn, mesh: Mesh | None, *, jit: bool, donate: bool):
     """``round_fn`` jitted (state donated if ``donate``); on a mesh, state and key replicated."""
     if not jit:
@@ -372,21 +388,14 @@ def build_round(
         total, st = for_each_client(
             train_and_clip, (state.params, clip_norm), slots, chunk=client_chunk, mesh=mesh if sharded else None
         )
-        mech_state = state.mech_state
-        if dp:
-            noise_std = mech.noise_std_of(mech_state)
-            stats = ClipStats(clip_norm, st["norm"], st["valid"])
-            mean_delta, mech_state = privatize_mean(total, mech, noise_key, stats, mech_state)
-        else:
-            denom = jnp.maximum(jnp.sum(st["num_tokens"]), 1e-12)
-            mean_delta = jax.tree.map(lambda x: x / denom, total)
+        mean_delta, mech_state, noise_std = _aggregate(total, st, mech, state.mech_state, clip_norm, noise_key)
         new_state = server_update(state, mean_delta, server_opt)._replace(mech_state=mech_state)
         metrics = _round_metrics(
             st,
             sampled,
             mean_delta,
             clip_norm if dp else None,
-            noise_std if dp else None,
+            noise_std,
             mech.expected_cohort if dp else None,
         )
         return new_state, metrics

@@ -207,6 +207,40 @@ def _resume(
     return state, ledger, start
 
 
+def _cohort_sampler(
+    rows: RowsByUser, cfg: FederatedConfig, dp: DpSetup, seed: int, devices: int
+) -> Callable[[int], tuple[Any, Any]]:
+    """``cohort_of(r) -> (faults, cohort)``: round ``r``'s sampled users (Poisson, or cyclic bands),
+    their faults, and their gathered rows, padded to a capacity that is a multiple of
+    ``devices × client_chunk``."""
+    n = len(rows)
+    multiple = capacity_multiple(devices, cfg.client_chunk)  # = client_chunk on one device
+    cyclic = isinstance(dp.participation, CyclicPoisson)
+    if cyclic:  # round r samples band r mod b; the bands are one draw of the seed
+        bands = user_bands(stream_key(seed, Stream.BANDS), n, dp.participation.num_bands)
+        capacity = cyclic_capacity(dp.participation, multiple=multiple)
+    else:
+        capacity = cohort_capacity(n, dp.sampling_prob, multiple=multiple)
+
+    def cohort_of(r: int):  # a function of (seed, r) alone, so it can be made ahead, on another thread
+        k = stream_key(seed, Stream.COHORT, r)
+        if cyclic:
+            indices, mask, _ = sample_cyclic_cohort_exact(k, bands, r, dp.participation, capacity, multiple=multiple)
+        else:
+            indices, mask, _ = sample_cohort_exact(k, n, dp.sampling_prob, capacity, multiple=multiple)
+        faults = apply_faults(
+            fault_key(seed, r),
+            np.asarray(indices),
+            np.asarray(mask),
+            seed=seed,
+            dropout_prob=cfg.dropout_prob,
+            straggler_deadline=cfg.straggler_deadline,
+        )
+        return faults, gather_cohort(rows, np.asarray(indices), faults.mask, cfg, seed, r)  # faulted users never train
+
+    return cohort_of
+
+
 def train_federated(
     loss_fn,
     params: Params,
@@ -244,30 +278,7 @@ def train_federated(
     start = 0
     if resume:
         state, ledger, start = _resume(ckpt_dir, state, ledger)
-    multiple = capacity_multiple(mesh.size, cfg.client_chunk)  # = client_chunk on one device
-    cyclic = isinstance(dp.participation, CyclicPoisson)
-    if cyclic:  # round r samples band r mod b; the bands are one draw of the seed
-        bands = user_bands(stream_key(seed, Stream.BANDS), n, dp.participation.num_bands)
-        capacity = cyclic_capacity(dp.participation, multiple=multiple)
-    else:
-        capacity = cohort_capacity(n, dp.sampling_prob, multiple=multiple)
-
-    def cohort_of(r: int):  # a function of (seed, r) alone, so it can be made ahead, on another thread
-        k = stream_key(seed, Stream.COHORT, r)
-        if cyclic:
-            indices, mask, _ = sample_cyclic_cohort_exact(k, bands, r, dp.participation, capacity, multiple=multiple)
-        else:
-            indices, mask, _ = sample_cohort_exact(k, n, dp.sampling_prob, capacity, multiple=multiple)
-        faults = apply_faults(
-            fault_key(seed, r),
-            np.asarray(indices),
-            np.asarray(mask),
-            seed=seed,
-            dropout_prob=cfg.dropout_prob,
-            straggler_deadline=cfg.straggler_deadline,
-        )
-        return faults, gather_cohort(rows, np.asarray(indices), faults.mask, cfg, seed, r)  # faulted users never train
-
+    cohort_of = _cohort_sampler(rows, cfg, dp, seed, mesh.size)
     with contextlib.closing(prefetched(cohort_of, range(start, cfg.rounds), ahead=prefetch)) as cohorts:
         for r in range(start, cfg.rounds):
             t0 = time.perf_counter()
