@@ -123,9 +123,10 @@ def browser(tmp_path_factory):
 
 
 def _strip(page) -> list[str]:
-    """Suggestions in rank order (the middle slot holds the most likely word)."""
+    """Suggestions in rank order (the middle slot holds the most likely word); empty slots left out
+    (the dictionary filter may leave fewer than three real words)."""
     by_rank = page.eval_on_selector_all(".suggestion", "els => els.map(e => [Number(e.dataset.rank), e.textContent])")
-    return [w for _, w in sorted(by_rank)]
+    return [w for _, w in sorted(by_rank) if w]
 
 
 def _wait_fresh(page, previous_seq: int | None = None) -> int:
@@ -285,7 +286,7 @@ def test_canary_view_shows_each_model_with_a_leak_badge(canary_run, tiny_runs, b
         page.wait_for_function("document.getElementById('canary-prefix').value !== ''")
         assert page.input_value("#canary-prefix") == "my pin is"
         page.click("#canary-run")
-        page.wait_for_selector("#canary-results[data-state=done]", timeout=15_000)
+        page.wait_for_selector("#canary-results[data-state=done]", timeout=60_000)
         rows = page.eval_on_selector_all(
             ".canary-row",
             "els => els.map(e => [e.dataset.model, e.dataset.leaks, e.querySelector('.leak-badge').textContent,"
@@ -296,7 +297,9 @@ def test_canary_view_shows_each_model_with_a_leak_badge(canary_run, tiny_runs, b
         for (_name, leaks, badge, words, text), want in zip(rows, expected):
             assert leaks == str(want["leaks"]).lower()
             assert badge.startswith("LEAKS") if want["leaks"] else badge.startswith("does not leak")
-            assert words.split() == want["completion"] and len(want["completion"]) == 4
+            # the page shows the API's completion; at most the secret's 4 words (the dictionary
+            # filter can leave an empty strip, which stops the greedy completion early)
+            assert words.split() == want["completion"] and 1 <= len(want["completion"]) <= 4
             assert want["privacy"] in text
         central, private = (r[4] for r in rows)
         assert "typed 400×" in central and "exposure" in central  # planted secrets, audited
