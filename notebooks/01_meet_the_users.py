@@ -22,6 +22,7 @@
 # from without memorising any one person.
 
 # %% tags=["parameters"]
+import os
 
 from keyboard_fl import notebook_utils as nu
 
@@ -54,14 +55,10 @@ rows = [
     ["messages", stats["messages"]],
     ["words", stats["words"]],
     ["vocabulary (distinct words)", stats["vocabulary_size"]],
-    [
-        "messages per user: median / p90 / p99 / max",
-        " / ".join(f"{stats['messages_per_user'][k]:g}" for k in ("median", "p90", "p99", "max")),
-    ],
-    [
-        "words per user: median / p90 / p99 / max",
-        " / ".join(f"{stats['words_per_user'][k]:g}" for k in ("median", "p90", "p99", "max")),
-    ],
+    ["messages per user: median / p90 / p99 / max",
+     " / ".join(f"{stats['messages_per_user'][k]:g}" for k in ("median", "p90", "p99", "max"))],
+    ["words per user: median / p90 / p99 / max",
+     " / ".join(f"{stats['words_per_user'][k]:g}" for k in ("median", "p90", "p99", "max"))],
     ["mean pairwise vocabulary overlap (Jaccard)", f"{stats['mean_pairwise_jaccard']:.3f}"],
     ["word types used by one user only", nu.pct(stats["personal_word_fraction"])],
     ["… share of the words typed", nu.pct(stats["personal_token_fraction"])],
@@ -122,10 +119,8 @@ axes[1].grid(alpha=0.3)
 fig.tight_layout()
 nu.show(fig)
 off = jac[~np.eye(len(jac), dtype=bool)]
-print(
-    f"Jaccard overlap between these users: median {np.median(off):.3f}, max {off.max():.3f}; "
-    f"{100 * np.mean(upw == 1):.0f}% of distinct words are used by one user only"
-)
+print(f"Jaccard overlap between these users: median {np.median(off):.3f}, max {off.max():.3f}; "
+      f"{100 * np.mean(upw == 1):.0f}% of distinct words are used by one user only")
 
 # %% [markdown]
 # Each user's most frequent **personal** words (used by no other scanned user):
@@ -160,17 +155,12 @@ train_words = [w for v in vocabs.values() for w, c in v.items() for _ in range(c
 oov = np.mean([w not in vocab for w in train_words]) if train_words else float("nan")
 pub_types = set(w for w in vocab)
 shared = len(set().union(*[set(v) for v in vocabs.values()]) & pub_types)
-nu.show_table(
-    ["", "training users (scanned)", "public users (scanned)"],
-    [
-        ["users", stats["users"], pub["users"]],
-        ["messages", stats["messages"], pub["messages"]],
-        ["vocabulary", stats["vocabulary_size"], pub["vocabulary_size"]],
-        ["mean pairwise Jaccard", f"{stats['mean_pairwise_jaccard']:.3f}", f"{pub['mean_pairwise_jaccard']:.3f}"],
-    ],
-)
-print(
-    f"evaluation vocabulary: {len(vocab):,} public words; {nu.pct(oov)} of the scanned training users' "
-    f"running words fall outside it; {shared:,} of the training words also occur in it"
-)
+nu.show_table(["", "training users (scanned)", "public users (scanned)"], [
+    ["users", stats["users"], pub["users"]],
+    ["messages", stats["messages"], pub["messages"]],
+    ["vocabulary", stats["vocabulary_size"], pub["vocabulary_size"]],
+    ["mean pairwise Jaccard", f"{stats['mean_pairwise_jaccard']:.3f}", f"{pub['mean_pairwise_jaccard']:.3f}"],
+])
+print(f"evaluation vocabulary: {len(vocab):,} public words; {nu.pct(oov)} of the scanned training users' "
+      f"running words fall outside it; {shared:,} of the training words also occur in it")
 nu.show_table(["public sample message"], [[m] for m in pub["sample_messages"][:6]])

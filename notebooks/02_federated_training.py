@@ -50,20 +50,11 @@ for mode, d in runs.items():
 # %%
 nu.show_table(nu.RESULTS_HEADERS, nu.results_rows(runs))
 m0 = nu.load_metrics(runs[nu.CENTRAL])
-extra = [
-    [
-        "Kneser–Ney word trigram",
-        nu.pct(m0.get("ngram_top1")),
-        nu.pct(m0.get("ngram_top3")),
-        nu.pct(m0.get("ngram_ksr")),
-        "not private",
-    ]
-]
+extra = [["Kneser–Ney word trigram", nu.pct(m0.get("ngram_top1")), nu.pct(m0.get("ngram_top3")),
+          nu.pct(m0.get("ngram_ksr")), "not private"]]
 if m0.get("public_pretrained"):
     pp = m0["public_pretrained"]
-    extra.append(
-        ["public-only model (the common start)", nu.pct(pp["top1"]), nu.pct(pp["top3"]), "—", "uses no user data"]
-    )
+    extra.append(["public-only model (the common start)", nu.pct(pp["top1"]), nu.pct(pp["top3"]), "—", "uses no user data"])
 nu.show_table(["baseline", "top-1", "top-3", "KSR", "privacy"], extra)
 
 # %% [markdown]
@@ -101,21 +92,11 @@ for mode in (nu.FEDAVG, nu.DP_FEDAVG):
     h = nu.load_history(runs[mode])
     if h:
         last = h[-1]
-        rows.append(
-            [
-                nu.mode_label(mode),
-                last["round"],
-                f"{np.mean([r['cohort_size'] for r in h]):.1f}",
-                last["update_norm_median"],
-                nu.pct(last["clipped_fraction"]),
-                last["noise_std_average"],
-                last["server_update_norm"],
-            ]
-        )
-nu.show_table(
-    ["run", "last round", "mean cohort", "median update norm", "clipped", "noise std (average)", "server update norm"],
-    rows,
-)
+        rows.append([nu.mode_label(mode), last["round"], f"{np.mean([r['cohort_size'] for r in h]):.1f}",
+                     last["update_norm_median"], nu.pct(last["clipped_fraction"]), last["noise_std_average"],
+                     last["server_update_norm"]])
+nu.show_table(["run", "last round", "mean cohort", "median update norm", "clipped", "noise std (average)",
+               "server update norm"], rows)
 
 # %% [markdown]
 # ## Who gains: per-user top-1
@@ -130,9 +111,8 @@ from keyboard_fl.loading import load_suggester
 source, users = nu.heldout_messages(runs[nu.CENTRAL])
 vocab = nu.word_vocab(source)
 models = {mode: load_suggester(d)[0] for mode, d in runs.items()}
-per_user = {
-    mode: nu.per_user_top1(s, users, vocab, min_targets=5 if PRESET == "full" else 1) for mode, s in models.items()
-}
+per_user = {mode: nu.per_user_top1(s, users, vocab, min_targets=5 if PRESET == "full" else 1)
+            for mode, s in models.items()}
 fig = nu.plot_per_user_hist(per_user)
 nu.show(fig)
 rows = []
@@ -146,7 +126,5 @@ common = sorted(set.intersection(*[set(v) for v in per_user.values()]))
 c = np.array([per_user[nu.CENTRAL][u] for u in common])
 for mode in (nu.FEDAVG, nu.DP_FEDAVG):
     d = np.array([per_user[mode][u] for u in common]) - c
-    print(
-        f"{nu.mode_label(mode)} vs central, per user: median difference {100 * np.median(d):+.1f} points; "
-        f"{100 * np.mean(d >= 0):.0f}% of users do at least as well"
-    )
+    print(f"{nu.mode_label(mode)} vs central, per user: median difference {100 * np.median(d):+.1f} points; "
+          f"{100 * np.mean(d >= 0):.0f}% of users do at least as well")

@@ -33,6 +33,7 @@ print(f"notebook preset: {PRESET}; sweep: tiny population, {nu.SWEEP_ROUNDS[PRES
 
 # %%
 import matplotlib.pyplot as plt
+import numpy as np
 
 from keyboard_fl.privacy import calibrate_noise_multiplier, epsilon_curve
 

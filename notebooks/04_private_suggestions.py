@@ -36,19 +36,9 @@ runs = nu.main_runs(PRESET)  # trains what is missing (tiny: ~30 s)
 suggesters, metrics = {}, {}
 for mode, d in runs.items():
     suggesters[mode], metrics[mode] = load_suggester(d)
-nu.show_table(
-    ["model", "run", "top-1", "KSR", "privacy"],
-    [
-        [
-            nu.mode_label(m),
-            nu.display_path(runs[m]),
-            nu.pct(metrics[m]["top1"]),
-            nu.pct(metrics[m].get("ksr")),
-            nu.privacy_label(metrics[m]),
-        ]
-        for m in runs
-    ],
-)
+nu.show_table(["model", "run", "top-1", "KSR", "privacy"],
+              [[nu.mode_label(m), nu.display_path(runs[m]), nu.pct(metrics[m]["top1"]), nu.pct(metrics[m].get("ksr")),
+                nu.privacy_label(metrics[m])] for m in runs])
 
 # %% [markdown]
 # ## Next word and completions
@@ -58,21 +48,9 @@ nu.show_table(
 
 # %%
 TEXTS = [
-    "see you ",
-    "see you tom",
-    "thanks so ",
-    "can you ",
-    "i will be there in ",
-    "happy birthday ",
-    "what time ",
-    "let me know ",
-    "on my ",
-    "good morning ",
-    "i love ",
-    "are we still on for ",
-    "dinner at ",
-    "how was ",
-    "omg ",
+    "see you ", "see you tom", "thanks so ", "can you ", "i will be there in ", "happy birthday ",
+    "what time ", "let me know ", "on my ", "good morning ", "i love ", "are we still on for ", "dinner at ",
+    "how was ", "omg ",
 ]
 headers = ["text"] + [nu.mode_label(m) for m in suggesters]
 nu.show_table(headers, nu.suggestion_rows(suggesters, TEXTS))

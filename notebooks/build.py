@@ -84,9 +84,7 @@ def out_of_sync(py: Path) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("names", nargs="*", help="notebooks to build (stem or prefix, e.g. 02); default all")
-    ap.add_argument(
-        "--preset", choices=("full", "tiny"), help=f"sets ${PRESET_ENV} (default: the environment's, else full)"
-    )
+    ap.add_argument("--preset", choices=("full", "tiny"), help=f"sets ${PRESET_ENV} (default: the environment's, else full)")
     ap.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     ap.add_argument("--no-execute", action="store_true", help="write the .ipynb without running it")
     ap.add_argument("--check", action="store_true", help="only check that each .ipynb has its .py's code cells")
@@ -104,10 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[PRESET_ENV] = args.preset
     for py in pys:
         secs = build(py, py.with_suffix(".ipynb"), timeout=args.timeout, run=not args.no_execute)
-        print(
-            f"{py.with_suffix('.ipynb').name}: {'executed' if not args.no_execute else 'written'} in {secs:.0f}s "
-            f"(preset {os.environ.get(PRESET_ENV, 'full')})"
-        )
+        print(f"{py.with_suffix('.ipynb').name}: {'executed' if not args.no_execute else 'written'} in {secs:.0f}s "
+              f"(preset {os.environ.get(PRESET_ENV, 'full')})")
     return 0
 
 
