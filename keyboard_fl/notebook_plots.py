@@ -6,8 +6,9 @@ Re-exported by :mod:`keyboard_fl.notebook_utils`, which the notebooks import.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,29 +91,28 @@ def plot_per_user_hist(per_user: Mapping[str, Mapping[str, float]], bins: int = 
     return fig or ax.figure
 
 
-def plot_privacy_utility(sweep: Sequence[Mapping], reference: Mapping[str, float] | None = None):
-    """Top-1 and KSR against ε (log scale), with optional horizontal references (e.g. FedAvg, public-only)."""
+def plot_privacy_utility(results: Mapping[str, Any]):
+    """Top-1, KSR and perplexity against ε, one line per mechanism, with the public-only and FedAvg lines.
+
+    ``results``: ``benchmarks/results/privacy_utility.json`` (``benchmarks/privacy_utility.py``).
+    """
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    eps = [float(r["epsilon"]) for r in sweep]
-    for ax, key, title in ((axes[0], "top1", "top-1"), (axes[1], "ksr", "keystroke savings")):
-        ax.plot(eps, [float(r.get(key) or np.nan) for r in sweep], marker="o")
-        for r, e in zip(sweep, eps):
-            ax.annotate(
-                f"z={r['noise_multiplier']:g}",
-                (e, float(r.get(key) or np.nan)),
-                fontsize=7,
-                textcoords="offset points",
-                xytext=(3, 3),
-            )
-        for name, vals in (reference or {}).items():
-            if vals.get(key) is not None:
-                ax.axhline(float(vals[key]), ls="--", lw=1, color="grey")
-                ax.annotate(name, (min(eps), float(vals[key])), fontsize=7, textcoords="offset points", xytext=(0, 3))
-        ax.set_xscale("log")
+    panels = (("top1", "top-1 (held-out users)"), ("ksr", "keystroke savings"), ("perplexity", "perplexity / piece"))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, (key, label) in zip(axes, panels):
+        for mech, cells in sorted(results.get("private", {}).items()):
+            pts = sorted((float(c["epsilon"]), float(c[key])) for c in cells.values() if c.get(key) is not None)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=mech)
+        for name, style in (("fedavg", "--"), ("public_only", ":")):
+            ref = results.get(name) or {}
+            if ref.get(key) is not None:
+                ax.axhline(float(ref[key]), ls=style, lw=1, color="grey", label=name.replace("_", "-"))
+        ax.set_xscale("log", base=2)
         ax.set_xlabel("ε (user-level)")
-        ax.set_ylabel(title)
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
 

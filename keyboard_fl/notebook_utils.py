@@ -16,7 +16,6 @@ Markdown (pandas is not a dependency).
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -284,65 +283,64 @@ def per_user_top1(suggester, users: Mapping[str, Sequence[str]], vocab, min_targ
 # ---------------------------------------------------------------- privacy sweep
 
 
-SWEEP_ROUNDS = {"tiny": 6, "full": 60}
+PRIVACY_UTILITY_JSON = "benchmarks/results/privacy_utility.json"  # written by benchmarks/privacy_utility.py
 
 
-def dp_config(notebook: str, noise_multiplier: float, rounds: int | None = None):
-    """A small DP-FedAvg config (the ``tiny`` preset's population and model) with a fixed noise multiplier.
+def privacy_utility_results(path: str | Path | None = None) -> dict:
+    """The full-size privacy–utility sweep (``benchmarks/privacy_utility.py``); {} when it was never run."""
+    import json
 
-    The sweep is deliberately small in both notebook presets: one ``default`` DP
-    run takes minutes, so ``full`` runs the tiny population for more rounds
-    (``SWEEP_ROUNDS``) and shows the main job's DP-FedAvg run beside it.
-    """
-    from keyboard_fl.config import preset
-
-    cfg = preset("tiny", DP_FEDAVG)
-    rounds = rounds or SWEEP_ROUNDS.get(notebook)
-    fed = dataclasses.replace(
-        cfg.federated,
-        noise_multiplier=float(noise_multiplier),
-        target_epsilon=None,
-        rounds=rounds or cfg.federated.rounds,
-    )
-    return dataclasses.replace(cfg, federated=fed)
+    path = Path(path) if path else repo_root() / PRIVACY_UTILITY_JSON
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def privacy_sweep(
-    notebook: str,
-    noise_multipliers: Sequence[float],
-    rounds: int | None = None,
-    log: Callable[[str], None] = lambda s: None,
+def privacy_utility_rows(results: Mapping) -> list[list[Any]]:
+    """One row per (mechanism, ε) cell, then the non-private lines, for :func:`show_table`."""
+    rows = []
+    for mech, cells in sorted(results.get("private", {}).items()):
+        for c in sorted(cells.values(), key=lambda c: c["epsilon"]):
+            z = c.get("noise_multiplier")
+            rows.append(
+                [mech, c["epsilon"], z, pct(c.get("top1")), pct(c.get("top3")), pct(c.get("ksr")), c.get("perplexity")]
+            )
+    for name in ("fedavg", "public_only"):
+        r = results.get(name) or {}
+        if r:
+            rows.append(
+                [
+                    name,
+                    "∞ (not private)",
+                    "—",
+                    pct(r.get("top1")),
+                    pct(r.get("top3")),
+                    pct(r.get("ksr")),
+                    r.get("perplexity"),
+                ]
+            )
+    return rows
+
+
+PRIVACY_UTILITY_HEADERS = ["mechanism", "ε", "noise z", "top-1", "top-3", "KSR", "perplexity"]
+
+
+def noise_for_targets(
+    mechanism: str,
+    targets: Sequence[float],
+    *,
+    population: int,
+    cohort: float,
+    rounds: int,
+    bands: int = 1,
+    clip_norm: float = 0.5,
 ) -> list[dict]:
-    """Train (or reuse) one DP-FedAvg run per noise multiplier; their metrics, lowest noise first."""
-    root = (
-        scratch_dir("tiny") / "privacy_sweep"
-        if notebook == "tiny"
-        else repo_root() / "runs" / "notebooks" / "privacy_sweep"
-    )
-    out = []
-    for z in sorted(noise_multipliers):
-        cfg = dp_config(notebook, z, rounds)
-        d = root / f"z{z:g}_r{cfg.federated.rounds}"
-        m = ensure_run(cfg, d, log)
-        out.append({**m, "run_dir": str(d), "noise_multiplier": z})
-    return out
+    """What each target ε needs from ``mechanism`` (calibrated as training does), without training."""
+    from keyboard_fl.privacy import default_delta
+    from keyboard_fl.privacy.report import build_mechanism, participation_for, privacy_report
 
-
-def privacy_rows(sweep: Sequence[Mapping]) -> list[list[Any]]:
-    return [
-        [
-            r["noise_multiplier"],
-            r.get("epsilon"),
-            pct(r.get("top1")),
-            pct(r.get("top3")),
-            pct(r.get("ksr")),
-            r.get("perplexity"),
-        ]
-        for r in sweep
-    ]
-
-
-PRIVACY_HEADERS = ["noise z", "ε", "top-1", "top-3", "KSR", "perplexity"]
+    sampling = "cyclic" if mechanism.startswith("dp-ftrl") else "poisson"
+    part = participation_for(sampling, cohort / population, population, bands if sampling == "cyclic" else 1)
+    mech = build_mechanism(mechanism, part, rounds, clip_norm=clip_norm)
+    return [privacy_report(mech, rounds, default_delta(population), target_epsilon=t)[1] for t in targets]
 
 
 # ---------------------------------------------------------------- suggestions

@@ -14,124 +14,121 @@
 # %% [markdown]
 # # 03 · Privacy against utility: choosing ε
 #
-# DP-FedAvg protects **every user's whole message history**: adding or removing one user changes
-# the distribution of the released model by at most (ε, δ). The knob is the *noise multiplier* z:
-# each round the server adds Gaussian noise with std z·C to the sum of clipped updates (C = clip
-# norm). More noise → smaller ε (stronger privacy) → a less accurate keyboard.
+# Every private mechanism here protects **each user's whole message history**: adding or removing
+# one user changes the distribution of the released model by at most (ε, δ). The price is noise on
+# the model update, and this notebook is the page a product team picks its budget from:
 #
-# This notebook (1) trains short DP-FedAvg runs at several noise levels and plots ε against top-1
-# and keystroke savings, and (2) answers the product question "how much noise does a target ε
-# need?" with the accountant alone, without training.
+# 1. the **privacy–utility table** of full-size runs — the README main job (1,000,000 users, about
+#    1,000 a round, 40 rounds, public pretraining) retrained at ε ∈ {0.5, 1, 2, 4, 8} for each
+#    mechanism, with the public-only start and non-private FedAvg as references;
+# 2. their **learning curves** at the main job's ε = 2;
+# 3. the **noise each target ε needs** from each mechanism, from the accountant alone.
+#
+# The mechanisms (README § Privacy):
+#
+# - **DP-FedAvg** (McMahan et al. 2018): Poisson sampling, clipping, independent Gaussian noise every
+#   round; PLD accounting with amplification by sampling.
+# - **DP-FTRL with banded matrix factorisation** (amplified BandMF, Choquette-Choo et al. 2023,
+#   arXiv 2306.08153; the Gboard recipe of Xu et al. 2023): users split into 10 bands, round t
+#   Poisson-samples band t mod 10, and the noise is correlated across rounds so that much of it
+#   cancels in the model's running sum; jax-privacy's matrix and accounting.
+#
+# The sweep is a long benchmark (about 10 minutes a run on a quiet 2-core machine), so this
+# notebook reads its results from `benchmarks/results/privacy_utility.json`; re-run or extend it
+# with `.venv/bin/python benchmarks/privacy_utility.py` (resumable, one run directory per cell).
 
 # %% tags=["parameters"]
 from keyboard_fl import notebook_utils as nu
 
-PRESET = nu.notebook_preset()  # $KEYBOARD_FL_NOTEBOOK_PRESET: "full" (default) or "tiny" (CI)
-NOISE_MULTIPLIERS = [0.3, 0.6, 1.0, 3.0] if PRESET == "full" else [0.3, 1.0, 3.0]  # z of the sweep's runs
+PRESET = nu.notebook_preset()  # $KEYBOARD_FL_NOTEBOOK_PRESET: "full" (default) or "tiny" (CI: fewer calibrations)
+TARGETS = [0.5, 1.0, 2.0, 4.0, 8.0] if PRESET == "full" else [2.0]  # ε of the noise table (section 3)
 nu.quiet_logs()
-print(f"notebook preset: {PRESET}; sweep: tiny population, {nu.SWEEP_ROUNDS[PRESET]} rounds per run")
+results = nu.privacy_utility_results()
+print(f"notebook preset: {PRESET}; sweep results: {nu.PRIVACY_UTILITY_JSON} ({'found' if results else 'missing'})")
+
+# %% [markdown]
+# ## 1 · The privacy–utility table
+#
+# Held-out users (never trained on), words outside the 10,000-word dictionary excluded. ε is what
+# the run itself recorded in its `metrics.json` (δ = 1e-7 < 1/N, user-level, each mechanism's own
+# participation and accountant); top-1/top-3 are next-word accuracies, KSR the keystroke savings of
+# the three-slot suggestion strip, perplexity per SentencePiece piece.
+
+# %%
+if results:
+    nu.show_table(nu.PRIVACY_UTILITY_HEADERS, nu.privacy_utility_rows(results))
+    print(results.get("command"), "·", results.get("machine"))
+
+# %%
+if results:
+    nu.show(nu.plot_privacy_utility(results))
+
+# %% [markdown]
+# ## 2 · Learning curves at ε = 2
+#
+# Quick evaluations every 10 rounds (400 held-out messages) of the private runs at the main job's
+# budget. A private model that pays rises above its public-only start and keeps rising.
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 
-from keyboard_fl.privacy import calibrate_noise_multiplier, epsilon_curve
+if results:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for mech, cells in sorted(results["private"].items()):
+        curve = (cells.get("2") or {}).get("curve") or []
+        if curve:
+            ax.plot([c["round"] for c in curve], [c["top1"] for c in curve], marker="o", label=f"{mech}, ε = 2")
+    for name, style in (("fedavg", "--"), ("public_only", ":")):
+        if results.get(name, {}).get("top1") is not None:
+            ax.axhline(results[name]["top1"], ls=style, color="grey", label=f"{name} (final, full evaluation)")
+    ax.set_xlabel("round")
+    ax.set_ylabel("quick-eval top-1")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    nu.show(fig)
 
 # %% [markdown]
-# ## 1 · A noise sweep
+# ## 3 · The noise a target ε needs
 #
-# Each run below is a small DP-FedAvg run (the `tiny` preset's 300 training users, ~12 a round) at a
-# fixed noise multiplier; ε is what dp-accounting's PLD accountant certifies for that run (δ = 1e-5).
-# The sweep is small so that it runs in minutes on a laptop; its absolute accuracy is low (a 31k-parameter
-# model, a few hundred users), so read it for the ε each noise level buys and for the trend, and
-# take the utility of a real budget from the full-size runs below.
-
-# %%
-sweep = nu.privacy_sweep(PRESET, NOISE_MULTIPLIERS)
-nu.show_table(nu.PRIVACY_HEADERS, nu.privacy_rows(sweep))
-
-# %%
-ref = {}
-if sweep and sweep[0].get("ngram_top1") is not None:
-    ref["trigram (not private)"] = {"top1": sweep[0]["ngram_top1"], "ksr": sweep[0].get("ngram_ksr")}
-fig = nu.plot_privacy_utility(sweep, reference=ref)
-nu.show(fig)
-
-# %% [markdown]
-# For comparison, the full-size runs of notebook 02 (`full`: the README main job, 10,000 users, 64 a
-# round, 300 rounds; `tiny`: tiny runs):
-
-# %%
-runs = nu.main_runs(PRESET)
-nu.show_table(nu.RESULTS_HEADERS, nu.results_rows({m: runs[m] for m in (nu.FEDAVG, nu.DP_FEDAVG)}))
-
-# %% [markdown]
-# ## 2 · The noise a target ε needs
+# ε depends only on the mechanism, its noise multiplier z, the participation (q, bands), the rounds
+# and δ — not on the data — so the budget is set before any training. Calibrated below exactly as
+# a training run calibrates (`keyboard_fl.privacy.report`, the same code as `keyboard-fl privacy`),
+# for the main job's setting: N = 1,000,000, 1,000 users a round, 40 rounds, C = 0.5.
 #
-# ε depends only on the noise multiplier z, the sampling probability q = (users per round) / N, the
-# number of rounds and δ — not on the data — so the budget can be set before any training. Below:
-# the main job's setting (N = 10,000 users, 64 a round, 300 rounds, δ = 1e-5).
+# *Noise on the average* is z·C / (users per round) per round. For correlated noise the fair figure
+# is the *effective* noise: the independent per-round noise that would put the same error on the
+# model's running sum.
 
 # %%
-N, COHORT, ROUNDS, DELTA = 10_000, 64, 300, 1e-5
-q = COHORT / N
-targets = [1.0, 2.0, 4.0, 8.0, 10.0] if PRESET == "full" else [2.0, 10.0]
+N, COHORT, ROUNDS = 1_000_000, 1000, 40
 rows = []
-for eps_target in targets:
-    z = calibrate_noise_multiplier(eps_target, q, ROUNDS, DELTA)
-    rows.append([eps_target, f"{z:.3f}", f"{z * 0.5 / COHORT:.2e}"])
-nu.show_table(["target ε", "noise multiplier z", "noise std on the average (C = 0.5)"], rows)
-
-# %% [markdown]
-# How ε grows with the number of rounds at a fixed z (privacy composes: every round a user may be
-# sampled spends a little more), and how a larger cohort at the same z buys a much smaller noise on
-# the *average* — the reason real deployments train with thousands of users per round.
-
-# %%
-round_points = [10, 30, 100, 300, 1000, 3000] if PRESET == "full" else [10, 100, 300]
-zs = [0.4375, 0.7, 1.0] if PRESET == "full" else [0.4375, 1.0]
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-for z in zs:
-    axes[0].plot(round_points, epsilon_curve(z, q, round_points, DELTA), marker="o", label=f"z = {z:g}")
-axes[0].set_xscale("log")
-axes[0].set_yscale("log")
-axes[0].set_xlabel("rounds")
-axes[0].set_ylabel("ε (δ = 1e-5)")
-axes[0].set_title(f"ε over training, {COHORT} of {N:,} users a round")
-axes[0].legend()
-axes[0].grid(alpha=0.3, which="both")
-cohorts = [16, 64, 256, 1000] if PRESET == "full" else [64, 1000]
-pop_for = {c: max(N, c * 100) for c in cohorts}  # keep q ≤ 1% as cohorts grow
-noise_avg = []
-for c in cohorts:
-    z = calibrate_noise_multiplier(10.0, c / pop_for[c], ROUNDS, min(DELTA, 1 / (10 * pop_for[c])))
-    noise_avg.append(z * 0.5 / c)
-axes[1].plot(cohorts, noise_avg, marker="o")
-axes[1].set_xscale("log")
-axes[1].set_yscale("log")
-axes[1].set_xlabel("users per round (population = max(10,000, 100 × cohort))")
-axes[1].set_ylabel("noise std on the average update")
-axes[1].set_title("ε = 10 over 300 rounds: noise per coordinate")
-axes[1].grid(alpha=0.3, which="both")
-fig.tight_layout()
-nu.show(fig)
+for mech, bands in (("dp-fedavg", 1), ("dp-ftrl-bandmf", 10)):
+    for rep in nu.noise_for_targets(mech, TARGETS, population=N, cohort=COHORT, rounds=ROUNDS, bands=bands):
+        rows.append(
+            [
+                mech,
+                f"{rep['epsilon']:.3g}",
+                f"{rep['noise_multiplier']:.3f}",
+                f"{rep['noise_std_average']:.2e}",
+                f"{rep['effective_noise_std_average']:.2e}",
+                rep["accountant"],
+            ]
+        )
+nu.show_table(["mechanism", "ε", "z", "noise std on the average", "effective", "accountant"], rows)
 
 # %% [markdown]
 # ## What to tell a product team
 #
-# - **ε is a worst-case bound on what the model reveals about any one user** — all their messages
-#   together, not one message. Smaller is stronger: ε ≤ 1 is a strong guarantee; production
-#   federated keyboards have reported user-level guarantees of a few units up to about 10 (Gboard's
-#   DP language models, Xu et al. 2023). This project's main job uses ε = 10, δ = 1e-5.
-# - **The price is paid in noise, and noise is diluted by cohort size.** The noise on the averaged
-#   update is z·C / (users per round). With 64 users a round (the main job), ε = 10 already costs
-#   several points of top-1 (see notebook 02: DP-FedAvg ends below FedAvg and even below the
-#   public-only start); with hundreds to thousands of users a round the same ε costs little. So the
-#   first lever is *more users per round*, not a larger ε.
-# - **Longer training spends more budget.** ε grows with the rounds (left plot); fix the number of
-#   rounds first, then calibrate z for the target ε (table above) — never stop "when it looks good",
-#   which would leak through the choice.
-# - **Choosing:** pick the smallest ε whose utility the product accepts, measured on held-out users
-#   (top-1 and keystroke savings, as in the sweep), and report ε together with δ, the privacy unit
-#   (user) and the accountant (PLD, Poisson sampling). What ε does not cover (hyperparameter tuning,
-#   the un-noised diagnostics) is listed in the README's privacy section.
+# - **ε bounds what the model reveals about any one user** — all their messages together, not one
+#   message. Production federated keyboards report user-level ε from about 1 to 13.7 (Gboard, Xu et
+#   al. 2023); this project's main job uses ε = 2, δ = 1e-7.
+# - **The first lever is users per round.** The noise on the averaged update is z·C / (users per
+#   round): at 1,000 users a round out of a million, ε = 2 costs a few points of top-1 against
+#   FedAvg, while at 64 users a round the same run ended below its public-only start.
+# - **Correlated noise is the second.** At the same ε and the same rounds, BandMF puts less
+#   effective noise on the running sum than DP-FedAvg (section 3); the table shows what that buys.
+# - **Fix the rounds first, then calibrate.** ε grows with every round a user may join; never stop
+#   "when it looks good", which would leak through the choice.
+# - **Report** ε with δ, the privacy unit (user), the mechanism and participation and the
+#   accountant. What ε does not cover (hyperparameter tuning, the un-noised diagnostics) is listed
+#   in the README's privacy section.

@@ -125,6 +125,27 @@ def test_privacy_per_mechanism_with_adaptive_clipping():
     assert res.exit_code != 0 and "unknown 'dp-xyz'" in res.output
 
 
+def test_privacy_correlated_noise_matches_the_training_mechanism():
+    """``privacy`` for DP-FTRL answers with the z and ε training would use (same calibration, same event)."""
+    from keyboard_fl.config import FederatedConfig
+    from keyboard_fl.train.federated import resolve_dp
+
+    fed = FederatedConfig(
+        rounds=20, clients_per_round=50, target_epsilon=4.0, mechanism="dp-ftrl-bandmf", sampling="cyclic", bands=4
+    )
+    mech = resolve_dp(fed, 10_000, True).mechanism
+    args = ["privacy", "--population", 10_000, "--clients-per-round", 50, "--rounds", 20]
+    res = _invoke(*args, "--target-epsilon", 4, "--mechanism", "dp-ftrl-bandmf", "--sampling", "cyclic", "--bands", 4)
+    assert res.exit_code == 0, res.output
+    assert float(_table_value(res.output, "noise_multiplier")) == pytest.approx(mech.noise_multiplier, rel=1e-3)
+    assert float(_table_value(res.output, "bands")) == 4
+    assert float(_table_value(res.output, "sampling_prob")) == pytest.approx(4 * 50 / 10_000)
+    eff = float(_table_value(res.output, "effective_noise_std_average"))
+    assert 0 < eff < float(_table_value(res.output, "noise_std_average"))  # correlation lowers the running-sum error
+    res = _invoke(*args, "-z", 1, "--bands", 4)
+    assert res.exit_code != 0 and "bands=4 needs cyclic sampling" in res.output
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

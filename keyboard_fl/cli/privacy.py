@@ -25,7 +25,14 @@ def privacy(
     mechanism: str = typer.Option(
         "dp-fedavg", "--mechanism", help="privacy mechanism (keyboard_fl.privacy.MECHANISMS)"
     ),
-    sampling: str = typer.Option("poisson", "--sampling", help="participation: poisson, or fixed (replace-one, RDP)"),
+    sampling: str = typer.Option(
+        "poisson",
+        "--sampling",
+        help="participation: poisson; cyclic (with --bands, for dp-ftrl-*); or fixed (replace-one, RDP)",
+    ),
+    bands: int = typer.Option(
+        1, "--bands", help="b for --sampling cyclic: round t samples band t mod b (amplified BandMF; BLT: q_b = 1)"
+    ),
     accountant: Optional[str] = typer.Option(None, "--accountant", help="pld or rdp (default: the mechanism's own)"),
     clip_norm: float = typer.Option(1.0, "--clip-norm", help="C: to show the noise std zC on the sum"),
     adaptive_clip_quantile: Optional[float] = typer.Option(
@@ -50,85 +57,22 @@ def privacy(
         delta = default_delta(population)
     if adaptive_clip_quantile is not None and population is None:
         _fail("adaptive clipping needs --population (its count noise and denominator are qN)")
-    mech, acc, rep = _mechanism(
-        mechanism,
-        sampling,
-        sampling_prob,
-        population,
-        rounds,
-        delta,
-        noise_multiplier,
-        target_epsilon,
-        accountant,
-        clip_norm,
-        adaptive_clip_quantile,
-        count_stddev,
-    )
-    rep.update(_report(mech, acc, rounds, delta, population, clip_norm))
-    console.print(_table(rep))
-
-
-def _mechanism(
-    mechanism,
-    sampling,
-    sampling_prob,
-    population,
-    rounds,
-    delta,
-    noise_multiplier,
-    target_epsilon,
-    accountant,
-    clip_norm,
-    adaptive_clip_quantile,
-    count_stddev,
-):
-    """The mechanism (calibrated when a target ε is given), its accountant and ``{epsilon[, epsilon_rdp]}``."""
-    from keyboard_fl.privacy import Participation, calibrate_mechanism, make_mechanism, mechanism_epsilon
+    from keyboard_fl.privacy.report import build_mechanism, participation_for, privacy_report
 
     try:
-        mech = make_mechanism(
+        mech = build_mechanism(
             mechanism,
+            participation_for(sampling, sampling_prob, population, bands),
+            rounds,
             clip_norm=clip_norm,
             noise_multiplier=noise_multiplier or 0.0,
-            participation=Participation(sampling, sampling_prob, population),
             adaptive_clip_quantile=adaptive_clip_quantile,
-            adaptive_clip_count_stddev=count_stddev,
+            count_stddev=count_stddev,
         )
-        if target_epsilon is not None:
-            mech = calibrate_mechanism(mech, target_epsilon, rounds, delta, accountant=accountant)
-        acc = accountant or mech.accountant
-        rep = {"epsilon": mechanism_epsilon(mech, rounds, delta, accountant=acc)}
+        _, rep = privacy_report(mech, rounds, delta, target_epsilon=target_epsilon, accountant=accountant)
     except ValueError as e:
         _fail(f"--mechanism {mechanism} --sampling {sampling}: {e}")
-    try:
-        rep["epsilon_rdp"] = mechanism_epsilon(mech, rounds, delta, accountant="rdp")
-    except ValueError:
-        pass
-    return mech, acc, rep
-
-
-def _report(mech, acc: str, rounds: int, delta: float, population: Optional[int], clip_norm: float) -> dict:
-    """The mechanism's noise, participation and accounting, as the rows of the privacy table."""
-    d = mech.to_dict()
-    p = mech.participation
-    name = f"{d['base']['name']} + adaptive clipping" if "base" in d else d["name"]
-    rep = dict(delta=delta, mechanism=name, noise_multiplier=mech.noise_multiplier)
-    if "sum_noise_multiplier" in d:
-        rep.update(sum_noise_multiplier=d["sum_noise_multiplier"], count_stddev=d["count_stddev"])
-    z_sum = d.get("sum_noise_multiplier", mech.noise_multiplier)
-    rep["noise_std_sum"] = z_sum * clip_norm
-    if population is not None:
-        rep["noise_std_average"] = z_sum * clip_norm / mech.expected_cohort
-    rep.update(
-        sampling_prob=p.sampling_prob,
-        rounds=rounds,
-        population=population,
-        privacy_unit="user",
-        accountant=acc,
-        sampling=p.scheme,
-        neighbouring=p.neighbouring,
-    )
-    return rep
+    console.print(_table(rep))
 
 
 REPORT_KEYS = (
@@ -141,6 +85,8 @@ REPORT_KEYS = (
     "count_stddev",
     "noise_std_sum",
     "noise_std_average",
+    "effective_noise_std_average",
+    "bands",
     "sampling_prob",
     "rounds",
     "population",
