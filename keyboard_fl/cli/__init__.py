@@ -14,6 +14,7 @@ from keyboard_fl.cli import train  # noqa: F401  train, config, main
 from keyboard_fl.cli import inspect  # noqa: F401  evaluate, suggest, predict, audit, demo, export
 from keyboard_fl.cli import privacy  # noqa: F401  privacy
 from keyboard_fl.cli import data  # noqa: F401  generate, stats, tokenizer
+from keyboard_fl.cli import personal  # noqa: F401  personalize
 # isort: on
 
 __all__ = ["MAIN_DIR", "USER_ERRORS", "app", "console"]

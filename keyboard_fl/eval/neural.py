@@ -43,11 +43,13 @@ def predict_messages(
     batch_size: int = 64,
     search_batch: int = 512,
     dictionary=None,
-) -> tuple[list[list[tuple[str, list[str]]]], float, int]:
+    scored: bool = False,
+) -> tuple[list[list[tuple[str, list]]], float, int]:
     """Top-k predictions at each target of each message, and total piece NLL.
 
     Returns ``(per_message, nll_sum, num_pieces)`` where ``per_message[i]`` is a
-    list of ``(target_word, predicted_words)`` in the message's order.
+    list of ``(target_word, predicted_words)`` in the message's order
+    (``(word, log P)`` pairs instead of words when ``scored``).
     """
     encoded = [tokenizer.encode_with_targets(m) for m in messages]
     order = np.argsort([len(ids) for ids, _ in encoded], kind="stable")
@@ -81,8 +83,8 @@ def predict_messages(
         )
         pieces, scores = np.asarray(pieces), np.asarray(scores)
         for j, (mi, word) in enumerate(pending_meta):
-            words = [w for w, _ in collect_words(tokenizer, pieces[j], scores[j], k, "", dictionary)]
-            results[mi].append((word, words))
+            words = collect_words(tokenizer, pieces[j], scores[j], k, "", dictionary)
+            results[mi].append((word, words if scored else [w for w, _ in words]))
         pending_state.clear(), pending_logits.clear(), pending_meta.clear()
 
     for b in range(0, len(order), batch_size):

@@ -5,6 +5,7 @@
 // Either way only the answer to the latest key press is shown.
 import { initCanary } from "./canary.js";
 import { OnDeviceSuggester } from "./ondevice/engine.js";
+import { PersonalCache } from "./ondevice/personal.js";
 
 (() => {
   const CONTEXT_CHARS = 400; // the model only needs the recent past; keeps requests small
@@ -24,6 +25,8 @@ import { OnDeviceSuggester } from "./ondevice/engine.js";
   let where = params.get("mode") === "server" ? "server" : "device"; // where the user wants suggestions computed
   const engines = new Map(); // model name → Promise<OnDeviceSuggester>
   let queue = Promise.resolve(); // on-device calls run one at a time (the engine keeps state between them)
+  const personal = PersonalCache.load(); // what this browser learned from the messages sent here (localStorage only)
+  let personalized = params.get("personal") !== "off"; // the toggle: personalized or the global model alone
   const timings = []; // per key press: ms from the key press to the strip, for the benchmark
   const engineTimings = []; // per key press: ms the model took (in the page, or as the server reports it)
 
@@ -133,7 +136,8 @@ import { OnDeviceSuggester } from "./ondevice/engine.js";
       }
       try {
         const t1 = performance.now();
-        const { words, kind } = await engine.suggestScored(text, 3);
+        const opts = personalized ? { personal } : { userWords: false };
+        const { words, kind } = await engine.suggestScored(text, 3, opts);
         const t2 = performance.now();
         if (my !== seq) return;
         showError("");
@@ -256,12 +260,53 @@ import { OnDeviceSuggester } from "./ondevice/engine.js";
     li.className = "bubble me";
     li.textContent = msg; // page memory only; never sent anywhere
     $("thread").append(li);
-    // The words this user typed join the on-device dictionary (this page's memory only).
-    for (const e of engines.values()) e.then((eng) => eng.learn(msg)).catch(() => {});
+    learn(msg);
     li.scrollIntoView({ block: "end" });
     box.value = "";
     refresh();
   }
+
+  // ---------- personalization (this browser only) ----------
+  function showPersonal() {
+    const n = personal.size;
+    $("personal-count").textContent = `${n} word${n === 1 ? "" : "s"} learned on this device`;
+    $("personal-reset").disabled = n === 0;
+    strip.dataset.personal = personalized ? "on" : "off";
+  }
+
+  function learn(msg) {
+    // The sent message joins the cache in localStorage, never a request (its words need the tokenizer's normalization).
+    const name = current;
+    queue = queue.then(async () => {
+      try {
+        const eng = await engineFor(name);
+        personal.learnWords(eng.words(msg));
+        personal.save();
+      } catch (e) {
+        /* no on-device model: nothing is learned */
+      }
+      showPersonal();
+    });
+  }
+
+  $("personal-on").checked = personalized;
+  $("personal-on").addEventListener("change", (e) => {
+    personalized = e.target.checked;
+    showPersonal();
+    refresh();
+  });
+  $("personal-reset").addEventListener("click", () => {
+    queue = queue.then(() => {
+      personal.clear();
+      showPersonal();
+    });
+    refresh();
+  });
+  window.addEventListener("storage", (e) => {
+    if (e.key !== null && e.key !== "keyboard_fl.personal.v1") return;
+    Object.assign(personal, PersonalCache.load()); // another tab learned or reset
+    showPersonal();
+  });
 
   // ---------- on-screen keyboard ----------
   const ROWS = [
@@ -364,9 +409,11 @@ import { OnDeviceSuggester } from "./ondevice/engine.js";
     timings,
     engineTimings,
     where: () => (onDevice() ? "device" : "server"),
+    personal,
   };
 
   buildKeys();
+  showPersonal();
   render([]);
   loadModels();
   box.focus();

@@ -6,6 +6,7 @@
 
 import { Unigram, words as wordsOf } from "./tokenizer.js";
 import { BOS_ID, collectWords, prefixTables, splitContext, wordSearch } from "./search.js";
+import { BOS, GLOBAL_K, WEIGHT, interpolate } from "./personal.js";
 
 const ORT_URL = "/static/vendor/onnxruntime-web/";
 let ortPromise = null;
@@ -72,6 +73,11 @@ export class OnDeviceSuggester {
     for (const w of wordsOf(this.tok, text)) this.userWords.add(w);
   }
 
+  /** Normalized words of a text (keyboard_fl.text.words), for the personal cache. */
+  words(text) {
+    return wordsOf(this.tok, text);
+  }
+
   accepts(word) {
     return this.publicWords.has(word) || this.userWords.has(word);
   }
@@ -114,8 +120,12 @@ export class OnDeviceSuggester {
     return t;
   }
 
-  /** [[word, log P], …] (top k), as OnnxSuggester.suggest_scored; kind: "next" | "completion". */
-  async suggestScored(text, k = 3, { userWords = true } = {}) {
+  /**
+   * [[word, log P], …] (top k), as OnnxSuggester.suggest_scored; kind: "next" | "completion".
+   * personal: a PersonalCache (personal.js) mixed in with weight λ (keyboard_fl.personal.CachedSuggester);
+   * its words join the dictionary. Without it, userWords: whether this page's in-memory words do.
+   */
+  async suggestScored(text, k = 3, { userWords = true, personal = null, weight = WEIGHT } = {}) {
     const [context, prefix] = splitContext(this.tok, text);
     const kind = prefix ? "completion" : "next";
     if (Array.from(prefix).length > this.search.max_prefix) return { words: [], kind };
@@ -123,6 +133,12 @@ export class OnDeviceSuggester {
     const found = await wordSearch(
       this.step, this.boundary, ctx, this.tablesFor(prefix), Array.from(prefix).length, this.search.beam, this.search.depth,
     );
+    if (personal) {
+      const accepts = (w) => this.publicWords.has(w) || personal.has(w);
+      const scored = collectWords(this.tok, found, Math.max(k, GLOBAL_K), prefix, accepts);
+      const ws = wordsOf(this.tok, context);
+      return { words: interpolate(scored, personal, ws.length ? ws[ws.length - 1] : BOS, prefix, weight, k), kind };
+    }
     const accepts = userWords ? (w) => this.accepts(w) : (w) => this.publicWords.has(w);
     return { words: collectWords(this.tok, found, k, prefix, accepts), kind };
   }
