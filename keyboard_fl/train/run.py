@@ -38,6 +38,7 @@ from keyboard_fl.rng import Stream
 from keyboard_fl.tokenizer import Tokenizer
 from keyboard_fl.train.central import train_central
 from keyboard_fl.train.rundata import WORD_VOCAB_SIZE, Log, RunData, eval_users, first_messages, prepare
+from keyboard_fl.train.shared import shared_json
 
 __all__ = [
     "RunData",
@@ -85,7 +86,7 @@ def run(
     checkpoint.save(
         out / runs.MODEL_DIR, 0, model.params, {"config": cfg.to_dict(), "vocab_size": tokenizer.vocab_size}, keep=1
     )
-    quality = evaluate_step(cfg, tokenizer, data, model, log)
+    quality = evaluate_step(cfg, out, tokenizer, data, model, log)
     return write_step(cfg, out, data, model, quality, public_only, privacy, time.perf_counter() - t_start)
 
 
@@ -216,7 +217,7 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
-def evaluate_step(cfg: RunConfig, tokenizer: Tokenizer, data: RunData, model: Model, log: Log) -> dict:
+def evaluate_step(cfg: RunConfig, out: Path, tokenizer: Tokenizer, data: RunData, model: Model, log: Log) -> dict:
     """The model on held-out users and on training users' held-out messages; the n-gram; keystroke savings."""
     log("evaluating …")
     t = time.perf_counter()
@@ -225,7 +226,11 @@ def evaluate_step(cfg: RunConfig, tokenizer: Tokenizer, data: RunData, model: Mo
     own = evaluate_model(model.graphdef, model.params, tokenizer, data.train_user_test, data.word_vocab, e.min_targets)
     ksr_msgs = [m for ms in data.heldout.values() for m in ms][: e.ksr_messages]
     ksr = _ksr(model.graphdef, model.params, tokenizer, ksr_msgs, data.word_vocab) if ksr_msgs else {}
-    ngram = evaluate_ngram_baseline(fit_ngram(data), data, ksr_msgs, e.min_targets)
+    d = cfg.to_dict()  # the n-gram sees the users (population, corpus, canaries) and the evaluation, not the model
+    key = ["ngram/1", cfg.seed, d["population"], cfg.corpus, d["canaries"], d["eval"], data.num_train_users]
+    ngram, _ = shared_json(
+        out, "ngram", key, lambda: evaluate_ngram_baseline(fit_ngram(data), data, ksr_msgs, e.min_targets)
+    )
     log(f"evaluation ({time.perf_counter() - t:.1f}s)")
     return {"heldout_users": held, "train_users_heldout_messages": own, "ngram": ngram, "keystrokes": ksr}
 

@@ -30,6 +30,7 @@ from keyboard_fl.data.access import SplitView, UserIds, split_view
 from keyboard_fl.dictionary import public_vocabulary
 from keyboard_fl.tokenizer import Tokenizer, train_tokenizer
 from keyboard_fl.train.examples import user_rows
+from keyboard_fl.train.shared import shared_file
 from keyboard_fl.train.stream import StreamedRows
 
 Log = Callable[[str], None]
@@ -120,9 +121,16 @@ def load_tokenizer(cfg: RunConfig, source: UserSource, out: Path, log: Log) -> T
     if path.exists():
         return Tokenizer.load(path)
     t = time.perf_counter()
-    tokenizer = train_tokenizer((m for u in source.users("public") for m in u.train), cfg.tokenizer)
-    tokenizer.save(path)
-    log(f"tokenizer: {tokenizer.vocab_size} pieces from the public split ({time.perf_counter() - t:.1f}s)")
+
+    def make(dest: Path) -> None:
+        train_tokenizer((m for u in source.users("public") for m in u.train), cfg.tokenizer).save(dest)
+
+    d = cfg.to_dict()
+    key = ["tokenizer/1", cfg.seed, d["population"], cfg.corpus, d["tokenizer"]]  # all the public split depends on
+    reused = shared_file(out, "tokenizer", key, path, make)
+    tokenizer = Tokenizer.load(path)
+    how = "reused from a sibling run" if reused else "from the public split"
+    log(f"tokenizer: {tokenizer.vocab_size} pieces {how} ({time.perf_counter() - t:.1f}s)")
     return tokenizer
 
 
