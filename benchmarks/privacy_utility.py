@@ -108,6 +108,20 @@ def plot(results: dict, path: Path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
 
 
+def markdown(results: dict) -> str:
+    """The README's privacy–utility table (the same rows as notebook 03)."""
+    from keyboard_fl.notebook_utils import PRIVACY_UTILITY_HEADERS, markdown_table, privacy_utility_rows
+
+    return markdown_table(PRIVACY_UTILITY_HEADERS, privacy_utility_rows(results)) + "\n"
+
+
+def write(results: dict, path: Path) -> None:
+    """The JSON, its figure and its Markdown table, side by side."""
+    write_json(path, results)
+    plot(results, path.with_suffix(".png"))
+    path.with_suffix(".md").write_text(markdown(results))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mechanisms", default="dp-fedavg,dp-ftrl-bandmf", help=f"comma list of {', '.join(MECHANISMS)}")
@@ -140,11 +154,9 @@ def main() -> None:
             cell = run_once(run_config(base, mech, eps), args.out / f"{mech}_eps{eps:g}")
             data["private"].setdefault(mech, {})[f"{eps:g}"] = cell
             data["load_average"] = os.getloadavg()
-            write_json(results, data)
-            plot(data, results.with_suffix(".png"))
+            write(data, results)
     data["sweep_seconds"] = time.perf_counter() - t0
-    write_json(results, data)
-    plot(data, results.with_suffix(".png"))
+    write(data, results)
     print(f"wrote {results} and {results.with_suffix('.png')}")
 
 

@@ -303,19 +303,12 @@ def privacy_utility_rows(results: Mapping) -> list[list[Any]]:
             rows.append(
                 [mech, c["epsilon"], z, pct(c.get("top1")), pct(c.get("top3")), pct(c.get("ksr")), c.get("perplexity")]
             )
-    for name in ("fedavg", "public_only"):
+    privacy = {"fedavg": "∞ (not private)", "public_only": "0 (no user data)"}
+    for name, eps in privacy.items():
         r = results.get(name) or {}
         if r:
             rows.append(
-                [
-                    name,
-                    "∞ (not private)",
-                    "—",
-                    pct(r.get("top1")),
-                    pct(r.get("top3")),
-                    pct(r.get("ksr")),
-                    r.get("perplexity"),
-                ]
+                [name, eps, "—", pct(r.get("top1")), pct(r.get("top3")), pct(r.get("ksr")), r.get("perplexity")]
             )
     return rows
 
