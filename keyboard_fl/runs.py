@@ -10,6 +10,7 @@ A run is a directory written by :func:`keyboard_fl.train.run.run`::
     <run>/metrics.json         final metrics; its presence marks a finished run (METRICS_FILE)
     <run>/learning_curve.png   (CURVE_FILE)
     <run>/export/              the ONNX export, once made (EXPORT_DIR)
+    <run>/canary_iterates/     released parameters after each round, with canary clients (ITERATES_DIR)
     <root>/.pretrained/<hash>/ public pretraining shared by sibling runs (PRETRAINED_DIR)
     <root>/summary.json        the main job's three runs side by side (SUMMARY_FILE)
 
@@ -36,6 +37,7 @@ TOKENIZER_FILE = "tokenizer.model"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 EXPORT_DIR = "export"
+ITERATES_DIR = "canary_iterates"
 CURVE_FILE = "learning_curve.png"
 PRETRAINED_DIR = ".pretrained"
 SUMMARY_FILE = "summary.json"
