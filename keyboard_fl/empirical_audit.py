@@ -47,7 +47,10 @@ def audit_scores(cosines: np.ndarray, inserted: np.ndarray, held_out: np.ndarray
     for name, s in (("final_model", final), ("all_iterates", each)):
         est = epsilon_estimate(s[inserted], s[held_out], delta)
         bound = one_run_bound(s[inserted], s[held_out], delta, confidence=cfg.confidence, fpr=cfg.fpr)
-        out[name] = {"epsilon_est": est["epsilon"], **{f"fit_{k}": v for k, v in est.items() if k not in ("epsilon", "delta")}}
+        out[name] = {
+            "epsilon_est": est["epsilon"],
+            **{f"fit_{k}": v for k, v in est.items() if k not in ("epsilon", "delta")},
+        }
         out[name].update(bound)
     return out
 

@@ -181,4 +181,20 @@ def model_info(name: str, metrics: Mapping) -> dict:
         "top3": _num(metrics.get("top3")),
         "ksr": _num(metrics.get("ksr")),
         "params": metrics.get("params") if isinstance(metrics.get("params"), int) else None,
+        "empirical": _empirical(metrics),
+    }
+
+
+def _empirical(metrics: Mapping) -> dict | None:
+    """The final model's measured privacy (``keyboard-fl audit`` with canary clients), if audited."""
+    audit = metrics.get("audit")
+    emp = audit.get("empirical") if isinstance(audit, dict) else None
+    final = emp.get("final_model") if isinstance(emp, dict) else None
+    if not isinstance(final, dict):
+        return None
+    return {
+        "epsilon_est": _num(final.get("epsilon_est")),
+        "epsilon_lower": _num(final.get("epsilon_lower")),
+        "confidence": _num(final.get("confidence")),
+        "accounted_epsilon": _num(emp.get("accounted_epsilon")),
     }
