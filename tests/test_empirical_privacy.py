@@ -40,10 +40,13 @@ def test_gdp_epsilon_inverts_the_gaussian_mechanism(eps, delta):
 
 def test_unequal_variance_delta_matches_numerical_integration():
     for e, (m0, s0, m1, s1) in [(1.3, (0, 1, 0.5, 1.5)), (0.4, (0.2, 2.0, 0.0, 1.0)), (3.0, (0, 1, 0, 0.7))]:
-        want = max(
-            integrate.quad(lambda x: max(norm.pdf(x, a, b) - math.exp(e) * norm.pdf(x, c, d), 0), -40, 40, limit=400)[0]
-            for (a, b), (c, d) in [((m1, s1), (m0, s0)), ((m0, s0), (m1, s1))]
-        )
+
+        def hockey(p, q, e=e):
+            return integrate.quad(
+                lambda x: max(norm.pdf(x, *p) - math.exp(e) * norm.pdf(x, *q), 0), -40, 40, limit=400
+            )[0]
+
+        want = max(hockey((m1, s1), (m0, s0)), hockey((m0, s0), (m1, s1)))
         assert gaussian_pair_delta(e, m0, s0, m1, s1) == pytest.approx(want, rel=1e-5, abs=1e-10)
 
 
