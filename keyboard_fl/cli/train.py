@@ -99,12 +99,7 @@ def train(
     if canaries and cfg.canaries is None:  # canaries set by --config/--set are kept
         cfg = _with_canaries(cfg, seed)
     if canary_clients:
-        from keyboard_fl.privacy.empirical import CanaryClientConfig
-
-        try:
-            cfg = dataclasses.replace(cfg, canary_clients=CanaryClientConfig(count=canary_clients))
-        except ValueError as e:
-            _fail(f"--canary-clients: {e}")
+        cfg = _with_canary_clients(cfg, canary_clients)
     with ProgressBars(console) as bars:
         m = run(cfg, out, resume=resume, log=_log, progress=bars)
     console.print(results_table({cfg.mode: m}))
@@ -187,6 +182,15 @@ def _with_canaries(cfg, seed: int):
     from keyboard_fl.privacy.canaries import CanaryConfig
 
     return dataclasses.replace(cfg, canaries=CanaryConfig(seed=seed))
+
+
+def _with_canary_clients(cfg, count: int):
+    from keyboard_fl.privacy.empirical import CanaryClientConfig
+
+    try:
+        return dataclasses.replace(cfg, canary_clients=CanaryClientConfig(count=count))
+    except ValueError as e:
+        _fail(f"--canary-clients: {e}")
 
 
 def _has_canaries(run_dir: Path) -> bool:
