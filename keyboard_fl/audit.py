@@ -184,6 +184,7 @@ def audit_run(run_dir: str | Path) -> dict:
             base = audit(suggester.graphdef, found[1], suggester.tokenizer, public, canaries, refs, cfg.canaries.prefix)
             for row, b in zip(result["canaries"], base["canaries"]):
                 row["public_only_rank"], row["public_only_exposure"] = b["rank"], b["exposure"]
-    metrics["audit"] = result
+    empirical = (metrics.get("audit") or {}).get("empirical") if isinstance(metrics.get("audit"), dict) else None
+    metrics["audit"] = {**result, "empirical": empirical} if empirical else result  # keep the empirical-ε audit
     write_json(run_dir / METRICS_FILE, metrics)
     return result

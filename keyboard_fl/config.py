@@ -16,7 +16,8 @@ from typing import Any, Literal
 from keyboard_fl.data import PopulationConfig
 from keyboard_fl.models.config import ModelConfig
 from keyboard_fl.privacy.canaries import CanaryConfig
-from keyboard_fl.runs import DP_FEDAVG, MODES
+from keyboard_fl.privacy.empirical import CanaryClientConfig
+from keyboard_fl.runs import CENTRAL, DP_FEDAVG, MODES
 from keyboard_fl.tokenizer import TokenizerConfig
 from keyboard_fl.train.central import CentralConfig
 
@@ -182,11 +183,16 @@ class RunConfig:
     federated: FederatedConfig = FederatedConfig()
     eval: EvalConfig = EvalConfig()
     canaries: CanaryConfig | None = None  # plant Secret Sharer canaries in training users (memorization audit)
+    canary_clients: CanaryClientConfig | None = (
+        None  # federated modes: insert canary clients with random-direction updates (empirical ε, keyboard-fl audit)
+    )
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         _positive(self, "seq_len")
+        if self.canary_clients is not None and self.mode == CENTRAL:
+            raise ValueError("canary_clients: central training has no clients; use Secret Sharer canaries (canaries)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -230,7 +236,7 @@ def _from_dict(cls, d: Any, where: str):
         raise ValueError(f"{where}: {e}") from None
 
 
-_OPTIONAL_SECTIONS = {"canaries": CanaryConfig}  # sections that default to None
+_OPTIONAL_SECTIONS = {"canaries": CanaryConfig, "canary_clients": CanaryClientConfig}  # sections that default to None
 
 
 def _has_defaults(cls) -> bool:

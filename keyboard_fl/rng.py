@@ -53,6 +53,8 @@ class Stream(enum.IntEnum):
     FLOWER_EVAL = 13  # nodes chosen for federated evaluation; path: round
     COMMUNITIES = 14  # the simulator's communities and their local names (data/register.py)
     BANDS = 15  # each user's band for cyclic participation (fl/participation.py)
+    CANARY_DIRECTIONS = 16  # canary clients' random update directions (fl/canary_clients.py); path: canary index
+    CANARY_COHORT = 17  # which canary clients are inserted, and their Poisson draw; path: round
 
 
 def _check(seed: int, path: tuple[int, ...]) -> None:

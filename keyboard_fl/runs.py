@@ -10,6 +10,7 @@ A run is a directory written by :func:`keyboard_fl.train.run.run`::
     <run>/metrics.json         final metrics; its presence marks a finished run (METRICS_FILE)
     <run>/learning_curve.png   (CURVE_FILE)
     <run>/export/              the ONNX export, once made (EXPORT_DIR)
+    <run>/canary_iterates/     released parameters after each round, with canary clients (ITERATES_DIR)
     <root>/.pretrained/<hash>/ public pretraining shared by sibling runs (PRETRAINED_DIR)
     <root>/summary.json        the main job's three runs side by side (SUMMARY_FILE)
 
@@ -36,6 +37,7 @@ TOKENIZER_FILE = "tokenizer.model"
 MODEL_DIR = "model"
 CHECKPOINTS_DIR = "checkpoints"
 EXPORT_DIR = "export"
+ITERATES_DIR = "canary_iterates"
 CURVE_FILE = "learning_curve.png"
 PRETRAINED_DIR = ".pretrained"
 SUMMARY_FILE = "summary.json"
@@ -179,4 +181,20 @@ def model_info(name: str, metrics: Mapping) -> dict:
         "top3": _num(metrics.get("top3")),
         "ksr": _num(metrics.get("ksr")),
         "params": metrics.get("params") if isinstance(metrics.get("params"), int) else None,
+        "empirical": _empirical(metrics),
+    }
+
+
+def _empirical(metrics: Mapping) -> dict | None:
+    """The final model's measured privacy (``keyboard-fl audit`` with canary clients), if audited."""
+    audit = metrics.get("audit")
+    emp = audit.get("empirical") if isinstance(audit, dict) else None
+    final = emp.get("final_model") if isinstance(emp, dict) else None
+    if not isinstance(final, dict):
+        return None
+    return {
+        "epsilon_est": _num(final.get("epsilon_est")),
+        "epsilon_lower": _num(final.get("epsilon_lower")),
+        "confidence": _num(final.get("confidence")),
+        "accounted_epsilon": _num(emp.get("accounted_epsilon")),
     }

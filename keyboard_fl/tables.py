@@ -86,6 +86,34 @@ def audit_table(audits: Mapping[str, tuple[dict, dict]]) -> Table:
     return t
 
 
+def _eps(x) -> str:
+    return "∞" if x is None or x == float("inf") or x == "inf" else f"{float(x):.2f}"
+
+
+def empirical_table(audits: Mapping[str, dict]) -> Table:
+    """``{run name: metrics["audit"]["empirical"]}`` → accounted ε, ε_est and ε_lower per run and statistic."""
+    t = Table(
+        title="Empirical privacy: canary clients (Andrew et al. 2024) and the one-run bound (Steinke et al. 2023)",
+        caption='ε_lower holds at the stated confidence; results were added to metrics.json under "audit.empirical"',
+    )
+    for col in ("model", "accounted ε", "statistic", "ε_est", "ε_lower", "TPR@FPR", "AUROC", "canaries in/seen/out"):
+        t.add_column(col, justify="left" if col in ("model", "statistic") else "right")
+    for name, e in audits.items():
+        for stat in ("final_model", "all_iterates"):
+            r = e[stat]
+            t.add_row(
+                name,
+                f"{_eps(e['accounted_epsilon'])} (δ={e['delta']:.0e})",
+                stat.replace("_", " "),
+                _eps(r["epsilon_est"]),
+                f"{_eps(r['epsilon_lower'])} ({r['confidence']:.0%} conf.)",
+                f"{r['tpr_at_fpr']:.3f} @ {r['fpr']:g}",
+                f"{r['auroc']:.3f}",
+                f"{e['inserted']}/{e['inserted_sampled']}/{r['out_canaries']}",
+            )
+    return t
+
+
 class ProgressBars:
     """A rich progress bar per training phase, fed by ``run(progress=...)``."""
 

@@ -70,11 +70,29 @@ predict = app.command("predict", help="Alias of suggest.")(suggest)
 @_guard
 def audit(
     runs: list[Path] = typer.Argument(
-        ..., help="run directories trained with --canaries (e.g. central, fedavg, dp-fedavg)"
+        ..., help="run directories trained with --canaries and/or --canary-clients (e.g. central, fedavg, dp-fedavg)"
     ),
 ):
-    """Memorization audit: canary exposure and whether the strip types the secret (Carlini et al. 2019)."""
-    console.print(_audit_table(runs))
+    """Memorization audit (Secret Sharer canaries, Carlini et al. 2019) and empirical ε beside the accounted ε
+    (canary clients: ε_est, Andrew et al. 2024; one-run lower bound ε_lower, Steinke et al. 2023)."""
+    import json
+
+    from keyboard_fl.empirical_audit import empirical_audit_run
+    from keyboard_fl.runs import CONFIG_FILE
+    from keyboard_fl.tables import empirical_table
+
+    def trained_with(d: Path, section: str) -> bool:
+        return (d / CONFIG_FILE).exists() and json.loads((d / CONFIG_FILE).read_text()).get(section) is not None
+
+    secret = [d for d in runs if trained_with(d, "canaries")]
+    clients = [d for d in runs if trained_with(d, "canary_clients")]
+    for d in runs:
+        if d not in secret and d not in clients:
+            _fail(f"{d}: trained without canaries; train with --canaries or --canary-clients N to audit it")
+    if secret:
+        console.print(_audit_table(secret))
+    if clients:
+        console.print(empirical_table({d.name: empirical_audit_run(d) for d in clients}))
 
 
 @app.command()

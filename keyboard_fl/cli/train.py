@@ -63,6 +63,11 @@ def train(
     canaries: bool = typer.Option(
         False, "--canaries", help="plant Secret Sharer canaries in training users (for keyboard-fl audit)"
     ),
+    canary_clients: int = typer.Option(
+        0,
+        "--canary-clients",
+        help="canary directions for the empirical-ε audit (half inserted as clients; Andrew et al. 2024); 0: none",
+    ),
     config_file: Optional[Path] = CONFIG_OPTION,
     sets: list[str] = SET_OPTION,
     users: Optional[int] = USERS_OPTION,
@@ -93,6 +98,8 @@ def train(
         cfg = dataclasses.replace(cfg, corpus=str(corpus.resolve()), skip_bad_lines=skip_bad_lines)
     if canaries and cfg.canaries is None:  # canaries set by --config/--set are kept
         cfg = _with_canaries(cfg, seed)
+    if canary_clients:
+        cfg = _with_canary_clients(cfg, canary_clients)
     with ProgressBars(console) as bars:
         m = run(cfg, out, resume=resume, log=_log, progress=bars)
     console.print(results_table({cfg.mode: m}))
@@ -175,6 +182,15 @@ def _with_canaries(cfg, seed: int):
     from keyboard_fl.privacy.canaries import CanaryConfig
 
     return dataclasses.replace(cfg, canaries=CanaryConfig(seed=seed))
+
+
+def _with_canary_clients(cfg, count: int):
+    from keyboard_fl.privacy.empirical import CanaryClientConfig
+
+    try:
+        return dataclasses.replace(cfg, canary_clients=CanaryClientConfig(count=count))
+    except ValueError as e:
+        _fail(f"--canary-clients: {e}")
 
 
 def _has_canaries(run_dir: Path) -> bool:

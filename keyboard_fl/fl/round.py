@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,6 +42,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from keyboard_fl.fl.canary_clients import canary_sum
 from keyboard_fl.fl.client import LossFn, as_client_optimizer, client_update
 from keyboard_fl.fl.cohort_map import ClientFn, ClientSlots, for_each_client
 from keyboard_fl.fl.sharding import AXIS, check_capacity, replicate
@@ -143,6 +144,7 @@ class CohortBatch(NamedTuple):
     targets: jax.Array  # int32[K, S, B, T]
     weights: jax.Array  # float32[K, S, B, T]; 0 marks padding tokens/steps
     mask: jax.Array  # bool or float[K]; False/0 marks padding clients
+    canaries: Any = None  # CanarySlots: canary clients sampled this round (fl/canary_clients.py); None: none
 
 
 class RoundMetrics(NamedTuple):
@@ -302,20 +304,37 @@ def _round_metrics(
     )
 
 
-def _aggregate(total: PyTree, st: dict, mech: Mechanism | None, mech_state, clip_norm, noise_key: jax.Array):
+def _aggregate(
+    total: PyTree, st: dict, mech: Mechanism | None, mech_state, clip_norm, noise_key: jax.Array, extra_tokens=0.0
+):
     """The round's mean delta from the clients' sum: ``(mean_delta, mech_state, noise_std)``.
 
     With a mechanism, :func:`privatize_mean` noises the sum of clipped deltas
     and advances its state; FedAvg divides the token-weighted sum by the
-    round's tokens (``noise_std`` None, state unchanged).
+    round's tokens (plus ``extra_tokens``, the canary clients' weight;
+    ``noise_std`` None, state unchanged).
     """
     if mech is None:
-        denom = jnp.maximum(jnp.sum(st["num_tokens"]), 1e-12)
+        denom = jnp.maximum(jnp.sum(st["num_tokens"]) + extra_tokens, 1e-12)
         return jax.tree.map(lambda x: x / denom, total), mech_state, None
     noise_std = mech.noise_std_of(mech_state)
     stats = ClipStats(clip_norm, st["norm"], st["valid"])
     mean_delta, mech_state = privatize_mean(total, mech, noise_key, stats, mech_state)
     return mean_delta, mech_state, noise_std
+
+
+def _add_canaries(total: PyTree, st: dict, canaries, params: PyTree, clip_norm) -> tuple[PyTree, jax.Array]:
+    """The sampled canary clients' updates added to the clients' sum: ``(total, their FedAvg weight)``.
+
+    DP: each canary is one more clipped update in the unweighted sum (the
+    denominator stays qN). FedAvg: each weighs as the round's average real
+    client (its tokens added to the denominator).
+    """
+    c_sum, n = canary_sum(canaries, params, clip_norm)
+    if clip_norm is not None:
+        return jax.tree.map(jnp.add, total, c_sum), jnp.zeros((), jnp.float32)
+    w = jnp.sum(st["num_tokens"]) / jnp.maximum(jnp.sum(st["valid"]), 1).astype(jnp.float32)
+    return jax.tree.map(lambda t, c: t + w * c, total, c_sum), w * n
 
 
 def _compiled(round_fn, mesh: Mesh | None, *, jit: bool, donate: bool):
@@ -377,6 +396,7 @@ def build_round(
     train_and_clip = _client_fn(loss_fn, client_opt, dp)
 
     def round_fn(state: ServerState, cohort: CohortBatch, key: jax.Array):
+        canaries, cohort = cohort.canaries, cohort._replace(canaries=None)
         k = cohort.mask.shape[0]
         if sharded:  # at trace time, so a capacity the devices can't split gets our message
             check_capacity(k, mesh.size, client_chunk)
@@ -388,7 +408,10 @@ def build_round(
         total, st = for_each_client(
             train_and_clip, (state.params, clip_norm), slots, chunk=client_chunk, mesh=mesh if sharded else None
         )
-        mean_delta, mech_state, noise_std = _aggregate(total, st, mech, state.mech_state, clip_norm, noise_key)
+        extra = 0.0
+        if canaries is not None:  # after the real users' sum, before the noise (fl/canary_clients.py)
+            total, extra = _add_canaries(total, st, canaries, state.params, clip_norm if dp else None)
+        mean_delta, mech_state, noise_std = _aggregate(total, st, mech, state.mech_state, clip_norm, noise_key, extra)
         new_state = server_update(state, mean_delta, server_opt)._replace(mech_state=mech_state)
         metrics = _round_metrics(
             st,

@@ -45,6 +45,7 @@ from jax.sharding import Mesh
 
 from keyboard_fl import checkpoint
 from keyboard_fl.config import FederatedConfig
+from keyboard_fl.fl.canary_clients import CanaryPlan, flatten
 from keyboard_fl.fl.faults import apply_faults, fault_key
 from keyboard_fl.fl.participation import CyclicPoisson, cyclic_capacity, sample_cyclic_cohort_exact, user_bands
 from keyboard_fl.fl.round import AggregatorConfig, FederatedRound, ServerState, build_round, make_server_optimizer
@@ -241,6 +242,15 @@ def _cohort_sampler(
     return cohort_of
 
 
+def _save_iterate(directory: Path, r: int, params: Params) -> None:
+    """The released parameters after round ``r``, flattened (``fl.canary_clients.flatten``), saved atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".iterate-{r:06d}.npy"
+    np.save(tmp, flatten(params))
+    tmp.replace(directory / f"iterate-{r:06d}.npy")
+
+
 def train_federated(
     loss_fn,
     params: Params,
@@ -255,6 +265,8 @@ def train_federated(
     on_round: Callable[[int, dict, Params, PrivacyLedger], None] | None = None,
     prefetch: bool = True,
     fl_round: FederatedRound | None = None,
+    canaries: CanaryPlan | None = None,
+    iterates_dir: Path | None = None,
 ) -> tuple[Params, PrivacyLedger, list[dict]]:
     """Run rounds up to ``cfg.rounds``; checkpoint every ``cfg.checkpoint_every``; return params, ledger, history.
 
@@ -264,6 +276,10 @@ def train_federated(
     its checkpoint); the run's full log is ``on_round``'s to keep.
     ``fl_round``: a prebuilt :func:`make_round` for this configuration (tests
     reuse one compiled round across runs); None builds it.
+    ``canaries``: canary clients added to every round (:mod:`keyboard_fl.fl.canary_clients`);
+    the real users' cohorts, updates and noise are those of the run without them.
+    ``iterates_dir``: the released parameters after every round are saved there
+    (flattened, ``iterate-NNNNNN.npy``, 0 = the start) for the empirical-privacy audit.
     """
     n = len(rows)
     if dp.population != n:
@@ -279,10 +295,16 @@ def train_federated(
     if resume:
         state, ledger, start = _resume(ckpt_dir, state, ledger)
     cohort_of = _cohort_sampler(rows, cfg, dp, seed, mesh.size)
+    if canaries is not None and isinstance(dp.participation, CyclicPoisson):
+        raise ValueError("canary clients are Poisson-sampled: use federated.sampling='poisson' with canary_clients")
+    if iterates_dir is not None:
+        _save_iterate(iterates_dir, start, state.params)
     with contextlib.closing(prefetched(cohort_of, range(start, cfg.rounds), ahead=prefetch)) as cohorts:
         for r in range(start, cfg.rounds):
             t0 = time.perf_counter()
             faults, cohort = next(cohorts)
+            if canaries is not None:
+                cohort = cohort._replace(canaries=canaries.slots(r))
             state, m = fl_round.apply(state, cohort, stream_key(seed, Stream.ROUND, r))
             record = {
                 "round": r + 1,
@@ -292,6 +314,10 @@ def train_federated(
                 "stragglers": faults.stragglers,
                 "seconds": time.perf_counter() - t0,
             }
+            if canaries is not None:
+                record["canary_clients"] = int(np.sum(np.asarray(cohort.canaries.mask)))
+            if iterates_dir is not None:
+                _save_iterate(iterates_dir, r + 1, state.params)
             if private:
                 ledger = ledger.step()
                 record["epsilon"] = ledger.epsilon()

@@ -170,6 +170,11 @@ def train_step(
             )
         mlog.append(record)
 
+    plan = None
+    if cfg.canary_clients is not None:  # Andrew et al. 2024: canary clients with the real users' q and C
+        from keyboard_fl.fl.canary_clients import CanaryPlan
+
+        plan = CanaryPlan(cfg.canary_clients, cfg.seed, dp.sampling_prob, cfg.federated.clip_norm)
     params, ledger, _ = train_federated(
         model.loss_fn,
         model.params,
@@ -181,6 +186,8 @@ def train_step(
         ckpt_dir=out / runs.CHECKPOINTS_DIR,
         resume=resume,
         on_round=on_round,
+        canaries=plan,
+        iterates_dir=out / runs.ITERATES_DIR if plan is not None else None,
     )
     _plot(out, mlog.records(), cfg.mode)
     privacy = (

@@ -236,6 +236,14 @@ import { PersonalCache } from "./ondevice/personal.js";
     metrics.textContent = `top-1 ${pct(m.top1)} · top-3 ${pct(m.top3)} · KSR ${pct(m.ksr)}` +
       (m.ondevice ? ` · on-device ${m.ondevice.precision}` : " · server only");
     label.append(input, title, metrics);
+    if (m.empirical) { // measured by keyboard-fl audit (canary clients): beside the accounted ε
+      const e = m.empirical, f = (x) => (x === null ? "∞" : x.toFixed(2));
+      const measured = document.createElement("span");
+      measured.className = "model-metrics";
+      measured.textContent = `measured: ε_est ${f(e.epsilon_est)} · ε_lower ${f(e.epsilon_lower)} ` +
+        `(${Math.round(100 * e.confidence)}% conf.)`;
+      label.append(measured);
+    }
     return label;
   }
 
