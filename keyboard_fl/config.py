@@ -170,7 +170,12 @@ class RunConfig:
     seed: int = 0  # the one seed: population, init, sampling, noise
     mode: Mode = DP_FEDAVG  # central (pooled, non-private), fedavg, or dp-fedavg
     population: PopulationConfig = PopulationConfig()
-    corpus: str | None = None  # a JSONL file or per-user directory to use instead of the simulated population
+    corpus: str | None = (
+        None  # private users from a corpus instead of the simulator: a shipped corpus's name (keyboard_fl.data.named), a JSONL file or a per-user directory
+    )
+    public_corpus: str | None = (
+        None  # public text (tokenizer, vocabulary, pretraining): None → the source's own public split; "simulator" → the simulator's public register; else a corpus name/file/directory read whole (keyboard_fl/sources.py)
+    )
     skip_bad_lines: bool = False  # corpus only: skip and count malformed lines instead of stopping at the first
     tokenizer: TokenizerConfig = TokenizerConfig()
     model: ModelConfig = ModelConfig()
@@ -293,6 +298,8 @@ def preset(name: str, mode: Mode = DP_FEDAVG, seed: int = 0) -> RunConfig:
                 checkpoint_every=10,
             ),
         )
+    if name == "corpus":
+        return corpus_preset(seed, mode)
     if name == "large":
         return RunConfig(
             seed=seed,
@@ -303,7 +310,39 @@ def preset(name: str, mode: Mode = DP_FEDAVG, seed: int = 0) -> RunConfig:
             central=CentralConfig(steps=20000),
             federated=FederatedConfig(rounds=1500, clients_per_round=1000, eval_every=50, checkpoint_every=50),
         )
-    raise ValueError(f"unknown preset {name!r}: choose tiny, default or large")
+    raise ValueError(f"unknown preset {name!r}: choose {', '.join(PRESETS)}")
 
 
-PRESETS = ("tiny", "default", "large")
+def corpus_preset(seed: int = 0, mode: Mode = DP_FEDAVG) -> RunConfig:
+    """Real text (``--corpus``, issue 14): a recipe that scales to the data instead of fixed steps.
+
+    Central training and pretraining run a number of epochs over the rows they
+    get (capped), warm up then cosine-decay the learning rate, and stop on a
+    validation split of users (the best checkpoint is kept). The model stays in
+    the phone budget (≤ 1.5M parameters). Federated: a cohort of ~10% of a
+    thousand-user corpus a round.
+    """
+    return RunConfig(
+        seed=seed,
+        mode=mode,
+        population=PopulationConfig(seed=seed, num_train_users=10_000),  # only read with --public-corpus simulator
+        tokenizer=TokenizerConfig(vocab_size=4096),
+        model=ModelConfig(vocab_size=4096, embed_dim=96, hidden_dim=512),
+        pretrain=CentralConfig(
+            steps=3000, epochs=6.0, warmup_steps=100, validation_fraction=0.1, validate_every=200, patience=3
+        ),
+        central=CentralConfig(
+            steps=12000, epochs=5.0, warmup_steps=200, validation_fraction=0.05, validate_every=400, patience=3
+        ),
+        federated=FederatedConfig(
+            rounds=150,
+            clients_per_round=100,
+            max_examples=16,
+            target_epsilon=10.0,
+            eval_every=25,
+            checkpoint_every=25,
+        ),
+    )
+
+
+PRESETS = ("tiny", "default", "corpus", "large")

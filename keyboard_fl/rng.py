@@ -53,6 +53,7 @@ class Stream(enum.IntEnum):
     FLOWER_EVAL = 13  # nodes chosen for federated evaluation; path: round
     COMMUNITIES = 14  # the simulator's communities and their local names (data/register.py)
     BANDS = 15  # each user's band for cyclic participation (fl/participation.py)
+    VALIDATION = 16  # users kept out of central training / pretraining to stop on; path: 0 central, 1 public
 
 
 def _check(seed: int, path: tuple[int, ...]) -> None:
