@@ -86,9 +86,7 @@ def test_public_corpus_choices(tmp_path):
     own = source_of(base)
     assert {u.user_id for u in own.users("public")} < {f"u{i}" for i in range(40)}
     sim = source_of(dataclasses.replace(base, public_corpus="simulator"))
-    assert [u.user_id for u in sim.users("public")] == [
-        u.user_id for u in Population(base.population).users("public")
-    ]
+    assert [u.user_id for u in sim.users("public")] == [u.user_id for u in Population(base.population).users("public")]
     assert [u.user_id for u in sim.users("train")] == [u.user_id for u in own.users("train")]
     whole = source_of(dataclasses.replace(base, public_corpus=str(other)))
     assert sorted(u.user_id for u in whole.users("public")) == [f"p{i}" for i in range(5)]  # every user public
