@@ -98,20 +98,15 @@ def planted_canaries(cfg) -> tuple[list[Canary], list[str]]:
     """The canaries and references a run with ``cfg.canaries`` was trained with, drawn again.
 
     Same call as training (:func:`keyboard_fl.train.run.prepare`): ``draw_canaries``
-    over the simulated population's training user ids, in order (the ids are
-    computed by index, no messages are generated and no list of N ids is built). Corpus runs are not supported.
+    over the run's training user ids (simulated or corpus), in order (the ids are
+    read by index, no messages are made and no list of N ids is built).
     """
-    from keyboard_fl.data import Population
-
     if cfg.canaries is None:
         raise ValueError("this run was trained without canaries; train with --canaries")
-    if cfg.corpus:
-        raise ValueError("canary audits run on the simulated population only")
     from keyboard_fl.data.access import UserIds, split_view
+    from keyboard_fl.sources import private_source
 
-    return draw_canaries(
-        cfg.canaries, UserIds(split_view(Population(cfg.population), "train"))
-    )  # ids by index, no list
+    return draw_canaries(cfg.canaries, UserIds(split_view(private_source(cfg), "train")))  # ids by index, no list
 
 
 def audit(

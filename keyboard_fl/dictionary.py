@@ -93,17 +93,9 @@ def run_word_list(run_dir: str | Path) -> list[str]:
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {WORDS_NAME} and no config.json to rebuild it from")
     cfg = RunConfig.load(cfg_path)
-    if cfg.corpus:
-        from keyboard_fl.data import ReaderConfig, SplitConfig
-        from keyboard_fl.data.materialize import open_source
+    from keyboard_fl.sources import source_of
 
-        source = open_source(
-            cfg.corpus, ReaderConfig(split=SplitConfig(seed=cfg.seed), skip_bad_lines=cfg.skip_bad_lines)
-        )
-    else:
-        from keyboard_fl.data import Population
-
-        source = Population(cfg.population)
+    source = source_of(cfg)
     words = public_vocabulary(m for u in source.users("public") for m in u.train)
     save_words(path, words)
     return words

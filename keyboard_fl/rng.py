@@ -55,6 +55,7 @@ class Stream(enum.IntEnum):
     BANDS = 15  # each user's band for cyclic participation (fl/participation.py)
     CANARY_DIRECTIONS = 16  # canary clients' random update directions (fl/canary_clients.py); path: canary index
     CANARY_COHORT = 17  # which canary clients are inserted, and their Poisson draw; path: round
+    VALIDATION = 18  # users kept out of central training / pretraining to stop on; path: 0 central, 1 public
 
 
 def _check(seed: int, path: tuple[int, ...]) -> None:

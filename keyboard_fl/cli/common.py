@@ -87,6 +87,45 @@ def _config(
     return resolve(make_preset(preset, mode=mode, seed=seed), config_file=config_file, sets=[*flags, *sets])
 
 
+def _preset_for(preset: Optional[str], corpus: Optional[str]) -> str:
+    """``--preset`` as given, else ``corpus`` (the real-text recipe) with ``--corpus`` and ``default`` without."""
+    return preset if preset is not None else ("corpus" if corpus else "default")
+
+
+def _with_data(cfg, corpus: Optional[str], public_corpus: Optional[str], skip_bad_lines: bool, users: Optional[int]):
+    """``cfg`` reading ``--corpus`` (a shipped corpus's name, a JSONL file or a directory) and ``--public-corpus``."""
+    import dataclasses
+
+    from keyboard_fl.sources import SIMULATOR, check_corpus_spec
+
+    if corpus is not None:
+        if users is not None:
+            _fail("--users sets the simulated population; a --corpus brings its own users")
+        cfg = dataclasses.replace(cfg, corpus=check_corpus_spec(corpus), skip_bad_lines=skip_bad_lines)
+    if public_corpus is not None:
+        spec = public_corpus if public_corpus == SIMULATOR else check_corpus_spec(public_corpus, "--public-corpus")
+        cfg = dataclasses.replace(cfg, public_corpus=spec)
+    return cfg
+
+
+PRESET_OPTION = typer.Option(
+    None, "--preset", help="tiny, default, corpus or large (unset: corpus with --corpus, else default)"
+)
+CORPUS_OPTION = typer.Option(
+    None,
+    "--corpus",
+    help="real users instead of the simulator: a shipped corpus by name (chitchat; the `corpus` extra), "
+    "a JSONL file ({user_id, text} per line) or a directory of per-user text files",
+)
+PUBLIC_CORPUS_OPTION = typer.Option(
+    None,
+    "--public-corpus",
+    help="public text for the tokenizer and pretraining: 'simulator' (its public register), a corpus name, "
+    "FILE or DIR (every user public); unset: the corpus's own public split (~10% of its users)",
+)
+SKIP_BAD_LINES_OPTION = typer.Option(
+    False, "--skip-bad-lines", help="skip and count malformed corpus lines instead of stopping"
+)
 CONFIG_OPTION = typer.Option(None, "--config", help="a full or partial RunConfig JSON file laid over the preset")
 SET_OPTION = typer.Option([], "--set", help="section.field=value (repeatable), e.g. federated.local_epochs=2")
 USERS_OPTION = typer.Option(

@@ -12,14 +12,20 @@ import typer
 from keyboard_fl import runs as run_dirs
 from keyboard_fl.cli.common import (
     CONFIG_OPTION,
+    CORPUS_OPTION,
     MAIN_DIR,
+    PRESET_OPTION,
+    PUBLIC_CORPUS_OPTION,
     SET_OPTION,
+    SKIP_BAD_LINES_OPTION,
     USERS_OPTION,
     _audit_table,
     _config,
     _fail,
     _guard,
     _log,
+    _preset_for,
+    _with_data,
     app,
     console,
 )
@@ -32,7 +38,7 @@ from keyboard_fl.tables import ProgressBars, results_table
 def train(
     out: Path = typer.Option(..., "--out", help="run directory"),
     mode: str = typer.Option(DP_FEDAVG, help=", ".join(MODES)),
-    preset: str = typer.Option("default", help="tiny, default or large"),
+    preset: Optional[str] = PRESET_OPTION,
     seed: int = typer.Option(0, help="the one seed (population, init, sampling, noise)"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
     rounds: Optional[int] = typer.Option(None, help="override the preset's federated rounds"),
@@ -52,14 +58,9 @@ def train(
         "--adaptive-clip-quantile",
         help="adaptive clipping: C tracks this quantile of update norms (Andrew et al. 2021; 0.5 is TFF's default)",
     ),
-    corpus: Optional[Path] = typer.Option(
-        None,
-        "--corpus",
-        help="your own corpus: a JSONL file ({user_id, text} per line) or a directory of per-user text files",
-    ),
-    skip_bad_lines: bool = typer.Option(
-        False, "--skip-bad-lines", help="skip and count malformed corpus lines instead of stopping"
-    ),
+    corpus: Optional[str] = CORPUS_OPTION,
+    public_corpus: Optional[str] = PUBLIC_CORPUS_OPTION,
+    skip_bad_lines: bool = SKIP_BAD_LINES_OPTION,
     canaries: bool = typer.Option(
         False, "--canaries", help="plant Secret Sharer canaries in training users (for keyboard-fl audit)"
     ),
@@ -91,11 +92,8 @@ def train(
         sets = [f"federated.mechanism={mechanism}", *sets]
     if noise_multiplier is not None:
         over["target_epsilon"] = None
-    cfg = _config(preset, mode, seed, config_file, sets, users, **over)
-    if corpus is not None:
-        if not corpus.exists():
-            _fail(f"--corpus {corpus}: no such file or directory")
-        cfg = dataclasses.replace(cfg, corpus=str(corpus.resolve()), skip_bad_lines=skip_bad_lines)
+    cfg = _config(_preset_for(preset, corpus), mode, seed, config_file, sets, users, **over)
+    cfg = _with_data(cfg, corpus, public_corpus, skip_bad_lines, users)
     if canaries and cfg.canaries is None:  # canaries set by --config/--set are kept
         cfg = _with_canaries(cfg, seed)
     if canary_clients:
@@ -109,7 +107,7 @@ def train(
 @app.command("config")
 @_guard
 def show_config(
-    preset: str = typer.Option("default", help="tiny, default or large"),
+    preset: str = typer.Option("default", help="tiny, default, corpus or large"),
     mode: str = typer.Option(DP_FEDAVG, help=", ".join(MODES)),
     seed: int = typer.Option(0),
     config_file: Optional[Path] = CONFIG_OPTION,
@@ -123,7 +121,7 @@ def show_config(
 @_guard
 def main(
     out: Path = typer.Option(MAIN_DIR, "--out", help="directory for the three runs"),
-    preset: str = typer.Option("default", help="tiny, default or large"),
+    preset: Optional[str] = PRESET_OPTION,
     seed: int = typer.Option(0),
     canaries: bool = typer.Option(
         True,
@@ -131,6 +129,9 @@ def main(
         help="plant Secret Sharer canaries in every run and audit them at the end (the demo's canary view)",
     ),
     users: Optional[int] = USERS_OPTION,
+    corpus: Optional[str] = CORPUS_OPTION,
+    public_corpus: Optional[str] = PUBLIC_CORPUS_OPTION,
+    skip_bad_lines: bool = SKIP_BAD_LINES_OPTION,
 ):
     """The README main job: central baseline, FedAvg and DP-FedAvg on one population, side by side, then a memorization audit."""
     from keyboard_fl.train.run import run, write_json
@@ -143,7 +144,9 @@ def main(
             _log(f"{d} is already trained; delete it to retrain")
             results[mode] = run_dirs.load_metrics(d)
             continue
-        cfg = _config(preset, mode, seed, users=users)
+        cfg = _with_data(
+            _config(_preset_for(preset, corpus), mode, seed, users=users), corpus, public_corpus, skip_bad_lines, users
+        )
         if canaries:
             cfg = _with_canaries(cfg, seed)
         with ProgressBars(console) as bars:

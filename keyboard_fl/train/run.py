@@ -36,7 +36,7 @@ from keyboard_fl.eval.neural import predict_messages
 from keyboard_fl.models import init_params, make_loss_fn, param_count
 from keyboard_fl.rng import Stream
 from keyboard_fl.tokenizer import Tokenizer
-from keyboard_fl.train.central import train_central
+from keyboard_fl.train.central import schedule_report, stop_note, train_central
 from keyboard_fl.train.rundata import WORD_VOCAB_SIZE, Log, RunData, eval_users, first_messages, prepare
 from keyboard_fl.train.shared import shared_json
 
@@ -132,20 +132,25 @@ def train_step(
     """Central training on the baseline users' pooled rows, or federated rounds over the streamed population."""
     t = time.perf_counter()
     if cfg.mode == runs.CENTRAL:
+        rows, val = data.central_rows(cfg.central.validation_fraction, cfg.seed)
+        planned, history = cfg.central.planned_steps(len(rows)), []
         params, losses = train_central(
             model.loss_fn,
             model.params,
-            data.baseline_rows(),
+            rows,
             cfg.central,
             cfg.seed,
-            callback=lambda i, _: progress("central training", i + 1, cfg.central.steps),
+            callback=lambda i, _: progress("central training", i + 1, planned),
+            val_rows=val,
+            history=history,
         )
         log(
-            f"central: {cfg.central.steps} steps on {data.baseline_users} users' rows, final loss "
+            f"central: {len(losses)} of {planned} planned steps on {len(rows)} rows of {data.baseline_users} users "
+            f"({0 if val is None else len(val)} validation rows){stop_note(history)}, final loss "
             f"{np.mean(losses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)"
         )
         _plot(out, [{"step": i + 1, "loss": x} for i, x in enumerate(losses)], cfg.mode)
-        return model._replace(params=params), {}
+        return model._replace(params=params), {"central_training": schedule_report(planned, losses, history)}
     from keyboard_fl.train.federated import resolve_dp, train_federated
 
     private = cfg.mode == runs.DP_FEDAVG
@@ -254,6 +259,8 @@ def write_step(
 ) -> dict:
     """``metrics.json``: quality, baselines, privacy (ε only for a dp-fedavg run), the data used."""
     held, ngram, ksr = quality["heldout_users"], quality["ngram"], quality["keystrokes"]
+    training = {k: v for k, v in privacy.items() if k == "central_training"}  # the central trainer's schedule
+    privacy = {k: v for k, v in privacy.items() if k not in training}
     metrics = {
         "mode": cfg.mode,
         "top1": held["top1"],
@@ -270,8 +277,11 @@ def write_step(
         "seconds": seconds,
         "seed": cfg.seed,
         "public_pretrained": public_only,
+        **training,
         "data": {
             "source": "corpus" if cfg.corpus else "simulated",
+            "corpus": cfg.corpus,
+            "public_corpus": cfg.public_corpus,
             "bad_lines": data.bad_lines,
             "train_users": data.num_train_users,
             "baseline_users": data.baseline_users,
@@ -359,6 +369,7 @@ def pretrained_cache_dir(cfg: RunConfig, tokenizer: Tokenizer, out: Path) -> Pat
                 cfg.seed,
                 cfg.to_dict()["population"],
                 cfg.corpus,
+                cfg.public_corpus,
                 cfg.to_dict()["model"],
                 cfg.seq_len,
                 cfg.to_dict()["pretrain"],
@@ -386,6 +397,7 @@ def _public_pretraining(
         log(f"public pretraining: reusing {cache}")
         return found[1]
     t = time.perf_counter()
+    planned, history = cfg.pretrain.planned_steps(len(data.public_rows)), []
     params, losses = train_central(
         loss_fn,
         params,
@@ -393,12 +405,14 @@ def _public_pretraining(
         cfg.pretrain,
         cfg.seed,
         stream=Stream.PRETRAIN,
-        callback=lambda i, _: progress("public pretraining", i + 1, cfg.pretrain.steps),
+        callback=lambda i, _: progress("public pretraining", i + 1, planned),
+        val_rows=data.public_val_rows,
+        history=history,
     )
-    checkpoint.save(cache, cfg.pretrain.steps, params, {"key": key}, keep=1)
+    checkpoint.save(cache, len(losses), params, {"key": key, **schedule_report(planned, losses, history)}, keep=1)
     log(
-        f"public pretraining: {cfg.pretrain.steps} steps on {len(data.public_rows)} public rows, "
-        f"loss {np.mean(losses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)"
+        f"public pretraining: {len(losses)} of {planned} planned steps on {len(data.public_rows)} public rows"
+        f"{stop_note(history)}, loss {np.mean(losses[-20:]):.3f} ({time.perf_counter() - t:.1f}s)"
     )
     return params
 

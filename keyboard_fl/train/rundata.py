@@ -25,9 +25,10 @@ import numpy as np
 
 from keyboard_fl import runs
 from keyboard_fl.config import RunConfig
-from keyboard_fl.data import Population, User, UserSource
+from keyboard_fl.data import User, UserSource
 from keyboard_fl.data.access import SplitView, UserIds, split_view
 from keyboard_fl.dictionary import public_vocabulary
+from keyboard_fl.rng import Stream, generator
 from keyboard_fl.tokenizer import Tokenizer, train_tokenizer
 from keyboard_fl.train.examples import user_rows
 from keyboard_fl.train.shared import shared_file
@@ -75,6 +76,9 @@ class RunData:
     train_user_test: dict[str, list[str]]  # held-out messages of training users (first_messages)
     baseline_users: int  # training users pooled by the baselines (min(eval.baseline_users, N))
     bad_lines: dict | None = None  # corpus lines skipped while indexing the training users (skip_bad_lines)
+    public_val_rows: np.ndarray | None = (
+        None  # public users kept out of pretraining to stop on (pretrain.validation_fraction)
+    )
 
     @property
     def num_train_users(self) -> int:
@@ -88,17 +92,38 @@ class RunData:
         """The pooled rows of the first ``baseline_users`` users (the central model's data)."""
         return self.rows.pooled(self.baseline_users)
 
+    def central_rows(self, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The baseline users' rows split by user into (training, validation); no validation at fraction 0."""
+        if validation_fraction <= 0:
+            return self.baseline_rows(), None
+        return split_by_user([self.rows.user(i) for i in range(self.baseline_users)], validation_fraction, seed, 0)
+
+
+def split_by_user(
+    per_user: Sequence[np.ndarray], fraction: float, seed: int, path: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Users' rows pooled into (training, validation): each user in validation with probability ``fraction``.
+
+    The draw is ``rng.generator(seed, Stream.VALIDATION, path)``; with two or more
+    users, at least one lands on each side.
+    """
+    n = len(per_user)
+    u = generator(seed, Stream.VALIDATION, path).random(n)
+    val = u < fraction
+    if n >= 2 and not val.any():
+        val[int(np.argmin(u))] = True
+    if n >= 2 and val.all():
+        val[int(np.argmax(u))] = False
+    width = per_user[0].shape[-1] if n else 1
+    pool = lambda keep: np.concatenate([r for r, k in zip(per_user, keep) if k] or [np.zeros((0, width), np.int32)])
+    return pool(~val), pool(val)
+
 
 def open_source(cfg: RunConfig, source: UserSource | None = None) -> UserSource:
-    """The run's users: ``source`` if given, else its corpus, else the simulated population."""
-    if source is None and cfg.corpus:
-        from keyboard_fl.data import ReaderConfig, SplitConfig
-        from keyboard_fl.data.materialize import open_source as open_corpus
+    """The run's users: ``source`` if given, else its corpus or the simulated population (public text per ``cfg.public_corpus``)."""
+    from keyboard_fl.sources import source_of
 
-        source = open_corpus(
-            cfg.corpus, ReaderConfig(split=SplitConfig(seed=cfg.seed), skip_bad_lines=cfg.skip_bad_lines)
-        )
-    return source or Population(cfg.population)
+    return source if source is not None else source_of(cfg)
 
 
 def training_users(cfg: RunConfig, source: UserSource, log: Log) -> tuple[SplitView, dict | None]:
@@ -134,6 +159,16 @@ def load_tokenizer(cfg: RunConfig, source: UserSource, out: Path, log: Log) -> T
     return tokenizer
 
 
+def _public_rows(cfg: RunConfig, tokenizer: Tokenizer, public: Sequence[User]):
+    """Pretraining rows of the public users, and those of the validation users (pretrain.validation_fraction)."""
+    if cfg.pretrain.steps <= 0:
+        return None, None
+    per = [user_rows(tokenizer, u.train, cfg.seq_len) for u in public]
+    if cfg.pretrain.validation_fraction > 0:
+        return split_by_user(per, cfg.pretrain.validation_fraction, cfg.seed, 1)
+    return np.concatenate(per or [np.zeros((0, cfg.seq_len + 1), np.int32)]), None
+
+
 def prepare(cfg: RunConfig, out: Path, log: Log, source: UserSource | None = None) -> tuple[Tokenizer, RunData]:
     """The prepare-data step: tokenizer, evaluation sets, public rows, and the training users (streamed)."""
     source = open_source(cfg, source)
@@ -141,21 +176,19 @@ def prepare(cfg: RunConfig, out: Path, log: Log, source: UserSource | None = Non
     tokenizer = load_tokenizer(cfg, source, out, log)
     t = time.perf_counter()
     public = list(source.users("public"))
+    public_train, public_val = _public_rows(cfg, tokenizer, public)
     e = cfg.eval
     data = RunData(
         word_vocab=frozenset(
             public_vocabulary((m for u in public for m in u.train), WORD_VOCAB_SIZE)
         ),  # the strip's dictionary too
-        public_rows=np.concatenate(
-            [user_rows(tokenizer, u.train, cfg.seq_len) for u in public] or [np.zeros((0, cfg.seq_len + 1), np.int32)]
-        )
-        if cfg.pretrain.steps > 0
-        else None,
+        public_rows=public_train,
         rows=StreamedRows(train, tokenizer, cfg.seq_len),
         heldout=eval_users(_in_order(split_view(source, "heldout")), e.max_users, e.max_messages_per_user),
         train_user_test=first_messages(((u.user_id, u.test) for u in _in_order(train)), e.max_train_user_messages),
         baseline_users=min(e.baseline_users, len(train)),
         bad_lines=bad,
+        public_val_rows=public_val,
     )
     log(
         f"data: {data.num_train_users} training users (streamed); eval: {len(data.heldout)} held-out users, "
