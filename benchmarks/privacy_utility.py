@@ -93,7 +93,11 @@ def summary(m: dict, history: list[dict]) -> dict:
         mechanism=m.get("mechanism"),
         accountant=m.get("accountant"),
         sampling=m.get("sampling"),
-        curve=[{k: h.get(k) for k in ("round", "top1", "perplexity")} for h in history if "top1" in h],
+        curve=[
+            {"round": h["round"], "top1": h["eval_top1"], "perplexity": h.get("eval_perplexity")}
+            for h in history
+            if "eval_top1" in h
+        ],
     )
     return row
 
