@@ -138,3 +138,32 @@ def test_validation_stops_and_keeps_the_best_parameters():
     vals = [h["validation_loss"] for h in history]
     assert vals[-1] > min(vals) and len(losses) == history[-1]["step"]
     assert validation_loss(loss_fn, best, val, 8) == pytest.approx(min(vals), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_corpus_run_with_simulator_public_text_canaries_and_audit(tmp_path):
+    """`train --corpus FILE --public-corpus simulator --canaries` end to end, then the audit on the corpus run."""
+    from keyboard_fl.audit import audit_run
+
+    words = "hey how are you doing today i am fine thanks see you later at the game tonight".split()
+    rng = np.random.default_rng(0)
+    lines = [
+        json.dumps({"user_id": f"user{u}", "text": " ".join(rng.choice(words, 6))})
+        for _ in range(12)
+        for u in range(80)
+    ]
+    corpus = tmp_path / "chat.jsonl"
+    corpus.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    args = ["train", "--mode", "central", "--preset", "tiny", "--corpus", str(corpus), "--out", str(out)]
+    res = CliRunner().invoke(
+        app,
+        [*args, "--public-corpus", "simulator", "--canaries", "--set", "central.validation_fraction=0.1"],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["data"]["corpus"] == str(corpus.resolve()) and m["data"]["public_corpus"] == "simulator"
+    assert m["data"]["train_users"] < 80 and m["central_training"]["validation"]  # validation checks were logged
+    result = audit_run(out)
+    assert len(result["canaries"]) == 3
