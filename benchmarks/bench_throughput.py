@@ -384,7 +384,15 @@ def tff_cmd(a, model, cohort, rounds, cell) -> list[str]:
 
 def pfl_cmd(a, model, cohort, rounds) -> list[str]:
     v, e, h = MODELS[model]
-    args = {"vocab": v, "embed": e, "hidden": h, "cohort": cohort, "rounds": rounds, "clip": CLIP}
+    args = {
+        "vocab": v,
+        "embed": e,
+        "hidden": h,
+        "cohort": cohort,
+        "rounds": rounds,
+        "clip": CLIP,
+        "threads": a.pfl_threads,
+    }
     args.update({"seqs": TASK["seqs"], "seq-len": TASK["seq_len"], "batch": TASK["batch"], "epochs": TASK["epochs"]})
     args.update({"noise-multiplier": NOISE_MULTIPLIER, "client-lr": CLIENT_LR, "server-lr": SERVER_LR})
     return [a.pfl_python, str(PFL_SCRIPT)] + [x for k, val in args.items() for x in (f"--{k}", str(val))]
@@ -569,6 +577,9 @@ def main(argv=None) -> None:
     p.add_argument("--pfl-python", default=os.environ.get("PFL_PYTHON", "/work/pfl-venv/bin/python"))
     p.add_argument("--pfl-cohorts", type=int, nargs="*", default=None, help="default: --tff-cohorts up to 64")
     p.add_argument("--pfl-rounds", type=int, default=None, help="pfl: timed rounds after the first (default 2)")
+    p.add_argument(
+        "--pfl-threads", type=int, default=0, help="torch threads for pfl (0: torch's default, one per core)"
+    )
     p.add_argument("--gpu", action="store_true", help="GPU machine: default model, cohort 1000, ours only")
     p.add_argument("--gpu-chunk", type=int, default=250, help="--gpu: clients per vmap chunk (divides the cohort)")
     p.add_argument("--tff-python", default=os.environ.get("TFF_PYTHON", "/tmp/tff-venv/bin/python"))
