@@ -26,6 +26,11 @@ noise multiplier 1.0, client SGD lr 1.0, server Adam lr 0.005):
   parameters and FLOPs), ``build_unweighted_fed_avg`` with
   ``DifferentiallyPrivateFactory.gaussian_fixed``; run right after ours for
   the same model and cohort (interleaved, so both see similar load);
+* **pfl**: ``benchmarks/pfl/pfl_round.py`` in the pfl venv
+  (``benchmarks/pfl/setup.sh``): pfl-research 0.6 (arXiv 2404.06430) with its
+  PyTorch backend, the same CIFG-LSTM in PyTorch (same parameters and FLOPs),
+  ``FederatedAveraging`` with ``CentrallyAppliedPrivacyMechanism(GaussianMechanism(C, z))``;
+  run right after TFF for the same model and cohort (interleaved);
 * **peak**: float32 matmul peak of this machine (jitted ``jnp.matmul`` of
   square matrices, best of several; numpy's too), at the start and the end;
 * **memory**: 500 rounds of a small configuration (the ``tiny`` preset model,
@@ -45,7 +50,13 @@ Usage::
     .venv/bin/python benchmarks/bench_throughput.py                 # everything (~45 min idle, TFF dominates)
     .venv/bin/python benchmarks/bench_throughput.py --quick         # default model, cohorts 16 64, few rounds
     .venv/bin/python benchmarks/bench_throughput.py --models so --cohorts 64 --no-memory
-    .venv/bin/python benchmarks/bench_throughput.py --no-tff
+    .venv/bin/python benchmarks/bench_throughput.py --no-tff --no-pfl
+    .venv/bin/python benchmarks/bench_throughput.py --gpu        # on a GPU machine: default model, 1,000 users a round
+
+On a GPU machine, install JAX's CUDA build into the venv first
+(``.venv/bin/pip install "jax[cuda12]"``, same jax version); ``--gpu`` then
+runs the default model at cohort 1,000 (``--gpu-chunk`` clients per vmap,
+one device) and writes ``benchmarks/results/throughput_gpu.json``.
 
 Results are merged into ``benchmarks/results/throughput.json`` (rows keyed
 by framework, variant, model and cohort; ``--fresh`` starts over) with
@@ -72,6 +83,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 TFF_SCRIPT = HERE / "tff" / "tff_round.py"
+PFL_SCRIPT = HERE / "pfl" / "pfl_round.py"
 MODELS = {  # name: (vocab V, embedding E, CIFG units H)
     "default": (2048, 64, 256),  # preset("default").model: the on-device model
     "so": (10000, 96, 670),  # Stack Overflow NWP / Gboard sizes
@@ -370,6 +382,22 @@ def tff_cmd(a, model, cohort, rounds, cell) -> list[str]:
     ]
 
 
+def pfl_cmd(a, model, cohort, rounds) -> list[str]:
+    v, e, h = MODELS[model]
+    args = {
+        "vocab": v,
+        "embed": e,
+        "hidden": h,
+        "cohort": cohort,
+        "rounds": rounds,
+        "clip": CLIP,
+        "threads": a.pfl_threads,
+    }
+    args.update({"seqs": TASK["seqs"], "seq-len": TASK["seq_len"], "batch": TASK["batch"], "epochs": TASK["epochs"]})
+    args.update({"noise-multiplier": NOISE_MULTIPLIER, "client-lr": CLIENT_LR, "server-lr": SERVER_LR})
+    return [a.pfl_python, str(PFL_SCRIPT)] + [x for k, val in args.items() for x in (f"--{k}", str(val))]
+
+
 def row_key(r: dict) -> str:
     cell = f"/{r['cell']}" if r.get("framework") == "tff" else ""
     chunk = (
@@ -389,7 +417,7 @@ def machine_description() -> dict:
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         pass
-    info["shared"] = "2 vCPUs shared with other sessions: timings are noisy; ours and TFF run interleaved"
+    info["shared"] = "2 vCPUs shared with other sessions: timings are noisy; ours, TFF and pfl run interleaved"
     return info
 
 
@@ -431,6 +459,9 @@ def ratios(report: dict) -> dict:
             if t["framework"] == "tff" and t["model"] == r["model"] and t["cohort"] == r["cohort"]:
                 d[f"tff_{t['cell']}_sec_per_round"] = t["sec_per_round"]
                 d[f"tff_{t['cell']}_over_ours"] = round(t["sec_per_round"] / r["sec_per_round"], 2)
+            if t["framework"] == "pfl" and t["model"] == r["model"] and t["cohort"] == r["cohort"]:
+                d["pfl_sec_per_round"] = t["sec_per_round"]
+                d["pfl_over_ours"] = round(t["sec_per_round"] / r["sec_per_round"], 2)
             if (
                 t["framework"] == "keyboard_fl"
                 and t["variant"] == "loop"
@@ -453,6 +484,8 @@ def plot(report: dict, path: Path) -> None:
         name = (
             f"TFF 0.87 ({r['cell']})"
             if r["framework"] == "tff"
+            else "pfl 0.6 (PyTorch)"
+            if r["framework"] == "pfl"
             else "keyboard_fl jit round"
             if r["variant"] == "vmap"
             else "keyboard_fl per-client Python loop"
@@ -469,6 +502,8 @@ def plot(report: dict, path: Path) -> None:
         style = (
             "^--"
             if "TFF" in label
+            else "v--"
+            if "pfl" in label
             else ":x"
             if "loop" in label
             else "s-."
@@ -538,6 +573,15 @@ def main(argv=None) -> None:
         help="Keras body: cifg = our cell in Keras (exact); lstm = stock LSTM matched in parameters",
     )
     p.add_argument("--no-tff", action="store_true")
+    p.add_argument("--no-pfl", action="store_true")
+    p.add_argument("--pfl-python", default=os.environ.get("PFL_PYTHON", "/work/pfl-venv/bin/python"))
+    p.add_argument("--pfl-cohorts", type=int, nargs="*", default=None, help="default: --tff-cohorts up to 64")
+    p.add_argument("--pfl-rounds", type=int, default=None, help="pfl: timed rounds after the first (default 2)")
+    p.add_argument(
+        "--pfl-threads", type=int, default=0, help="torch threads for pfl (0: torch's default, one per core)"
+    )
+    p.add_argument("--gpu", action="store_true", help="GPU machine: default model, cohort 1000, ours only")
+    p.add_argument("--gpu-chunk", type=int, default=250, help="--gpu: clients per vmap chunk (divides the cohort)")
     p.add_argument("--tff-python", default=os.environ.get("TFF_PYTHON", "/tmp/tff-venv/bin/python"))
     p.add_argument("--chunks", type=int, nargs="*", default=[], help="extra client_chunk values for ours")
     p.add_argument(
@@ -569,6 +613,17 @@ def main(argv=None) -> None:
         print("MEM_RESULT " + json.dumps(worker_memory(a)), flush=True)
         return
 
+    if a.gpu:
+        a.models, a.cohorts, a.no_tff, a.no_pfl, a.no_onedevice, a.no_memory = (
+            ["default"],
+            a.cohorts or [1000],
+            1,
+            1,
+            1,
+            1,
+        )
+        a.loop_cohorts, a.chunks = [], []
+        a.out = a.out if a.out != RESULTS / "throughput.json" else RESULTS / "throughput_gpu.json"
     models = a.models or (["default"] if a.quick else ["default", "so"])
     cohorts = a.cohorts or ([16, 64] if a.quick else [16, 64, 256])
     tff_cohorts = cohorts if a.tff_cohorts is None else a.tff_cohorts
@@ -577,6 +632,11 @@ def main(argv=None) -> None:
     tff_rounds = a.tff_rounds or (1 if a.quick else 3)
     mem_rounds = a.memory_rounds or (100 if a.quick else 500)
     use_tff = not a.no_tff and bool(tff_cohorts)
+    pfl_cohorts = [k for k in tff_cohorts if k <= 64] if a.pfl_cohorts is None else a.pfl_cohorts
+    pfl_rounds = a.pfl_rounds or (1 if a.quick else 2)
+    use_pfl = not a.no_pfl and bool(pfl_cohorts)
+    if use_pfl and not Path(a.pfl_python).exists():
+        sys.exit(f"{a.pfl_python} not found: run `bash benchmarks/pfl/setup.sh` first, or pass --no-pfl")
     host_devices = [n for n in (a.host_devices or []) if n > 1]
     if use_tff and not Path(a.tff_python).exists():
         sys.exit(f"{a.tff_python} not found: run `bash benchmarks/tff/setup.sh` first, or pass --no-tff")
@@ -586,7 +646,7 @@ def main(argv=None) -> None:
         report = json.loads(a.out.read_text())
     report.update(
         {
-            "what": "seconds per DP-FedAvg round: keyboard_fl (jit round, same round sharded over host devices, per-client Python loop) vs TFF 0.87, same task",
+            "what": "seconds per DP-FedAvg round: keyboard_fl (jit round, same round sharded over host devices, per-client Python loop) vs TFF 0.87 and pfl 0.6, same task",
             "task": {
                 **TASK,
                 "steps_per_client": TASK["epochs"] * TASK["seqs"] // TASK["batch"],
@@ -659,7 +719,7 @@ def main(argv=None) -> None:
         for k in cohorts:
             peak(f"before {model}/{k}")  # the load changes: a peak beside each measurement
             la = load_avg()
-            for chunk in [None] + list(a.chunks):
+            for chunk in [a.gpu_chunk if a.gpu else None] + list(a.chunks):
                 record(
                     run_child(ours_cmd(model, k, "vmap", 3 if k >= 256 else rounds, chunk), "OURS_RESULT", a.timeout),
                     {"load_average_before": la},
@@ -688,6 +748,12 @@ def main(argv=None) -> None:
                         run_child(tff_cmd(a, model, k, tff_rounds, cell), "TFF_RESULT", a.timeout),
                         {"model": model, "load_average_before": la},
                     )
+            if use_pfl and k in pfl_cohorts:
+                la = load_avg()
+                record(
+                    run_child(pfl_cmd(a, model, k, pfl_rounds), "PFL_RESULT", a.timeout),
+                    {"model": model, "variant": "dp-fedavg", "load_average_before": la},
+                )
             if k in loop_cohorts:
                 la = load_avg()
                 record(run_child(ours_cmd(model, k, "loop", 2), "OURS_RESULT", a.timeout), {"load_average_before": la})
