@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from keyboard_fl.models import ModelConfig, init_params, make_loss_fn
 from keyboard_fl.models.cifg_scan import cifg_cell, cifg_scan
 
 
@@ -57,27 +56,3 @@ def test_gradients_equal_autodiff_of_the_plain_scan(x64):
     for name, a, b in zip(("xg", "w_recurrent", "w_projection"), ours, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
     check_grads(cifg_scan, args, order=1, modes=["rev"])
-
-
-def test_model_loss_gradient_matches_autodiff_under_vmap():
-    cfg = ModelConfig(vocab_size=50, embed_dim=8, hidden_dim=12)
-    graphdef, params = init_params(cfg, jax.random.key(1))
-    loss_fn = make_loss_fn(graphdef)
-    tokens = jax.random.randint(jax.random.key(2), (3, 4, 7), 4, 50)  # 3 clients, batch 4, 7 tokens
-    batch = {"inputs": tokens, "targets": jnp.roll(tokens, -1, axis=-1), "weights": jnp.ones(tokens.shape)}
-
-    def loss_with(scan):
-        def f(p, b):
-            import keyboard_fl.models.cifg_lstm as m
-
-            saved, m.cifg_scan = m.cifg_scan, scan
-            try:
-                return loss_fn(p, b)[0]
-            finally:
-                m.cifg_scan = saved
-
-        return f
-
-    grads = jax.vmap(jax.grad(loss_with(cifg_scan)), in_axes=(None, 0))(params, batch)
-    ref = jax.vmap(jax.grad(loss_with(_autodiff_scan)), in_axes=(None, 0))(params, batch)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6), grads, ref)
