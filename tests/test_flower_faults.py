@@ -160,3 +160,12 @@ def test_superlink_restart_with_database_resumes(tmp_path):
     assert result["resumed_from_round"] == done_before
     assert sorted(int(r) for r in result["eval_loss"]) == list(range(done_before, ROUNDS + 1))
     print(f"resumed from round {done_before}; ε after {ROUNDS} rounds {history[-1]['epsilon']:.4g}")
+
+
+def test_resume_flag_is_a_strict_boolean():
+    from keyboard_fl.flower.task import FlowerSettings
+
+    assert FlowerSettings.from_run_config({"resume": True}).resume is True
+    assert FlowerSettings.from_run_config({"resume": "false"}).resume is False
+    with pytest.raises(ValueError, match=r"run config resume: expected true or false, got 'yes'"):
+        FlowerSettings.from_run_config({"resume": "yes"})

@@ -122,7 +122,7 @@ def run_check(rounds: int, seed: int = 0, *, devices: int | None = None, on_resu
     agg = AggregatorConfig("dp-fedavg", 0.3, 1.3, 4.0)
     fl_round = build_round(toy_loss, 0.5, make_server_optimizer("sgd", 1.0), agg, mesh=mesh)
     state = fl_round.init(toy_init(jax.random.key(seed)))
-    cohort = toy_cohort(seed, 4 * mesh.size, num_real=5)
+    cohort = toy_cohort(seed, 8, num_real=5)  # capacity 8: split evenly over 1, 2, 4 or 8 devices
     losses = []
     for r in range(rounds):
         state, m = fl_round.apply(state, cohort, jax.random.fold_in(jax.random.key(seed), r))
