@@ -63,7 +63,7 @@ class ProcessGroup:
     # This process's rank, 0 .. num_processes - 1 (0 runs the coordinator).
     process_id: int
     # A peer silent this long is declared dead and the survivors are stopped (JAX default: 100 s).
-    heartbeat_timeout_s: int = 30
+    heartbeat_timeout_s: int = 100
     # Seconds to wait for every process to join before giving up.
     init_timeout_s: int = 120
 
@@ -222,7 +222,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--local-devices", type=int, default=None, help="CPU devices per process (default: the package's)")
-    ap.add_argument("--heartbeat-timeout", type=int, default=30, help="seconds before a silent peer is declared dead")
+    ap.add_argument(
+        "--heartbeat-timeout", type=int, default=100, help="seconds before a silent peer is declared dead (JAX default)"
+    )
     ap.add_argument("--drill-seconds", type=float, default=0.0, help="keep running rounds this long after the check")
     ap.add_argument("--out", default=None, help="directory for process-<i>.json (parameters included)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
