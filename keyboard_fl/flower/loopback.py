@@ -225,7 +225,7 @@ class Loopback:
         self.procs.append(proc)
         return proc
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:  # a SuperLink took > 60 s to listen at load ~50
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         (self.flwr_home / "config.toml").write_text(
@@ -264,7 +264,7 @@ class Loopback:
     def supernode(self, i: int) -> subprocess.Popen:
         return [p for p in self.procs if "flower-supernode" in str(p.args[0])][i]
 
-    def restart_superlink(self, timeout: float = 60.0) -> subprocess.Popen:
+    def restart_superlink(self, timeout: float = 180.0) -> subprocess.Popen:
         """SIGKILLs the SuperLink's session and starts a new one on the same port (and ``database``)."""
         old = self.superlink
         os.killpg(old.pid, signal.SIGKILL)  # a crash, not a shutdown
