@@ -179,8 +179,10 @@ class Loopback:
         *,
         app_dir: Path = APP_DIR,
         env: Mapping[str, str] | None = None,
+        database: str | Path | None = None,
     ):
         self.work = Path(work)
+        self.database = Path(database) if database else None  # SuperLink state file: survives a restart
         self.client_dirs = [Path(d) for d in client_dirs]
         self.app_dir = Path(app_dir)
         self.flwr_home = self.work / "flwr_home"
@@ -223,25 +225,14 @@ class Loopback:
         self.procs.append(proc)
         return proc
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:  # a SuperLink took > 60 s to listen at load ~50
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         (self.flwr_home / "config.toml").write_text(
             '[superlink]\ndefault = "loopback"\n\n'
             f'[superlink.loopback]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n'
         )
-        link = self._spawn(
-            "superlink",
-            [
-                str(BIN / "flower-superlink"),
-                "--insecure",
-                "--disable-runtime-dependency-installation",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-        )
+        link = self._spawn_superlink("superlink")
         _wait_port(self.port, timeout, link)
         for i, d in enumerate(self.client_dirs):
             self._spawn(
@@ -259,6 +250,29 @@ class Loopback:
                     f"data-dir={_toml_value(str(d))} partition-id={i}",
                 ],
             )
+
+    def _spawn_superlink(self, name: str) -> subprocess.Popen:
+        args = [str(BIN / "flower-superlink"), "--insecure", "--disable-runtime-dependency-installation"]
+        args += ["--host", "127.0.0.1", "--port", str(self.port)]
+        return self._spawn(name, args + (["--database", str(self.database)] if self.database else []))
+
+    @property
+    def superlink(self) -> subprocess.Popen:
+        """The SuperLink process running now (the newest one started)."""
+        return [p for p in self.procs if "flower-superlink" in str(p.args[0])][-1]
+
+    def supernode(self, i: int) -> subprocess.Popen:
+        return [p for p in self.procs if "flower-supernode" in str(p.args[0])][i]
+
+    def restart_superlink(self, timeout: float = 180.0) -> subprocess.Popen:
+        """SIGKILLs the SuperLink's session and starts a new one on the same port (and ``database``)."""
+        old = self.superlink
+        os.killpg(old.pid, signal.SIGKILL)  # a crash, not a shutdown
+        old.wait()
+        n = sum("flower-superlink" in str(p.args[0]) for p in self.procs)
+        link = self._spawn_superlink(f"superlink-{n}")
+        _wait_port(self.port, timeout, link)
+        return link
 
     def run(self, run_config: Mapping[str, Any], *, timeout: float = 600.0) -> subprocess.CompletedProcess:
         """``flwr run APP loopback --stream`` with ``run_config`` overrides; waits for the run to end."""

@@ -34,6 +34,7 @@ from flwr.supercore import log
 
 from keyboard_fl import checkpoint
 from keyboard_fl.fl.round import make_server_optimizer
+from keyboard_fl.flower import resume
 from keyboard_fl.flower.strategy import DpFedAvg
 from keyboard_fl.flower.task import FlowerSettings, LocalTask, arrays_to_params, load_model, params_to_arrays
 from keyboard_fl.models import make_loss_fn
@@ -73,6 +74,30 @@ def make_evaluate_fn(settings: FlowerSettings, tokenizer, graphdef, template):
     return evaluate
 
 
+def _resumable(strategy: DpFedAvg, settings: FlowerSettings, run_dir: Path | None) -> int:
+    """Checkpoints the strategy after every round (``run-dir/state/``); with ``resume``, restores
+    the last one first. Returns the rounds already done (:mod:`keyboard_fl.flower.resume`)."""
+    if run_dir is None:
+        if settings.resume:
+            raise ValueError("run config resume = true needs a run-dir (where the round checkpoints are)")
+        return 0
+    strategy.on_round = lambda r, record: resume.save(strategy, run_dir, r)  # before the new model is evaluated
+    start = resume.restore(strategy, run_dir) if settings.resume else 0
+    if start:
+        log(
+            INFO,
+            "resumed from %s at round %d (ε so far %.4g)",
+            run_dir / resume.STATE_DIR,
+            start,
+            strategy.ledger.epsilon(),
+        )
+    if start > settings.num_rounds:
+        raise ValueError(
+            f"{run_dir / resume.STATE_DIR}: checkpoint at round {start} > num-rounds {settings.num_rounds}"
+        )
+    return start
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     t_start = time.perf_counter()
@@ -92,11 +117,12 @@ def main(grid: Grid, context: Context) -> None:
         node_wait=settings.node_wait,
         fraction_evaluate=settings.fraction_evaluate,
     )
+    start = _resumable(strategy, settings, run_dir)
     evaluate_fn = make_evaluate_fn(settings, tokenizer, graphdef, params)
     result = strategy.start(
         grid=grid,
-        initial_arrays=params_to_arrays(params),
-        num_rounds=settings.num_rounds,
+        initial_arrays=params_to_arrays(strategy.params),
+        num_rounds=settings.num_rounds - start,
         timeout=settings.round_timeout,
         train_config=ConfigRecord(task.to_config()),
         evaluate_config=ConfigRecord(task.to_config()),
@@ -115,8 +141,8 @@ def main(grid: Grid, context: Context) -> None:
         return
     from keyboard_fl.train.run import write_json
 
-    evals = {int(r): dict(m) for r, m in result.evaluate_metrics_serverapp.items()}
-    client_evals = {int(r): dict(m) for r, m in result.evaluate_metrics_clientapp.items()}
+    evals = {int(r) + start: dict(m) for r, m in result.evaluate_metrics_serverapp.items()}
+    client_evals = {int(r) + start: dict(m) for r, m in result.evaluate_metrics_clientapp.items()}
     write_json(
         run_dir / "result.json",
         {
@@ -128,6 +154,7 @@ def main(grid: Grid, context: Context) -> None:
             "settings": dataclasses.asdict(settings),
             "model": dataclasses.asdict(model_cfg),
             "seconds": time.perf_counter() - t_start,
+            "resumed_from_round": start,
         },
     )
     checkpoint.save(

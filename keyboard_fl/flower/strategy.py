@@ -178,6 +178,7 @@ class DpFedAvg(Strategy):
         self.on_round = on_round
         self.poll_interval = float(poll_interval)
         self.history: list[dict] = []
+        self.round_offset = 0  # rounds run before this ServerApp (a resumed run, keyboard_fl.flower.resume)
         self._sampled: dict[int, list[int]] = {}
         self._t0: dict[int, float] = {}
 
@@ -221,6 +222,7 @@ class DpFedAvg(Strategy):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
+        server_round += self.round_offset  # the run's round: sampling and noise keys as in an uninterrupted run
         nodes = self._connected(grid)
         self._t0[server_round] = time.perf_counter()
         cohort = self.poisson_sample(server_round, nodes)
@@ -239,6 +241,7 @@ class DpFedAvg(Strategy):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self.round_offset
         total = jax.tree.map(np.zeros_like, jax.device_get(self.template))
         included, nonfinite, clipped, losses, reply_norms = 0, 0, 0.0, [], []
         sampled = set(self._sampled.get(server_round, []))
@@ -326,6 +329,7 @@ class DpFedAvg(Strategy):
     ) -> Iterable[Message]:
         if self.fraction_evaluate <= 0:
             return []
+        server_round += self.round_offset
         nodes = sorted(int(n) for n in grid.get_node_ids())
         gen = rng.generator(self.seed, Stream.FLOWER_EVAL, server_round)
         k = max(1, int(round(self.fraction_evaluate * len(nodes))))

@@ -43,6 +43,14 @@ __all__ = [
 ]
 
 
+def _as_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "false"):
+        return str(value).lower() == "true"
+    raise ValueError(f"run config {key}: expected true or false, got {value!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class FlowerSettings:
     """The Flower run config, typed. Keys are the run-config keys with ``-`` → ``_``."""
@@ -68,6 +76,7 @@ class FlowerSettings:
     node_wait: float = 120.0  # seconds the server waits for num_users nodes to connect
     fraction_evaluate: float = 0.0  # fraction of nodes asked for a local evaluation each round (0: none)
     jax_cache: str = ""  # on-disk XLA compilation cache shared by the client processes ("" = off)
+    resume: bool = False  # continue from run_dir/state's last round checkpoint (after a SuperLink restart)
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FlowerSettings:
@@ -77,7 +86,7 @@ class FlowerSettings:
             name = key.replace("-", "_")
             if name not in fields:
                 continue  # other apps' keys are not ours to judge
-            kwargs[name] = type(getattr(cls(), name))(value)
+            kwargs[name] = _as_bool(key, value) if name == "resume" else type(getattr(cls(), name))(value)
         return cls(**kwargs)
 
     def __post_init__(self):
