@@ -40,6 +40,7 @@ from flwr.clientapp import ClientApp
 
 from keyboard_fl.data import MaterializedSource, User
 from keyboard_fl.fl.client import client_update
+from keyboard_fl.flower.secagg import device_mod
 from keyboard_fl.flower.task import (
     FlowerSettings,
     LocalTask,
@@ -120,7 +121,7 @@ def train_on_device(settings: FlowerSettings, task: LocalTask, user: User, param
     return jax.device_get(clipped), metrics
 
 
-@app.train()
+@app.train(mods=[device_mod])  # SecAgg+ when the run config says secagg = true, else a pass-through
 def train(msg: Message, context: Context) -> Message:
     settings = FlowerSettings.from_run_config(context.run_config)
     config = msg.content["config"]

@@ -34,8 +34,10 @@ from flwr.supercore import log
 
 from keyboard_fl import checkpoint
 from keyboard_fl.fl.round import make_server_optimizer
+from keyboard_fl.flower.secagg_server import run_secagg
 from keyboard_fl.flower.strategy import DpFedAvg
 from keyboard_fl.flower.task import FlowerSettings, LocalTask, arrays_to_params, load_model, params_to_arrays
+from keyboard_fl.flower.traffic import CountingGrid
 from keyboard_fl.models import make_loss_fn
 from keyboard_fl.privacy import PrivacyLedger, default_delta
 from keyboard_fl.train.examples import as_batch, user_rows
@@ -93,20 +95,26 @@ def main(grid: Grid, context: Context) -> None:
         fraction_evaluate=settings.fraction_evaluate,
     )
     evaluate_fn = make_evaluate_fn(settings, tokenizer, graphdef, params)
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=params_to_arrays(params),
-        num_rounds=settings.num_rounds,
-        timeout=settings.round_timeout,
-        train_config=ConfigRecord(task.to_config()),
-        evaluate_config=ConfigRecord(task.to_config()),
-        evaluate_fn=evaluate_fn,
-    )
+    if settings.traffic and run_dir is not None:  # opt-in: bytes per device into run-dir/traffic.json
+        grid = CountingGrid(grid, run_dir / "traffic.json")
+    if settings.secagg:  # SecAgg+: the strategy gets only the unmasked sum (keyboard_fl.flower.secagg_server)
+        result = run_secagg(grid, context, strategy, settings, task.to_config(), evaluate_fn)
+    else:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=params_to_arrays(params),
+            num_rounds=settings.num_rounds,
+            timeout=settings.round_timeout,
+            train_config=ConfigRecord(task.to_config()),
+            evaluate_config=ConfigRecord(task.to_config()),
+            evaluate_fn=evaluate_fn,
+        )
     report = strategy.ledger.report()
     log(
         INFO,
-        "DP-FedAvg over Flower finished: %d rounds, ε=%.4g at δ=%.0e (user level, %s)",
+        "DP-FedAvg over Flower finished: %d rounds%s, ε=%.4g at δ=%.0e (user level, %s)",
         settings.num_rounds,
+        " with SecAgg+" if settings.secagg else "",
         report["epsilon"],
         report["delta"],
         report["accountant"],
