@@ -24,6 +24,11 @@ Those metrics are *un-noised* per-user diagnostics, like ``RoundMetrics`` in
 cares about them must drop them or aggregate them privately; only the
 clipped delta enters the DP aggregate.
 
+With ``secagg = true`` in the run config, :func:`keyboard_fl.flower.secagg.device_mod`
+wraps ``train`` in Flower's ``secaggplus_mod``: the device also clips to
+``C' < C`` (room for the quantization rounding), and replies with a masked,
+quantized vector of weight 1 and no metrics (see :mod:`keyboard_fl.flower.secagg`).
+
 An ``evaluate`` message returns the local next-piece loss on the user's own
 held-out (last) messages.
 """

@@ -46,6 +46,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result
 from flwr.supercore import log
 
+from keyboard_fl import checkpoint
 from keyboard_fl.flower.secagg import SecAggParams
 from keyboard_fl.flower.strategy import DpFedAvg, _PollingGrid
 from keyboard_fl.flower.task import FlowerSettings, params_to_arrays
@@ -91,7 +92,7 @@ class SumOnlyStrategy(Strategy):
         self.train_config, self.evaluate_fn, self.workflow = dict(train_config), evaluate_fn, workflow
         self.leaves, self.treedef = jax.tree.flatten(jax.device_get(dp.template))
         self.evals: dict[int, MetricRecord] = {}
-        self.received: list[Parameters] = []  # every vector aggregate_fit was given (one per round: the sum's mean)
+        self.save_rounds = False  # keep every round's released model in run_dir/rounds (FlowerSettings.save_rounds)
 
     def _parameters(self) -> Parameters:
         return ndarrays_to_parameters([np.asarray(x) for x in jax.tree.leaves(jax.device_get(self.dp.state.params))])
@@ -126,8 +127,6 @@ class SumOnlyStrategy(Strategy):
         if n and len({id(res.parameters) for _, res in results}) != 1:
             raise RuntimeError("secagg: results carry different parameters; expected the one unmasked aggregate")
         mean = parameters_to_ndarrays(results[0][1].parameters) if n else None
-        if mean is not None:
-            self.received.append(results[0][1].parameters)
         self.release(server_round, mean, n)
         return self._parameters(), {}
 
@@ -177,6 +176,8 @@ class SumOnlyStrategy(Strategy):
             privacy["sampling"],
         )
         dp._write_privacy()
+        if self.save_rounds and dp.run_dir is not None:  # released models only: each is a DP output
+            checkpoint.save(dp.run_dir / "rounds", server_round, jax.device_get(dp.state.params), record, keep=2**31)
         if dp.on_round is not None:
             dp.on_round(server_round, record)
         return record
@@ -212,6 +213,7 @@ def run_secagg(grid: Grid, context: Context, dp: DpFedAvg, settings: FlowerSetti
     )
     polling = _PollingGrid(grid, dp.poll_interval)
     strategy = SumOnlyStrategy(dp, polling, secagg, train_config, evaluate_fn, workflow)
+    strategy.save_rounds = settings.save_rounds
     legacy = LegacyContext(context, config=ServerConfig(num_rounds=settings.num_rounds), strategy=strategy)
     DefaultWorkflow(fit_workflow=workflow, evaluate_workflow=lambda *_: None)(polling, legacy)
     return Result(arrays=params_to_arrays(dp.state.params), evaluate_metrics_serverapp=dict(strategy.evals))

@@ -10,6 +10,11 @@ the first ``eval-messages`` messages of the held-out users in ``eval-data``:
 users who never train, so this is public-side evaluation, not a query on
 private data).
 
+With ``secagg = true`` the rounds run through Flower's SecAgg+ workflow
+(:func:`keyboard_fl.flower.secagg_server.run_secagg`): the strategy gets only
+the unmasked sum, and adds the same noise to it. ``traffic = true`` counts
+the bytes each device moves (``run-dir/traffic.json``).
+
 Files written to ``run-dir`` (when set):
 
 * ``privacy.json``: the ledger's report (ε, δ, z, q, accountant, sampling),

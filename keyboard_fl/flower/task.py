@@ -74,6 +74,7 @@ class FlowerSettings:
     secagg_quantization: int = 2**22  # R: integers per coordinate range [-C, C] (Flower's default)
     secagg_modulus: int = 2**32  # M: masks and the sum live in Z_M (power of 2, > cohort·R)
     secagg_timeout: float = 0.0  # seconds the server waits in each SecAgg+ stage; 0 -> round-timeout
+    save_rounds: bool = False  # SecAgg runs: keep every round's released (noised) model in run-dir/rounds/
     traffic: bool = False  # count the bytes each device downloads/uploads into run-dir/traffic.json
 
     @classmethod
