@@ -21,13 +21,13 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from flwr.app import Context, Error, Message, MetricRecord, RecordDict  # noqa: E402
+from flwr.app import Context, Message, MetricRecord, RecordDict  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
-from flwr.common import serde  # noqa: E402
 from flwr.common.secure_aggregation.quantization import quantize  # noqa: E402
 
 from keyboard_fl.fl.round import make_server_optimizer  # noqa: E402
 from keyboard_fl.flower import secagg_server  # noqa: E402
+from keyboard_fl.flower.inprocess import InProcessGrid  # noqa: E402
 from keyboard_fl.flower.secagg import SecAggParams, clip_for_secagg, device_mod, quantize_like_flower  # noqa: E402
 from keyboard_fl.flower.secagg_server import run_secagg  # noqa: E402
 from keyboard_fl.flower.strategy import DpFedAvg  # noqa: E402
@@ -98,44 +98,6 @@ def _task_identity(monkeypatch):
     monkeypatch.setattr(TaskIdentity, "_run_id", 1)
     monkeypatch.setattr(TaskIdentity, "_node_id", 0)
     monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-
-
-class InProcessGrid:
-    """Delivers each message to its node's ClientApp; messages cross as protobuf bytes, as on the wire."""
-
-    def __init__(self, apps: dict[int, tuple[ClientApp, Context]]):
-        self.apps = apps
-        self.replies: dict[str, Message] = {}
-        self.received: list[Message] = []  # every reply the server side pulled
-        self.run = type("Run", (), {"run_id": 1})()
-
-    @staticmethod
-    def _wire(msg: Message) -> Message:
-        return serde.message_from_proto(serde.message_to_proto(msg))
-
-    def get_node_ids(self):
-        return list(self.apps)
-
-    def push_messages(self, messages):
-        ids = []
-        for m in messages:
-            m.metadata.__dict__["_message_id"] = m.object_id
-            m.metadata.__dict__["_run_id"] = 1
-            app, ctx = self.apps[m.metadata.dst_node_id]
-            ins = self._wire(m)
-            try:
-                reply = app(ins, ctx)
-            except Exception as e:  # a SuperNode answers a crashed ClientApp with an error reply
-                reply = Message(Error(code=0, reason=repr(e)), reply_to=ins)
-            reply.metadata.__dict__["_message_id"] = reply.object_id
-            self.replies[m.metadata.message_id] = self._wire(reply)
-            ids.append(m.metadata.message_id)
-        return ids
-
-    def pull_messages(self, message_ids):
-        out = [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
-        self.received.extend(out)
-        return out
 
 
 def _template():

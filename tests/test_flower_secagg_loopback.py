@@ -65,7 +65,7 @@ def test_secagg_over_real_superlink_survives_a_dropout_and_releases_the_sum(tmp_
     lb = Loopback(tmp_path, prep.client_dirs, node_config={DROP: "drop-in-round=1"})
     try:
         lb.start()
-        out = lb.run(run_config, timeout=900)
+        out = lb.run(run_config, timeout=1500)
     finally:
         lb.close()
     assert processes_in_sessions(lb.sessions()) == []
