@@ -6,6 +6,9 @@
   Poisson sampling, server-side Gaussian noise, our optax server optimizer and
   the dp-accounting ledger.
 * :mod:`keyboard_fl.flower.server_app`: the ``ServerApp`` wiring it together.
+* :mod:`keyboard_fl.flower.secagg` / :mod:`keyboard_fl.flower.secagg_server`: SecAgg+
+  (``secagg = true``): devices quantize and mask, the server sees only the sum.
+* :mod:`keyboard_fl.flower.traffic`: bytes per device on the wire.
 * :mod:`keyboard_fl.flower.task`: settings, model and wire format shared by both.
 * :mod:`keyboard_fl.flower.loopback`: a SuperLink and N SuperNodes on 127.0.0.1
   (Flower's deployment engine), started, run and torn down from Python.

@@ -24,6 +24,11 @@ Those metrics are *un-noised* per-user diagnostics, like ``RoundMetrics`` in
 cares about them must drop them or aggregate them privately; only the
 clipped delta enters the DP aggregate.
 
+With ``secagg = true`` in the run config, :func:`keyboard_fl.flower.secagg.device_mod`
+wraps ``train`` in Flower's ``secaggplus_mod``: the device also clips to
+``C' < C`` (room for the quantization rounding), and replies with a masked,
+quantized vector of weight 1 and no metrics (see :mod:`keyboard_fl.flower.secagg`).
+
 An ``evaluate`` message returns the local next-piece loss on the user's own
 held-out (last) messages.
 """
@@ -40,6 +45,7 @@ from flwr.clientapp import ClientApp
 
 from keyboard_fl.data import MaterializedSource, User
 from keyboard_fl.fl.client import client_update
+from keyboard_fl.flower.secagg import device_mod
 from keyboard_fl.flower.task import (
     FlowerSettings,
     LocalTask,
@@ -120,7 +126,7 @@ def train_on_device(settings: FlowerSettings, task: LocalTask, user: User, param
     return jax.device_get(clipped), metrics
 
 
-@app.train()
+@app.train(mods=[device_mod])  # SecAgg+ when the run config says secagg = true, else a pass-through
 def train(msg: Message, context: Context) -> Message:
     settings = FlowerSettings.from_run_config(context.run_config)
     config = msg.content["config"]

@@ -180,9 +180,11 @@ class Loopback:
         app_dir: Path = APP_DIR,
         env: Mapping[str, str] | None = None,
         database: str | Path | None = None,
+        node_config: Mapping[int, str] | None = None,
     ):
         self.work = Path(work)
         self.database = Path(database) if database else None  # SuperLink state file: survives a restart
+        self.node_config = dict(node_config or {})  # extra --node-config entries per client index (e.g. faults)
         self.client_dirs = [Path(d) for d in client_dirs]
         self.app_dir = Path(app_dir)
         self.flwr_home = self.work / "flwr_home"
@@ -247,7 +249,7 @@ class Loopback:
                     "--port",
                     str(free_port()),
                     "--node-config",
-                    f"data-dir={_toml_value(str(d))} partition-id={i}",
+                    f"data-dir={_toml_value(str(d))} partition-id={i} {self.node_config.get(i, '')}".strip(),
                 ],
             )
 
@@ -336,6 +338,7 @@ def run_loopback(
     preset_name: str = "tiny",
     seed: int = 0,
     timeout: float = 600.0,
+    node_config: Mapping[int, str] | None = None,
     **overrides: Any,
 ) -> dict:
     """Prepare, start, run, tear down; return ``result.json`` of the run (plus wall time)."""
@@ -349,7 +352,7 @@ def run_loopback(
         **{k.replace("_", "-"): v for k, v in overrides.items()},
     }
     t0 = time.perf_counter()
-    with Loopback(work, prep.client_dirs) as lb:
+    with Loopback(work, prep.client_dirs, node_config=node_config) as lb:
         lb.run(run_config, timeout=timeout)
     result = json.loads((run_dir / "result.json").read_text())
     result["wall_seconds"] = time.perf_counter() - t0
@@ -367,6 +370,7 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--noise-multiplier", type=float, default=1.0)
     ap.add_argument("--clip-norm", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--secagg", action="store_true", help="SecAgg+: the server sees only the masked sum")
     a = ap.parse_args(argv)
     res = run_loopback(
         a.out,
@@ -376,6 +380,7 @@ def _main(argv: list[str] | None = None) -> int:
         noise_multiplier=a.noise_multiplier,
         clip_norm=a.clip_norm,
         clients_per_round=float(a.clients_per_round or a.clients),
+        secagg=a.secagg,
     )
     losses = res["eval_loss"]
     print(

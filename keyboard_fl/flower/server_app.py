@@ -10,6 +10,11 @@ the first ``eval-messages`` messages of the held-out users in ``eval-data``:
 users who never train, so this is public-side evaluation, not a query on
 private data).
 
+With ``secagg = true`` the rounds run through Flower's SecAgg+ workflow
+(:func:`keyboard_fl.flower.secagg_server.run_secagg`): the strategy gets only
+the unmasked sum, and adds the same noise to it. ``traffic = true`` counts
+the bytes each device moves (``run-dir/traffic.json``).
+
 Files written to ``run-dir`` (when set):
 
 * ``privacy.json``: the ledger's report (ε, δ, z, q, accountant, sampling),
@@ -35,8 +40,10 @@ from flwr.supercore import log
 from keyboard_fl import checkpoint
 from keyboard_fl.fl.round import make_server_optimizer
 from keyboard_fl.flower import resume
+from keyboard_fl.flower.secagg_server import run_secagg
 from keyboard_fl.flower.strategy import DpFedAvg
 from keyboard_fl.flower.task import FlowerSettings, LocalTask, arrays_to_params, load_model, params_to_arrays
+from keyboard_fl.flower.traffic import CountingGrid
 from keyboard_fl.models import make_loss_fn
 from keyboard_fl.privacy import PrivacyLedger, default_delta
 from keyboard_fl.train.examples import as_batch, user_rows
@@ -119,20 +126,28 @@ def main(grid: Grid, context: Context) -> None:
     )
     start = _resumable(strategy, settings, run_dir)
     evaluate_fn = make_evaluate_fn(settings, tokenizer, graphdef, params)
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=params_to_arrays(strategy.params),
-        num_rounds=settings.num_rounds - start,
-        timeout=settings.round_timeout,
-        train_config=ConfigRecord(task.to_config()),
-        evaluate_config=ConfigRecord(task.to_config()),
-        evaluate_fn=evaluate_fn,
-    )
+    if settings.traffic and run_dir is not None:  # opt-in: bytes per device into run-dir/traffic.json
+        grid = CountingGrid(grid, run_dir / "traffic.json")
+    if settings.secagg:  # SecAgg+: the strategy gets only the unmasked sum (keyboard_fl.flower.secagg_server)
+        if start:
+            raise ValueError("resume = true is not supported with secagg = true (SecAgg+ rounds restart whole)")
+        result = run_secagg(grid, context, strategy, settings, task.to_config(), evaluate_fn)
+    else:
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=params_to_arrays(strategy.params),
+            num_rounds=settings.num_rounds - start,
+            timeout=settings.round_timeout,
+            train_config=ConfigRecord(task.to_config()),
+            evaluate_config=ConfigRecord(task.to_config()),
+            evaluate_fn=evaluate_fn,
+        )
     report = strategy.ledger.report()
     log(
         INFO,
-        "DP-FedAvg over Flower finished: %d rounds, ε=%.4g at δ=%.0e (user level, %s)",
+        "DP-FedAvg over Flower finished: %d rounds%s, ε=%.4g at δ=%.0e (user level, %s)",
         settings.num_rounds,
+        " with SecAgg+" if settings.secagg else "",
         report["epsilon"],
         report["delta"],
         report["accountant"],

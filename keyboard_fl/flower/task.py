@@ -77,6 +77,14 @@ class FlowerSettings:
     fraction_evaluate: float = 0.0  # fraction of nodes asked for a local evaluation each round (0: none)
     jax_cache: str = ""  # on-disk XLA compilation cache shared by the client processes ("" = off)
     resume: bool = False  # continue from run_dir/state's last round checkpoint (after a SuperLink restart)
+    secagg: bool = False  # SecAgg+ (keyboard_fl.flower.secagg): the server sees only the masked sum of the updates
+    secagg_shares: float = 1.0  # fraction of the cohort each device Shamir-shares its keys with (1: everyone)
+    secagg_threshold: float = 0.75  # fraction of those shares needed to unmask; > 0.5 so no minority can unmask
+    secagg_quantization: int = 2**22  # R: integers per coordinate range [-C, C] (Flower's default)
+    secagg_modulus: int = 2**32  # M: masks and the sum live in Z_M (power of 2, > cohort·R)
+    secagg_timeout: float = 0.0  # seconds the server waits in each SecAgg+ stage; 0 -> round-timeout
+    save_rounds: bool = False  # SecAgg runs: keep every round's released (noised) model in run-dir/rounds/
+    traffic: bool = False  # count the bytes each device downloads/uploads into run-dir/traffic.json
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any]) -> FlowerSettings:
@@ -100,6 +108,11 @@ class FlowerSettings:
             raise ValueError(f"clip-norm must be > 0, got {self.clip_norm}")
         if not self.noise_multiplier >= 0:
             raise ValueError(f"noise-multiplier must be >= 0, got {self.noise_multiplier}")
+        if not (0 < self.secagg_shares <= 1 and 0.5 < self.secagg_threshold <= 1):
+            raise ValueError(
+                f"secagg-shares must be in (0, 1] and secagg-threshold in (0.5, 1], "
+                f"got {self.secagg_shares}, {self.secagg_threshold}"
+            )
 
     @property
     def sampling_prob(self) -> float:

@@ -1,0 +1,79 @@
+"""Bytes per device on the wire: a Grid that weighs every message it pushes and pulls.
+
+Flower 1.42 sends a message as a tree of content-addressed objects (the
+message, its ``RecordDict``, each record, each array chunk), each serialized
+with a small header. :func:`message_bytes` is the sum of those serialized
+objects, i.e. the application payload one device downloads (``down``) or
+uploads (``up``) for the message; HTTP framing is not counted, and the
+SuperLink's deduplication of identical objects across devices (the same
+global model broadcast to every node) does not reduce what each device pulls.
+
+:class:`CountingGrid` wraps a Grid: ``push_messages`` weighs instructions per
+destination node, ``pull_messages`` weighs replies per source node, and, when
+given a path, rewrites a JSON summary after every call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+__all__ = ["CountingGrid", "message_bytes"]
+
+
+def message_bytes(msg: Message) -> int:
+    """Serialized size of every object of ``msg`` (what one device transfers for it)."""
+    return sum(len(obj.deflate()) for obj in get_all_nested_objects(msg).values())
+
+
+class CountingGrid:
+    """A Grid that counts, per node and direction, the messages and bytes it moves (everything else delegated)."""
+
+    def __init__(self, grid: Grid, path: str | Path | None = None):
+        self._grid = grid
+        self._path = Path(path) if path else None
+        self.per_node: dict[int, dict[str, int]] = {}
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def _count(self, node: int, direction: str, msg: Message) -> None:
+        row = self.per_node.setdefault(int(node), {"down": 0, "up": 0, "messages_down": 0, "messages_up": 0})
+        row[direction] += message_bytes(msg)
+        row[f"messages_{direction}"] += 1
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        for m in messages:
+            self._count(m.metadata.dst_node_id, "down", m)
+        out = list(self._grid.push_messages(messages))
+        self._write()
+        return out
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        got = list(self._grid.pull_messages(message_ids))
+        for m in got:
+            if not m.has_error():
+                self._count(m.metadata.src_node_id, "up", m)
+        if got:
+            self._write()
+        return got
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        raise NotImplementedError("wrap CountingGrid in a polling grid (keyboard_fl.flower.strategy._PollingGrid)")
+
+    def summary(self) -> dict:
+        return {"per_node": {str(k): v for k, v in sorted(self.per_node.items())}}
+
+    def _write(self) -> None:
+        if self._path is None:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.summary(), indent=1))
+        tmp.replace(self._path)
