@@ -83,7 +83,7 @@ def _tiny_run(workdir: Path) -> Path:
     return out
 
 
-async def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+async def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 900) -> None:
     import httpx
 
     t = time.monotonic()
@@ -201,7 +201,7 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--backend", choices=("jax", "onnx"), default="jax", help="the server's model back-end")
-    ap.add_argument("--window-ms", type=float, default=2.0, help="micro-batching window (BatchConfig.window_ms)")
+    ap.add_argument("--window-ms", type=float, default=1.0, help="micro-batching window (BatchConfig.window_ms)")
     ap.add_argument("--max-batch", type=int, default=64, help="rows per batched call; 1 = no batching")
     ap.add_argument("--client", choices=("raw", "httpx"), default="raw", help="load generator (raw: cheapest)")
     args = ap.parse_args()

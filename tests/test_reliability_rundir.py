@@ -93,7 +93,9 @@ def _small_tokenizer() -> bytes:
 
     model = io.BytesIO()
     text = [f"another run had another tokenizer number {i}" for i in range(50)]
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=model, vocab_size=40, hard_vocab_limit=False, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text), model_writer=model, vocab_size=40, hard_vocab_limit=False, minloglevel=2
+    )
     return model.getvalue()
 
 
@@ -213,4 +215,3 @@ def test_damage_helper_really_changes_the_file(base_run, tmp_path):
         before = (run / "config.json").read_bytes()
         damage(run, "config.json", kind)
         assert (run / "config.json").read_bytes() != before, kind
-

@@ -34,6 +34,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keyboard_fl import __version__
@@ -136,13 +137,14 @@ class _Model:
         self.batcher = MicroBatcher(self.suggest_batch, batch, name=run.name)
 
     def suggest_batch(self, texts: list[str]) -> list[tuple[list[str], str, float]]:
-        """(words, kind, model ms) per text: one batched call when the back-end has ``suggest_many``."""
+        """(words, kind, model ms) per text: one batched call when the back-end has ``suggest_many``
+        (a lone request reuses the incremental suggester's context state instead)."""
         many = getattr(self.run.suggester, "suggest_many", None)
         with self.lock:
             t = time.perf_counter()
-            if many is not None:
+            if many is not None and len(texts) > 1:
                 words = many(texts, NUM_SUGGESTIONS)
-            else:  # e.g. the ONNX back-end: one at a time, reusing its per-context cache
+            else:  # one request, or the ONNX back-end: one at a time, reusing the per-context cache
                 words = [self.suggester.suggest(x, NUM_SUGGESTIONS) for x in texts]
             ms = round((time.perf_counter() - t) * 1e3, 3)
         return [(w, split_for_client(self.suggester, x)[0], ms) for w, x in zip(words, texts, strict=True)]
@@ -200,15 +202,31 @@ def _load_all(runs: Mapping[str, Path | LoadedRun], batch: BatchConfig) -> dict[
     return {n: _Model(r if isinstance(r, LoadedRun) else load_run(Path(r), n), batch) for n, r in runs.items()}
 
 
+class _SecurityHeaders:
+    """Pure ASGI middleware adding :data:`_SECURITY_HEADERS` to every response that lacks them
+    (``@app.middleware("http")`` costs a task and a stream per request: it showed under load)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for k, v in _SECURITY_HEADERS.items():
+                    headers.setdefault(k, v)
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
+
+
 def _install_handlers(app: FastAPI) -> None:
     """Security headers on every response; errors as small JSON bodies that never quote the input."""
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        response = await call_next(request)
-        for k, v in _SECURITY_HEADERS.items():
-            response.headers.setdefault(k, v)
-        return response
+    app.add_middleware(_SecurityHeaders)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError):

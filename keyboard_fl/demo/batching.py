@@ -35,7 +35,7 @@ R = TypeVar("R")
 
 @dataclasses.dataclass(frozen=True)
 class BatchConfig:
-    window_ms: float = 2.0  # longest a request waits for company; a lone key press pays at most this
+    window_ms: float = 1.0  # longest a request waits for company; a lone key press pays at most this
     max_batch: int = 64  # rows per model call; bounds the compiled shapes (powers of two up to this)
 
 
