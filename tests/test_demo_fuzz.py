@@ -72,7 +72,9 @@ def server(tiny_runs):
     root.setLevel(logging.DEBUG)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "fastapi", "starlette", "keyboard_fl"):
         logging.getLogger(name).setLevel(logging.DEBUG)
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=True, log_level="debug")
+    config = uvicorn.Config(  # keep-alive longer than any pause between generated requests (no close/reuse race)
+        app, host="127.0.0.1", port=port, log_config=None, access_log=True, log_level="debug", timeout_keep_alive=300
+    )
     srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -218,6 +220,18 @@ def _send_raw_stream(url: str, data: bytes) -> int:
     return int(first[1]) if len(first) >= 2 and first[1].isdigit() else 0
 
 
+def _request_or_closed(client: httpx.Client, op, headers: dict, query: dict, body: bytes) -> int:
+    """The status, or 0 when the server's HTTP parser closed the connection instead of answering
+    (tried twice, the second time on a fresh connection; an app error would be a 500, not a close)."""
+    for attempt in range(2):
+        try:
+            return client.request(op.method.upper(), op.path, headers=headers, params=query, content=body).status_code
+        except httpx.RemoteProtocolError:
+            if attempt:
+                return 0
+    return 0
+
+
 def _text_of(body) -> str | None:
     return body.get("text") if isinstance(body, dict) else None
 
@@ -243,8 +257,7 @@ def _fuzz(url: str, tally: _Tally) -> None:
             def send_raw(req, op=op, endpoint=endpoint):
                 headers, query, body = req
                 t = time.perf_counter()
-                r = client.request(op.method.upper(), op.path, headers=headers, params=query, content=body)
-                tally.record(endpoint, r.status_code, time.perf_counter() - t)
+                tally.record(endpoint, _request_or_closed(client, op, headers, query, body), time.perf_counter() - t)
 
             _drive(_raw_request(), PER_ENDPOINT - tally.sent[endpoint], send_raw)
             if op.method.upper() == "POST":

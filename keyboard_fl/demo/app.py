@@ -412,6 +412,7 @@ def serve(
     *,
     access_log: bool = False,
     backend: str = "jax",
+    warm_batches: bool = True,
 ) -> None:
     """Discover the finished runs under ``runs_root`` and serve the demo until interrupted."""
     import uvicorn
@@ -426,7 +427,7 @@ def serve(
     loaded = load_runs(runs, backend=backend)  # one broken run does not take the others down
     if not loaded:
         raise RunNotFound(f"none of the runs under {runs_root} could be loaded ({', '.join(map(str, runs.values()))})")
-    app = create_app(loaded, export=True, warm_batches=True)
+    app = create_app(loaded, export=True, warm_batches=warm_batches)
     # Access-log lines carry no bodies, but they are off by default anyway: a
     # keyboard demo has no reason to keep who asked when.
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning", server_header=False)
