@@ -111,7 +111,7 @@ def load(directory: str | Path, step: int, template: Any) -> tuple[Any, dict[str
     except OSError as e:
         raise CheckpointError(f"{npath}: missing checkpoint data ({e.strerror})") from None
     if hashlib.sha256(data).hexdigest() != record.get("sha256"):
-        raise CheckpointError(f"{npath}: sha256 mismatch (truncated or corrupt file)")
+        raise CheckpointError(f"{npath}: sha256 mismatch with {jpath.name} (truncated or corrupt file)")
     leaves_t, treedef = jax.tree.flatten(template)
     with np.load(io.BytesIO(data)) as z:
         leaves = [z[f"arr_{i}"] for i in range(len(z.files))]
@@ -125,12 +125,30 @@ def load(directory: str | Path, step: int, template: Any) -> tuple[Any, dict[str
     return jax.tree.unflatten(treedef, leaves), record["meta"]
 
 
-def load_latest(directory: str | Path, template: Any) -> tuple[int, Any, dict[str, Any]] | None:
-    """The newest checkpoint that verifies; damaged newer ones are skipped with a warning."""
+def load_latest(
+    directory: str | Path, template: Any, errors: list[str] | None = None
+) -> tuple[int, Any, dict[str, Any]] | None:
+    """The newest checkpoint that verifies; damaged newer ones are skipped with a warning
+    (and their reasons appended to ``errors``)."""
     for step in reversed(list_steps(directory)):
         try:
             tree, meta = load(directory, step, template)
             return step, tree, meta
         except CheckpointError as e:
             warnings.warn(f"skipping damaged checkpoint: {e}", stacklevel=2)
+            if errors is not None:
+                errors.append(str(e))
+    return None
+
+
+def newest_meta(directory: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """(metadata file, ``meta``) of the newest checkpoint whose metadata reads (its data is not verified here)."""
+    for step in reversed(list_steps(directory)):
+        path = Path(directory) / f"ckpt-{step:06d}.json"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and isinstance(record.get("meta"), dict):
+            return path, record["meta"]
     return None

@@ -213,7 +213,9 @@ class RunConfig:
     def load(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         try:
-            d = json.loads(path.read_text())
+            d = json.loads(path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text (byte {e.start}; corrupt file?)") from None
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
         return cls.from_dict(d, where=str(path))

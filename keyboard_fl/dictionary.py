@@ -52,20 +52,30 @@ class Dictionary:
     @classmethod
     def load(cls, path: str | Path) -> Dictionary:
         """Read a ``words.txt``; a line that is not one normalized word is an error naming file and line."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"word list not found: {path}")
-        words = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            w = line.strip()
-            if not w:
-                continue
-            if text_lib.normalize(w) != w or not text_lib.WORD_RE.fullmatch(w):
-                raise ValueError(f"{path}:{n}: not a normalized word: {w[:40]!r}")
-            words.append(w)
-        if not words:
-            raise ValueError(f"{path}: the word list is empty")
-        return cls(frozenset(words))
+        return cls(frozenset(read_words(path)))
+
+
+def read_words(path: str | Path) -> list[str]:
+    """The words of a ``words.txt``, in order; a damaged file (not UTF-8, a line that is not one
+    normalized word, empty) is a ValueError naming the file (and line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"word list not found: {path}")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: word list is not UTF-8 text (byte {e.start}; corrupt file?)") from None
+    words = []
+    for n, line in enumerate(text.splitlines(), 1):
+        w = line.strip()
+        if not w:
+            continue
+        if text_lib.normalize(w) != w or not text_lib.WORD_RE.fullmatch(w):
+            raise ValueError(f"{path}:{n}: not a normalized word: {w[:40]!r}")
+        words.append(w)
+    if not words:
+        raise ValueError(f"{path}: the word list is empty (truncated write?)")
+    return words
 
 
 def save_words(path: str | Path, words: Iterable[str]) -> None:
@@ -86,7 +96,7 @@ def run_word_list(run_dir: str | Path) -> list[str]:
     run_dir = Path(run_dir)
     path = run_dir / WORDS_NAME
     if path.is_file():
-        return [w.strip() for w in path.read_text(encoding="utf-8").splitlines() if w.strip()]
+        return read_words(path)
     from keyboard_fl.config import RunConfig
 
     cfg_path = run_dir / "config.json"
@@ -111,6 +121,7 @@ __all__ = [
     "WORD_LIST_SIZE",
     "Dictionary",
     "public_vocabulary",
+    "read_words",
     "run_dictionary",
     "run_word_list",
     "save_words",

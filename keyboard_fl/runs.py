@@ -73,6 +73,7 @@ __all__ = [
     "mode_label",
     "model_info",
     "privacy_label",
+    "read_json_object",
 ]
 
 
@@ -86,17 +87,40 @@ def is_finished(run_dir: str | Path) -> bool:
     return (run_dir / METRICS_FILE).is_file() and (run_dir / MODEL_DIR).is_dir()
 
 
+def read_json_object(path: str | Path, what: str = "file") -> dict:
+    """The JSON object in ``path``; a ValueError naming the file (and line) when it is empty, truncated,
+    not UTF-8, not JSON or not an object — a damaged or foreign file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: {what} is not UTF-8 text (byte {e.start}; corrupt file?)") from None
+    if not data.strip():
+        raise ValueError(f"{path}: {what} is empty (truncated write?)")
+    try:
+        obj = json.loads(data)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: {what} is not valid JSON ({e.msg}; truncated or corrupt?)") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: {what} must be a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def load_metrics(run_dir: str | Path) -> dict:
-    """The run's final ``metrics.json``; :class:`RunNotFound` (naming the file) when it is missing."""
+    """The run's final ``metrics.json``; :class:`RunNotFound` (naming the file) when it is missing,
+    a ValueError naming it when it is damaged or from another version (no known ``mode``)."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise RunNotFound(
             f"{run_dir} holds no finished run (no {METRICS_FILE}); train one with keyboard-fl train --out {run_dir}"
         )
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    metrics = read_json_object(path, "metrics file")
+    if metrics.get("mode") not in MODES:
+        raise ValueError(
+            f"{path}: 'mode' is {str(metrics.get('mode'))[:40]!r}, expected one of {', '.join(MODES)} "
+            "(written by another version?)"
+        )
+    return metrics
 
 
 def load_history(run_dir: str | Path) -> list[dict]:

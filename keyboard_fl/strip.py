@@ -77,18 +77,14 @@ def collect_words(
     With a ``dictionary`` (:class:`keyboard_fl.dictionary.Dictionary`) only real words are kept.
     """
     best: dict[str, float] = {}
-    depth = pieces.shape[0]
-    for d in range(depth):
-        for b in range(pieces.shape[1]):
-            s = float(scores[d, b])
-            if not np.isfinite(s):
-                continue
-            word = tokenizer.word_of(pieces[d, b, : d + 1])
-            if not word or not word.startswith(prefix) or not text_lib.WORD_RE.fullmatch(word):
-                continue
-            if dictionary is not None and word not in dictionary:
-                continue
-            best[word] = float(np.logaddexp(best[word], s)) if word in best else s
+    for d, b in zip(*np.nonzero(np.isfinite(scores))):  # complete words only, in (depth, beam) order
+        s = float(scores[d, b])
+        word = tokenizer.word_of(pieces[d, b, : d + 1])
+        if not word or not word.startswith(prefix) or not text_lib.WORD_RE.fullmatch(word):
+            continue
+        if dictionary is not None and word not in dictionary:
+            continue
+        best[word] = float(np.logaddexp(best[word], s)) if word in best else s
     return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
 

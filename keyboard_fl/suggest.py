@@ -34,6 +34,7 @@ from keyboard_fl.suggester import StripMixin
 from keyboard_fl.tokenizer import BOS_ID, Tokenizer
 
 NEG_INF = -1e30
+BATCH_SIZES = (1, 4, 16, 64)  # rows of a batched suggestion call (Suggester.suggest_many), padded up
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "beam", "depth"))
@@ -125,6 +126,7 @@ class Suggester(StripMixin):
         self.dictionary = dictionary  # keyboard_fl.dictionary.Dictionary: only real words reach the strip
         self.boundary = jnp.asarray(tokenizer.ends_word)
         self._tables: dict[str, tuple[jax.Array, jax.Array]] = {}
+        self._host_tables: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def tables_for(self, prefix: str):
         """``(allowed, advance)`` device tables of a typed prefix (cached, bounded)."""
@@ -163,6 +165,66 @@ class Suggester(StripMixin):
             depth=self.config.depth,
         )
         return collect_words(self.tokenizer, np.asarray(pieces[0]), np.asarray(scores[0]), k, prefix, self.dictionary)
+
+    def suggest_many(self, texts: list[str], k: int = 3) -> list[list[str]]:
+        """``[suggest(t, k) for t in texts]`` in one batched context read and one batched search.
+
+        The batch is padded to a power of four (and the contexts to one power-of-two
+        length), so a server batching requests reuses a few compiled shapes
+        (:data:`BATCH_SIZES`; more rows than the largest are searched in parts).
+        """
+        if len(texts) > BATCH_SIZES[-1]:
+            m = BATCH_SIZES[-1]
+            return [w for i in range(0, len(texts), m) for w in self.suggest_many(texts[i : i + m], k)]
+        splits = [split_context(t) for t in texts]
+        rows = [i for i, (_, p) in enumerate(splits) if len(p) <= self.config.max_prefix]
+        out: list[list[str]] = [[] for _ in texts]
+        if not rows:
+            return out
+        ids = [self.tokenizer.encode(splits[i][0], eos=False) for i in rows]
+        n = next(b for b in BATCH_SIZES if b >= len(rows))
+        bucket = max(16, 1 << (max(map(len, ids)) - 1).bit_length())
+        padded, lengths = np.zeros((n, bucket), np.int32), np.ones(n, np.int32)
+        for r, x in enumerate(ids):
+            padded[r, : len(x)], lengths[r] = x, len(x)
+        state, logits = _context_state(self.graphdef, self.params, jnp.asarray(padded), jnp.asarray(lengths))
+        prefixes = [splits[i][1] for i in rows] + [""] * (n - len(rows))
+        tables = [self.host_tables(p) for p in prefixes]
+        pieces, scores = word_search(
+            self.graphdef,
+            self.params,
+            state,
+            logits,
+            np.stack([t[0] for t in tables]),
+            tables[0][1],
+            np.asarray([len(p) for p in prefixes], np.int32),
+            self.boundary,
+            beam=self.config.beam,
+            depth=self.config.depth,
+        )
+        pieces, scores = np.asarray(pieces), np.asarray(scores)
+        for r, i in enumerate(rows):
+            words = collect_words(self.tokenizer, pieces[r], scores[r], k, prefixes[r], self.dictionary)
+            out[i] = [w for w, _ in words]
+        return out
+
+    def warm_batches(self, max_pieces: int = 32) -> None:
+        """Compile :meth:`suggest_many` for every batch size and context bucket up to ``max_pieces`` pieces.
+
+        A server calls this before it listens: a compile costs seconds, far above a key press's budget.
+        """
+        buckets = [b for b in (16, 32, 64, 128, 256, 512, 1024) if b <= max(16, max_pieces)]
+        for n in BATCH_SIZES:
+            for b in buckets:
+                self.suggest_many(["the " * (b - 2) + "a"] * n)
+
+    def host_tables(self, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(allowed, advance)`` numpy tables of a typed prefix (cached, bounded), for batched searches."""
+        if prefix not in self._host_tables:
+            if len(self._host_tables) >= 256:  # bounded: typed prefixes are not kept around
+                self._host_tables.pop(next(iter(self._host_tables)))
+            self._host_tables[prefix] = prefix_tables(self.tokenizer, prefix, self.config.max_prefix)
+        return self._host_tables[prefix]
 
 
 __all__ = ["SearchConfig", "Suggester", "word_search", "collect_words", "prefix_tables", "BOS_ID"]

@@ -78,7 +78,17 @@ class Tokenizer:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"tokenizer model not found: {path}")
-        return cls(path.read_bytes())
+        data = path.read_bytes()
+        if not data:
+            raise ValueError(f"{path}: empty tokenizer model (truncated write?)")
+        try:
+            tok = cls(data)
+        except (RuntimeError, ValueError, IndexError, UnicodeDecodeError) as e:  # SentencePiece's parse errors
+            why = str(e).strip().splitlines()[0][:80] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{path}: not a valid SentencePiece model, truncated or corrupt ({why})") from None
+        if tok.vocab_size <= EOS_ID:
+            raise ValueError(f"{path}: tokenizer model has {tok.vocab_size} pieces (corrupt file?)")
+        return tok
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

@@ -310,6 +310,6 @@ def test_serve_skips_a_broken_run(tiny_runs, tmp_path, monkeypatch):
     (bad / "tokenizer.model").write_bytes(b"not a sentencepiece model")
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
-    serve(tmp_path, "127.0.0.1", 0)
+    serve(tmp_path, "127.0.0.1", 0, warm_batches=False)  # the batch shapes' compiles are not under test here
     assert list(served["app"].state.models) == ["central"]
     assert served["host"] == "127.0.0.1" and served["access_log"] is False

@@ -23,7 +23,6 @@ published at ``GET /openapi.json``.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 import unicodedata
@@ -35,12 +34,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from keyboard_fl import __version__
+from keyboard_fl.demo.batching import BatchConfig, MicroBatcher
 from keyboard_fl.demo.canary import canary_format, check, run_canaries
 from keyboard_fl.demo.incremental import IncrementalSuggester
-from keyboard_fl.demo.loading import LoadedRun, load_run
+from keyboard_fl.demo.loading import LoadedRun, ensure_exports, load_run, load_runs
 from keyboard_fl.demo.schemas import (
     MAX_BODY_BYTES,
     MAX_TEXT_CHARS,
@@ -49,9 +50,10 @@ from keyboard_fl.demo.schemas import (
     SuggestRequest,
     parse,
     request_body_schema,
+    suggest_body_schema,
 )
 from keyboard_fl.package_data import package_dir
-from keyboard_fl.runs import DP_FEDAVG, EXPORT_DIR, RunNotFound, discover_runs
+from keyboard_fl.runs import DP_FEDAVG, RunNotFound, discover_runs
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +121,10 @@ async def _read_body(request: Request) -> bytes:
 
 
 class _Model:
-    """A loaded run plus a lock: a Suggester keeps caches and is not made for concurrent calls."""
+    """A loaded run, a lock (a Suggester keeps caches and is not made for concurrent calls) and a
+    micro-batcher: concurrent suggestion requests share one batched model call (:mod:`.batching`)."""
 
-    def __init__(self, run: LoadedRun):
+    def __init__(self, run: LoadedRun, batch: BatchConfig = BatchConfig()):
         self.run = run
         self.info = run.info
         from keyboard_fl.suggest import Suggester
@@ -131,6 +134,20 @@ class _Model:
         self.lock = threading.Lock()
         self.canaries = _planted(run)
         self.export = run.path / "export"  # served to the page when complete (see ondevice_files)
+        self.batcher = MicroBatcher(self.suggest_batch, batch, name=run.name)
+
+    def suggest_batch(self, texts: list[str]) -> list[tuple[list[str], str, float]]:
+        """(words, kind, model ms) per text: one batched call when the back-end has ``suggest_many``
+        (a lone request reuses the incremental suggester's context state instead)."""
+        many = getattr(self.run.suggester, "suggest_many", None)
+        with self.lock:
+            t = time.perf_counter()
+            if many is not None and len(texts) > 1:
+                words = many(texts, NUM_SUGGESTIONS)
+            else:  # one request, or the ONNX back-end: one at a time, reusing the per-context cache
+                words = [self.suggester.suggest(x, NUM_SUGGESTIONS) for x in texts]
+            ms = round((time.perf_counter() - t) * 1e3, 3)
+        return [(w, split_for_client(self.suggester, x)[0], ms) for w, x in zip(words, texts, strict=True)]
 
 
 def ondevice_files(model: _Model) -> dict | None:
@@ -172,24 +189,6 @@ EXPORT_FILES = {  # the only files of an export the page may fetch, with their m
 }
 
 
-def ensure_exports(runs: Mapping[str, Path | LoadedRun]) -> None:
-    """Export (``keyboard-fl export``) every run whose export lacks a file the page needs.
-
-    A failure is reported and the model stays server-only.
-    """
-    from keyboard_fl.loading import export_onnx
-
-    for name, r in runs.items():
-        path = r.path if isinstance(r, LoadedRun) else Path(r)
-        if all((path / EXPORT_DIR / f).is_file() for f in ("manifest.json", "model.onnx", TOKENIZER_JSON, WORDS_TXT)):
-            continue
-        try:
-            export_onnx(path)
-        except Exception as e:  # noqa: BLE001 - that model stays server-only
-            why = f"{type(e).__name__}: {e}"
-            sys.stderr.write(f"model {name}: no on-device export ({why}); it runs on the server only\n")
-
-
 def _planted(run: LoadedRun) -> dict:
     """The run's planted canaries (:func:`.canary.run_canaries`); a run whose config cannot say has none."""
     try:
@@ -199,23 +198,35 @@ def _planted(run: LoadedRun) -> dict:
         return {"trained_with_canaries": None, "prefix": None, "words": None, "canaries": [], "audited": False}
 
 
-def _load_all(runs: Mapping[str, Path | LoadedRun]) -> dict[str, _Model]:
-    models = {}
-    for name, r in runs.items():
-        run = r if isinstance(r, LoadedRun) else load_run(Path(r), name)
-        models[name] = _Model(run)
-    return models
+def _load_all(runs: Mapping[str, Path | LoadedRun], batch: BatchConfig) -> dict[str, _Model]:
+    return {n: _Model(r if isinstance(r, LoadedRun) else load_run(Path(r), n), batch) for n, r in runs.items()}
+
+
+class _SecurityHeaders:
+    """Pure ASGI middleware adding :data:`_SECURITY_HEADERS` to every response that lacks them
+    (``@app.middleware("http")`` costs a task and a stream per request: it showed under load)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for k, v in _SECURITY_HEADERS.items():
+                    headers.setdefault(k, v)
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
 
 
 def _install_handlers(app: FastAPI) -> None:
     """Security headers on every response; errors as small JSON bodies that never quote the input."""
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        response = await call_next(request)
-        for k, v in _SECURITY_HEADERS.items():
-            response.headers.setdefault(k, v)
-        return response
+    app.add_middleware(_SecurityHeaders)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError):
@@ -269,11 +280,19 @@ def _add_file_routes(app: FastAPI, models: dict) -> None:
         return FileResponse(model.export / file, media_type=EXPORT_FILES[file])
 
 
-def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True, export: bool = False) -> FastAPI:
+def create_app(
+    runs: Mapping[str, Path | LoadedRun],
+    *,
+    warmup: bool = True,
+    export: bool = False,
+    warm_batches: bool = False,
+    batch: BatchConfig = BatchConfig(),
+) -> FastAPI:
     """The demo app over ``runs`` (name → run directory, or an already loaded run).
 
     Each model is loaded once, here; with ``warmup`` every model answers a few
-    requests before the app starts so the first key press is not a compile.
+    requests before the app starts so the first key press is not a compile
+    (with ``warm_batches`` also every batched shape: a server under load needs them).
     With ``export`` a run without a complete export is exported first, so the
     page can run it on the device.
     """
@@ -281,11 +300,12 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True, exp
         raise RunNotFound("no trained runs to serve: train some with `keyboard-fl main` (writes runs/main/)")
     if export:
         ensure_exports(runs)
-    models = _load_all(runs)
-    if warmup:
-        for m in models.values():
-            for probe in ("", "a", "a "):
-                m.suggester.suggest(probe, NUM_SUGGESTIONS)
+    models = _load_all(runs, batch)
+    for m in models.values() if warmup else ():
+        for probe in ("", "a", "a "):
+            m.suggester.suggest(probe, NUM_SUGGESTIONS)
+        if warm_batches and hasattr(m.run.suggester, "warm_batches"):
+            m.run.suggester.warm_batches()
 
     # The OpenAPI schema is served (clients, fuzzers); the interactive docs pages load a CDN, so stay off.
     app = FastAPI(
@@ -304,18 +324,14 @@ def create_app(runs: Mapping[str, Path | LoadedRun], *, warmup: bool = True, exp
             "limits": {"max_text_chars": MAX_TEXT_CHARS, "max_body_bytes": MAX_BODY_BYTES},
         }
 
-    @app.post("/api/suggest", openapi_extra=request_body_schema(SuggestRequest))
+    @app.post("/api/suggest", openapi_extra=suggest_body_schema(list(models)))
     async def suggest(request: Request):
         """The suggestion strip (3 words) of one model for the text before the cursor."""
         req = parse(SuggestRequest, await _read_body(request))
         model = models.get(req.model)
         if model is None:
             raise ApiError(404, f"unknown model {req.model[:64]!r}; available: {', '.join(models)}")
-        text = clean_text(req.text)
-        # The JAX call blocks; run it off the event loop, one call per model at a time.
-        from starlette.concurrency import run_in_threadpool
-
-        return await run_in_threadpool(_answer, model, text)
+        return await _answer(model, clean_text(req.text))
 
     @app.get("/api/canaries")
     def list_canaries():
@@ -353,18 +369,14 @@ def _check_one(model: _Model, text: str, fmt: dict) -> dict:
         return head | {"error": "the model failed on this input"}
 
 
-def _answer(model: _Model, text: str) -> JSONResponse:
-    s = model.suggester
+async def _answer(model: _Model, text: str) -> JSONResponse:
+    """The strip for ``text``, computed in a batch with the requests that arrive with it."""
     try:
-        with model.lock:
-            t = time.perf_counter()
-            words = s.suggest(text, NUM_SUGGESTIONS)
-            ms = (time.perf_counter() - t) * 1e3
-            kind = split_for_client(s, text)[0]
+        words, kind, ms = await model.batcher(text)
     except Exception as e:  # noqa: BLE001 - never let the message (it may quote the text) reach a log
         log.error("suggestion failed in model %s: %s", model.info["name"], type(e).__name__)
         return _error(500, "the model failed on this input")
-    return JSONResponse({"model": model.info["name"], "suggestions": words, "kind": kind, "ms": round(ms, 3)})
+    return JSONResponse({"model": model.info["name"], "suggestions": words, "kind": kind, "ms": ms})
 
 
 def _default_model(models: Mapping[str, _Model]) -> str:
@@ -400,6 +412,7 @@ def serve(
     *,
     access_log: bool = False,
     backend: str = "jax",
+    warm_batches: bool = True,
 ) -> None:
     """Discover the finished runs under ``runs_root`` and serve the demo until interrupted."""
     import uvicorn
@@ -411,15 +424,10 @@ def serve(
             f"no finished runs under {runs_root} (a run is a directory with metrics.json and model/); "
             "train them with `keyboard-fl main`, or pass another directory"
         )
-    loaded = {}
-    for name, path in runs.items():  # one broken run should not take the others down
-        try:
-            loaded[name] = load_run(path, name, backend=backend)
-        except Exception as e:  # noqa: BLE001 - reported, then skipped
-            sys.stderr.write(f"skipping run {path}: {type(e).__name__}: {e}\n")
+    loaded = load_runs(runs, backend=backend)  # one broken run does not take the others down
     if not loaded:
         raise RunNotFound(f"none of the runs under {runs_root} could be loaded ({', '.join(map(str, runs.values()))})")
-    app = create_app(loaded, export=True)
+    app = create_app(loaded, export=True, warm_batches=warm_batches)
     # Access-log lines carry no bodies, but they are off by default anyway: a
     # keyboard demo has no reason to keep who asked when.
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning", server_header=False)

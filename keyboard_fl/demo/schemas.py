@@ -56,6 +56,14 @@ def request_body_schema(cls: type[BaseModel]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": cls.model_json_schema()}}}}
 
 
+def suggest_body_schema(models: list[str]) -> dict[str, Any]:
+    """:func:`request_body_schema` of :class:`SuggestRequest`, ``model`` listing the names served (for clients
+    and fuzzers; an unknown name is still parsed and answered 404)."""
+    spec = request_body_schema(SuggestRequest)
+    spec["requestBody"]["content"]["application/json"]["schema"]["properties"]["model"]["enum"] = list(models)
+    return spec
+
+
 def parse(cls: type[M], body: bytes) -> M:
     """The request in ``body`` as a ``cls``; :class:`ApiError` (4xx) describing its shape otherwise."""
     fields = tuple(cls.model_fields)
@@ -109,4 +117,5 @@ __all__ = [
     "SuggestRequest",
     "parse",
     "request_body_schema",
+    "suggest_body_schema",
 ]

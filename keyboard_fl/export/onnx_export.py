@@ -111,6 +111,44 @@ def build_step_graph(w: dict[str, np.ndarray]):
     return model
 
 
+FORMAT = "keyboard_fl.onnx-step/1"  # manifest "format": what this version writes and reads
+
+
+def read_manifest(export_dir: str | Path) -> dict:
+    """An export's ``manifest.json``, after checking its format and every file it lists (size, sha256).
+
+    A damaged export — an empty, truncated or bit-flipped file, or one written by another
+    version — is a ValueError naming the file.
+    """
+    from keyboard_fl.runs import read_json_object
+
+    export_dir = Path(export_dir)
+    path = export_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no export manifest (run keyboard-fl export)")
+    manifest = read_json_object(path, "export manifest")
+    if "manifest_sha256" in manifest and manifest["manifest_sha256"] != _self_hash(manifest):
+        raise ValueError(f"{path}: its content does not match its manifest_sha256 (corrupt or edited?)")
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {str(manifest.get('format'))[:40]!r}, this version reads {FORMAT!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise ValueError(f"{path}: no 'files' list (written by another version?)")
+    for name, rec in files.items():
+        f = export_dir / Path(str(name)).name
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: missing (listed in {MANIFEST_NAME})")
+        if not isinstance(rec, dict) or _sha256(f) != rec.get("sha256"):
+            raise ValueError(f"{f}: sha256 differs from {MANIFEST_NAME} (truncated or corrupt file)")
+    return manifest
+
+
+def _self_hash(manifest: Mapping[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON without its own hash."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -178,7 +216,7 @@ def _manifest(
     model_cfg = dict(info.get("model_config") or {})
     model_cfg["vocab_size"] = int(w["embedding"].shape[0])
     return {
-        "format": "keyboard_fl.onnx-step/1",
+        "format": FORMAT,
         "run": info["name"],
         "mode": info["mode"],
         "vocab_size": int(w["embedding"].shape[0]),
@@ -239,8 +277,9 @@ def export_run(
     files = _write_models(build_step_graph(w), out, quantize)
     files += _write_tokenizer_and_words(tokenizer, words, out)
     manifest = _manifest(w, info, search, quantize, out, files)
+    manifest["manifest_sha256"] = _self_hash(manifest)  # a flipped figure (ε, a file's hash) is detected
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
 
 
-__all__ = ["ACCOUNTING_KEYS", "build_step_graph", "cifg_weights", "export_run"]
+__all__ = ["ACCOUNTING_KEYS", "FORMAT", "build_step_graph", "cifg_weights", "export_run", "read_manifest"]

@@ -13,14 +13,13 @@ character re-reads only the pieces that changed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from keyboard_fl import text as text_lib
 from keyboard_fl.dictionary import WORDS_NAME, Dictionary
-from keyboard_fl.export.onnx_export import FLOAT_NAME, INT8_NAME, MANIFEST_NAME, TOKENIZER_NAME
+from keyboard_fl.export.onnx_export import FLOAT_NAME, INT8_NAME, TOKENIZER_NAME, read_manifest
 from keyboard_fl.strip import SearchConfig, collect_words, prefix_tables, split_context
 from keyboard_fl.suggester import StripMixin
 from keyboard_fl.tokenizer import BOS_ID, Tokenizer
@@ -57,7 +56,7 @@ class OnnxSuggester(StripMixin):
         import onnxruntime as ort
 
         self.export_dir = Path(export_dir)
-        self.manifest = json.loads((self.export_dir / MANIFEST_NAME).read_text())
+        self.manifest = read_manifest(self.export_dir)  # checks every file's sha256: a damaged export is refused
         self.tokenizer = Tokenizer.load(self.export_dir / TOKENIZER_NAME)
         self.config = search or SearchConfig(**self.manifest.get("search", {}))
         if dictionary is None and (self.export_dir / WORDS_NAME).is_file():

@@ -19,6 +19,7 @@ documents what is sampled for evaluation and the baselines.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -83,9 +84,12 @@ def run(
     model = init_model(cfg, tokenizer, log)
     model, public_only = pretrain_step(cfg, out, tokenizer, data, model, log, progress)
     model, privacy = train_step(cfg, out, tokenizer, data, model, resume, log, progress)
-    checkpoint.save(
-        out / runs.MODEL_DIR, 0, model.params, {"config": cfg.to_dict(), "vocab_size": tokenizer.vocab_size}, keep=1
-    )
+    meta = {  # the tokenizer's size and hash let a loader refuse a tokenizer that is not this model's
+        "config": cfg.to_dict(),
+        "vocab_size": tokenizer.vocab_size,
+        "tokenizer_sha256": hashlib.sha256(tokenizer.model_proto).hexdigest(),
+    }
+    checkpoint.save(out / runs.MODEL_DIR, 0, model.params, meta, keep=1)
     quality = evaluate_step(cfg, out, tokenizer, data, model, log)
     return write_step(cfg, out, data, model, quality, public_only, privacy, time.perf_counter() - t_start)
 
