@@ -95,7 +95,7 @@ def test_secagg_over_real_superlink_survives_a_dropout_and_releases_the_sum(tmp_
     released = {0: jax.device_get(params0)}
     for r in range(1, ROUNDS + 1):
         released[r], meta = checkpoint.load(run_dir / "rounds", r, params0)
-        assert meta["meta"]["epsilon"] == pytest.approx(history[r - 1]["epsilon"])
+        assert meta["epsilon"] == pytest.approx(history[r - 1]["epsilon"])
     errors = []
     for r in range(1, ROUNDS + 1):
         survivors = [u for i, u in enumerate(users) if not (r == 1 and i == DROP)]
