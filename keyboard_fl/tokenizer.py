@@ -96,16 +96,32 @@ class Tokenizer:
         tmp.write_bytes(self.model_proto)
         tmp.replace(path)
 
+    def encode_words(self, chunks: Sequence[str]) -> list[list[int]]:
+        """Piece ids of each chunk (whitespace-free strings), encoded one by one.
+
+        Not ``sp.encode(chunks)``: SentencePiece's list form starts a thread pool on
+        every call (even with ``num_threads=1``), which cost about 0.9 ms a message,
+        100x the encoding itself, and made streamed rounds host-bound.
+        """
+        encode = self.sp.encode
+        return [encode(c) for c in chunks]
+
     def encode_chunks(self, text: str) -> list[list[int]]:
         """Piece ids of each whitespace-delimited chunk of ``normalize(text)``."""
-        chunks = text_lib.normalize(text).split()
-        return self.sp.encode(chunks, num_threads=1) if chunks else []  # a thread pool per call costs ms at p99
+        return self.encode_words(text_lib.normalize(text).split())
 
     def encode(self, text: str, *, bos: bool = True, eos: bool = True) -> list[int]:
-        """Piece ids of a message, framed by ``<s>`` … ``</s>``."""
+        """Piece ids of a message, framed by ``<s>`` … ``</s>``.
+
+        The chunks are encoded as one string: the model splits on whitespace
+        (SentencePiece's default ``split_by_whitespace``, identity normalization,
+        extra whitespace kept), so no piece crosses a space and the ids are the
+        concatenation of :meth:`encode_chunks`' (tested), in one call.
+        """
+        joined = " ".join(text_lib.normalize(text).split())
         ids = [BOS_ID] if bos else []
-        for chunk in self.encode_chunks(text):
-            ids.extend(chunk)
+        if joined:
+            ids.extend(self.sp.encode(joined))
         if eos:
             ids.append(EOS_ID)
         return ids
@@ -119,7 +135,7 @@ class Tokenizer:
         """
         norm = text_lib.normalize(text)
         chunks = norm.split()
-        encoded = self.sp.encode(chunks, num_threads=1) if chunks else []
+        encoded = self.encode_words(chunks)
         ids, found = [BOS_ID], []
         for chunk, pieces in zip(chunks, encoded):
             m = text_lib.WORD_RE.match(chunk)

@@ -175,3 +175,14 @@ def test_round_trip_property(tok, message):
     ids = tok.encode(message)
     if UNK_ID not in ids:
         assert tok.decode(ids) == " ".join(text_lib.normalize(message).split())
+
+
+@_SETTINGS
+@given(message=st.one_of(_TYPED, st.text(max_size=40)))
+def test_encode_is_the_concatenation_of_its_chunks(tok, message):
+    # encode() makes one SentencePiece call on the joined chunks (fast); it must give
+    # exactly the ids of encoding each whitespace chunk on its own, as before.
+    chunks = tok.encode_chunks(message)
+    assert tok.encode(message) == [BOS_ID, *(i for c in chunks for i in c), EOS_ID]
+    assert tok.encode(message, bos=False, eos=False) == [i for c in chunks for i in c]
+    assert chunks == [tok.sp.encode(c) for c in text_lib.normalize(message).split()]
