@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -48,7 +49,7 @@ from typing import Any
 
 from keyboard_fl.flower import APP_DIR
 
-__all__ = ["Loopback", "Prepared", "free_port", "prepare", "processes_in_sessions"]
+__all__ = ["Loopback", "Prepared", "free_port", "loopback_run_config", "prepare", "processes_in_sessions"]
 
 BIN = Path(sys.executable).parent  # flower-superlink, flower-supernode, flwr next to this python
 
@@ -276,14 +277,20 @@ class Loopback:
         _wait_port(self.port, timeout, link)
         return link
 
-    def run(self, run_config: Mapping[str, Any], *, timeout: float = 600.0) -> subprocess.CompletedProcess:
-        """``flwr run APP loopback --stream`` with ``run_config`` overrides; waits for the run to end."""
+    def run(
+        self, run_config: Mapping[str, Any], *, timeout: float = 600.0, name: str = "flwr_run"
+    ) -> subprocess.CompletedProcess:
+        """``flwr run APP loopback --stream`` with ``run_config`` overrides; waits for the run to end.
+
+        Runs may follow one another on the same SuperLink and SuperNodes; ``name`` names the
+        run's log (``logs/NAME.log``) and its run-config file."""
         self.work.mkdir(parents=True, exist_ok=True)
-        overrides = self.work / "run_config.toml"
+        overrides = self.work / f"{name}_config.toml"
         overrides.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in run_config.items()))
         args = [str(BIN / "flwr"), "run", str(self.app_dir), "loopback", "--stream", "--run-config", str(overrides)]
         self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.logs / "flwr_run.log", "wb") as log:
+        log_path = self.logs / f"{name}.log"
+        with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.work, start_new_session=True
             )
@@ -293,10 +300,39 @@ class Loopback:
             except subprocess.TimeoutExpired:
                 self._kill(proc)
                 raise TimeoutError(f"flwr run did not finish in {timeout}s; see {self.logs}") from None
-        out = (self.logs / "flwr_run.log").read_text(errors="replace")
+        out = log_path.read_text(errors="replace")
         if proc.returncode != 0:
             raise RuntimeError(f"flwr run exited with {proc.returncode}:\n{out[-3000:]}")
         return subprocess.CompletedProcess(args, proc.returncode, out, "")
+
+    def wire_bytes(self) -> dict[int, dict[str, Any]]:
+        """TCP payload bytes each SuperNode has moved so far on its connections to the SuperLink (Linux ``ss``).
+
+        ``{client index: {"down": received, "up": sent and acknowledged, "connections": [local ports]}}``,
+        counted by the kernel since each connection opened: gRPC, HTTP/2 and protobuf framing, polls and
+        heartbeats included (no TLS on loopback). The difference of two readings is what a device moved
+        between them, provided the connections (their local ports) are the same.
+        """
+        out = subprocess.run(
+            ["ss", "-tinpH", "state", "established", "dst", f"127.0.0.1:{self.port}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        index = {self.supernode(i).pid: i for i in range(len(self.client_dirs))}
+        got: dict[int, dict[str, Any]] = {i: {"down": 0, "up": 0, "connections": []} for i in index.values()}
+        owner = None
+        for line in out.splitlines():
+            if not line[:1].isspace():  # "Recv-Q Send-Q local peer users:((name,pid=N,fd=M))"
+                pid = re.search(r"pid=(\d+)", line)
+                owner = index.get(int(pid.group(1))) if pid else None
+                if owner is not None:
+                    got[owner]["connections"].append(int(line.split()[2].rsplit(":", 1)[1]))
+            elif owner is not None:  # the tcp_info line of that socket
+                for key, field in (("down", "bytes_received"), ("up", "bytes_acked")):
+                    m = re.search(rf"\b{field}:(\d+)", line)
+                    got[owner][key] += int(m.group(1)) if m else 0
+        return got
 
     @staticmethod
     def _kill(proc: subprocess.Popen, grace: float = 5.0) -> None:
@@ -331,6 +367,17 @@ class Loopback:
             raise RuntimeError(f"processes still alive after teardown: {left}")
 
 
+def loopback_run_config(prep: Prepared, work: str | Path, run_dir: str | Path, **overrides: Any) -> dict[str, Any]:
+    """The run config of one ``flwr run`` over ``prep``'s files: its ``run-dir``, the XLA cache shared by every
+    run under ``work`` (``work/jax_cache``), and ``overrides`` (``num_rounds=3`` → ``num-rounds = 3``)."""
+    return {
+        **prep.run_config,
+        "run-dir": str(run_dir),
+        "jax-cache": str(Path(work) / "jax_cache"),
+        **{k.replace("_", "-"): v for k, v in overrides.items()},
+    }
+
+
 def run_loopback(
     work: str | Path,
     num_clients: int = 3,
@@ -345,12 +392,7 @@ def run_loopback(
     work = Path(work)
     prep = prepare(work, num_clients, preset_name=preset_name, seed=seed)
     run_dir = work / "run"
-    run_config = {
-        **prep.run_config,
-        "run-dir": str(run_dir),
-        "jax-cache": str(work / "jax_cache"),
-        **{k.replace("_", "-"): v for k, v in overrides.items()},
-    }
+    run_config = loopback_run_config(prep, work, run_dir, **overrides)
     t0 = time.perf_counter()
     with Loopback(work, prep.client_dirs, node_config=node_config) as lb:
         lb.run(run_config, timeout=timeout)

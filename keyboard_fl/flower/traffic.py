@@ -10,7 +10,11 @@ global model broadcast to every node) does not reduce what each device pulls.
 
 :class:`CountingGrid` wraps a Grid: ``push_messages`` weighs instructions per
 destination node, ``pull_messages`` weighs replies per source node, and, when
-given a path, rewrites a JSON summary after every call.
+given a path, rewrites a JSON summary after every call. Every message is also
+filed under its kind: the SecAgg+ stage named in its ``secaggplus_configs``
+record (``setup``, ``share_keys``, ``collect_masked_vectors``, ``unmask``),
+else its message type (``train``, ``evaluate``); a reply goes under the kind
+of the instruction it answers.
 """
 
 from __future__ import annotations
@@ -20,15 +24,28 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from flwr.app import Message
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
-__all__ = ["CountingGrid", "message_bytes"]
+__all__ = ["CountingGrid", "message_bytes", "message_kind"]
 
 
 def message_bytes(msg: Message) -> int:
     """Serialized size of every object of ``msg`` (what one device transfers for it)."""
     return sum(len(obj.deflate()) for obj in get_all_nested_objects(msg).values())
+
+
+def message_kind(msg: Message) -> str:
+    """The SecAgg+ stage of an instruction, else its message type."""
+    cfg = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+    if cfg is not None and Key.STAGE in cfg:
+        return str(cfg[Key.STAGE])
+    return str(msg.metadata.message_type)
+
+
+def _row() -> dict[str, int]:
+    return {"down": 0, "up": 0, "messages_down": 0, "messages_up": 0}
 
 
 class CountingGrid:
@@ -38,20 +55,25 @@ class CountingGrid:
         self._grid = grid
         self._path = Path(path) if path else None
         self.per_node: dict[int, dict[str, int]] = {}
+        self.per_kind: dict[str, dict[str, int]] = {}  # summed over nodes
+        self._kind_of: dict[str, str] = {}  # pushed message id -> kind, to file its reply
 
     def __getattr__(self, name):
         return getattr(self._grid, name)
 
-    def _count(self, node: int, direction: str, msg: Message) -> None:
-        row = self.per_node.setdefault(int(node), {"down": 0, "up": 0, "messages_down": 0, "messages_up": 0})
-        row[direction] += message_bytes(msg)
-        row[f"messages_{direction}"] += 1
+    def _count(self, node: int, direction: str, msg: Message, kind: str) -> None:
+        size = message_bytes(msg)
+        for row in (self.per_node.setdefault(int(node), _row()), self.per_kind.setdefault(kind, _row())):
+            row[direction] += size
+            row[f"messages_{direction}"] += 1
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)
-        for m in messages:
-            self._count(m.metadata.dst_node_id, "down", m)
+        kinds = [message_kind(m) for m in messages]
+        for m, kind in zip(messages, kinds):
+            self._count(m.metadata.dst_node_id, "down", m, kind)
         out = list(self._grid.push_messages(messages))
+        self._kind_of.update(zip(out, kinds))
         self._write()
         return out
 
@@ -59,7 +81,8 @@ class CountingGrid:
         got = list(self._grid.pull_messages(message_ids))
         for m in got:
             if not m.has_error():
-                self._count(m.metadata.src_node_id, "up", m)
+                kind = self._kind_of.get(m.metadata.reply_to_message_id, str(m.metadata.message_type))
+                self._count(m.metadata.src_node_id, "up", m, kind)
         if got:
             self._write()
         return got
@@ -68,7 +91,10 @@ class CountingGrid:
         raise NotImplementedError("wrap CountingGrid in a polling grid (keyboard_fl.flower.strategy._PollingGrid)")
 
     def summary(self) -> dict:
-        return {"per_node": {str(k): v for k, v in sorted(self.per_node.items())}}
+        return {
+            "per_node": {str(k): v for k, v in sorted(self.per_node.items())},
+            "per_kind": dict(self.per_kind),
+        }
 
     def _write(self) -> None:
         if self._path is None:
