@@ -1,48 +1,77 @@
-"""``Loopback.wire_bytes``: each SuperNode's TCP bytes to the SuperLink, read from ``ss -tinp`` (no processes started)."""
+"""Wire counters of the loopback launcher, without Flower processes: the byte-counting TCP relay
+(:class:`keyboard_fl.flower.traffic.TcpRelay`) and the CPU seconds of a set of sessions."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
-import types
+import sys
+import threading
+import time
 
 import pytest
 
 pytest.importorskip("flwr")
 
-from keyboard_fl.flower import loopback  # noqa: E402
-from keyboard_fl.flower.loopback import Loopback  # noqa: E402
-
-# What `ss -tinpH state established dst 127.0.0.1:49633` printed for a loopback federation (shortened): two
-# SuperNodes (pids 9397, 9401; the second with two connections) and a process that is not one of them (9392).
-SS = """\
-0      0          127.0.0.1:45540    127.0.0.1:49633 users:(("flower-supernod",pid=9397,fd=12))
-\t bbr wscale:10,10 rto:204 mss:32768 bytes_sent:11547 bytes_retrans:13 bytes_acked:11535 bytes_received:1562 segs_out:43
-0      0          127.0.0.1:45528    127.0.0.1:49633 users:(("flower-superexe",pid=9392,fd=3))
-\t bbr wscale:10,10 rto:204 bytes_sent:68154 bytes_acked:67879 bytes_received:20736 segs_out:491
-0      0          127.0.0.1:45600    127.0.0.1:49633 users:(("flower-supernod",pid=9401,fd=12))
-\t bbr bytes_sent:100 bytes_acked:100 bytes_received:2000 segs_out:4
-0      0          127.0.0.1:45610    127.0.0.1:49633 users:(("flower-supernod",pid=9401,fd=13))
-\t bbr bytes_sent:50 bytes_acked:40 bytes_received:7 segs_out:4
-"""
+from keyboard_fl.flower.loopback import cpu_seconds_in_sessions  # noqa: E402
+from keyboard_fl.flower.traffic import TcpRelay  # noqa: E402
 
 
-def test_wire_bytes_sums_each_supernodes_connections_to_the_superlink(tmp_path, monkeypatch):
-    lb = Loopback(tmp_path, [tmp_path / "a", tmp_path / "b"])
-    lb.port = 49633
-    lb.procs = [
-        types.SimpleNamespace(pid=p, args=[f"/bin/{n}"])
-        for p, n in [(9390, "flower-superlink"), (9397, "flower-supernode"), (9401, "flower-supernode")]
-    ]
-    calls = []
+def _echo_server() -> socket.socket:
+    """Answers every connection with ``b"ok:"`` + what it received, once the client has finished sending."""
+    srv = socket.create_server(("127.0.0.1", 0))
 
-    def fake_run(args, **kwargs):
-        calls.append(args)
-        return subprocess.CompletedProcess(args, 0, SS, "")
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while chunk := conn.recv(4096):
+                    data += chunk
+                conn.sendall(b"ok:" + data)
 
-    monkeypatch.setattr(loopback.subprocess, "run", fake_run)
-    got = lb.wire_bytes()
-    assert calls == [["ss", "-tinpH", "state", "established", "dst", "127.0.0.1:49633"]]
-    assert got == {
-        0: {"down": 1562, "up": 11535, "connections": [45540]},  # acknowledged bytes, not bytes_sent (retransmits)
-        1: {"down": 2007, "up": 140, "connections": [45600, 45610]},
-    }
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def test_tcp_relay_forwards_and_counts_bytes_each_way_over_every_connection():
+    srv = _echo_server()
+    relay = TcpRelay(lambda: srv.getsockname())
+    try:
+        for payload in (b"x" * 100_000, b"hello"):  # one large, one small connection, each closed after use
+            with socket.create_connection(("127.0.0.1", relay.port)) as c:
+                c.sendall(payload)
+                c.shutdown(socket.SHUT_WR)
+                got = b""
+                while chunk := c.recv(65536):
+                    got += chunk
+            assert got == b"ok:" + payload
+        deadline = time.monotonic() + 5
+        while relay.counts()["down"] < 2 * 3 + 100_005 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert relay.counts() == {"up": 100_005, "down": 100_011, "connections": 2}
+    finally:
+        relay.close()
+        srv.close()
+
+
+def test_cpu_seconds_of_a_session_include_its_reaped_children():
+    # A session leader that runs a child burning ~0.3 s of CPU, reaps it, then sleeps.
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.run([sys.executable, '-c', 'import time\\nt=time.process_time()\\nwhile time.process_time()-t<0.3: pass']); "
+        "print('done', flush=True); time.sleep(30)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stdout.readline().strip() == b"done"
+        cpu = cpu_seconds_in_sessions({proc.pid})
+        assert cpu["apps"] >= 0.3  # the reaped child
+        assert cpu["total"] == pytest.approx(cpu["apps"] + cpu["infrastructure"])
+        assert cpu["infrastructure"] < cpu["total"]  # the leader itself (python: infrastructure) mostly slept
+    finally:
+        proc.kill()
+        proc.wait()

@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -49,7 +48,15 @@ from typing import Any
 
 from keyboard_fl.flower import APP_DIR
 
-__all__ = ["Loopback", "Prepared", "free_port", "loopback_run_config", "prepare", "processes_in_sessions"]
+__all__ = [
+    "Loopback",
+    "Prepared",
+    "cpu_seconds_in_sessions",
+    "free_port",
+    "loopback_run_config",
+    "prepare",
+    "processes_in_sessions",
+]
 
 BIN = Path(sys.executable).parent  # flower-superlink, flower-supernode, flwr next to this python
 
@@ -165,6 +172,33 @@ def processes_in_sessions(sids: set[int]) -> list[int]:
     return out
 
 
+def cpu_seconds_in_sessions(sids: set[int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the processes whose session id is in ``sids`` (Linux /proc).
+
+    ``apps``: the ``flwr-clientapp``/``flwr-serverapp`` processes (one per message, one per run), live,
+    exited (zombies) or reaped by their SuperExec (its ``cutime``/``cstime``). ``infrastructure``: the
+    long-lived processes themselves (SuperLink, SuperNodes, SuperExecs, the ``flwr`` CLI): routing,
+    polling and heartbeats, which grow with wall time. ``total``: both.
+    """
+    apps = infra = 0
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[3]) not in sids:
+            continue
+        own, reaped = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])  # utime stime cutime cstime
+        apps += reaped + (own if comm.startswith("flwr-") else 0)
+        infra += 0 if comm.startswith("flwr-") else own
+    tck = os.sysconf("SC_CLK_TCK")
+    return {"apps": apps / tck, "infrastructure": infra / tck, "total": (apps + infra) / tck}
+
+
 class Loopback:
     """A SuperLink and one SuperNode per client dir, each in its own session, on free ports.
 
@@ -182,8 +216,11 @@ class Loopback:
         env: Mapping[str, str] | None = None,
         database: str | Path | None = None,
         node_config: Mapping[int, str] | None = None,
+        count_wire: bool = False,
     ):
         self.work = Path(work)
+        self.count_wire = count_wire  # each SuperNode dials the SuperLink through a byte-counting relay
+        self.relays: list = []  # keyboard_fl.flower.traffic.TcpRelay per client, when count_wire
         self.database = Path(database) if database else None  # SuperLink state file: survives a restart
         self.node_config = dict(node_config or {})  # extra --node-config entries per client index (e.g. faults)
         self.client_dirs = [Path(d) for d in client_dirs]
@@ -237,14 +274,19 @@ class Loopback:
         )
         link = self._spawn_superlink("superlink")
         _wait_port(self.port, timeout, link)
+        if self.count_wire:
+            from keyboard_fl.flower.traffic import TcpRelay
+
+            self.relays = [TcpRelay(lambda: ("127.0.0.1", self.port)) for _ in self.client_dirs]
         for i, d in enumerate(self.client_dirs):
+            superlink = f"127.0.0.1:{self.relays[i].port if self.relays else self.port}"
             self._spawn(
                 f"supernode-{i}",
                 [
                     str(BIN / "flower-supernode"),
                     "--insecure",
                     "--superlink",
-                    f"127.0.0.1:{self.port}",
+                    superlink,
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -305,35 +347,6 @@ class Loopback:
             raise RuntimeError(f"flwr run exited with {proc.returncode}:\n{out[-3000:]}")
         return subprocess.CompletedProcess(args, proc.returncode, out, "")
 
-    def wire_bytes(self) -> dict[int, dict[str, Any]]:
-        """TCP payload bytes each SuperNode has moved so far on its connections to the SuperLink (Linux ``ss``).
-
-        ``{client index: {"down": received, "up": sent and acknowledged, "connections": [local ports]}}``,
-        counted by the kernel since each connection opened: gRPC, HTTP/2 and protobuf framing, polls and
-        heartbeats included (no TLS on loopback). The difference of two readings is what a device moved
-        between them, provided the connections (their local ports) are the same.
-        """
-        out = subprocess.run(
-            ["ss", "-tinpH", "state", "established", "dst", f"127.0.0.1:{self.port}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        index = {self.supernode(i).pid: i for i in range(len(self.client_dirs))}
-        got: dict[int, dict[str, Any]] = {i: {"down": 0, "up": 0, "connections": []} for i in index.values()}
-        owner = None
-        for line in out.splitlines():
-            if not line[:1].isspace():  # "Recv-Q Send-Q local peer users:((name,pid=N,fd=M))"
-                pid = re.search(r"pid=(\d+)", line)
-                owner = index.get(int(pid.group(1))) if pid else None
-                if owner is not None:
-                    got[owner]["connections"].append(int(line.split()[2].rsplit(":", 1)[1]))
-            elif owner is not None:  # the tcp_info line of that socket
-                for key, field in (("down", "bytes_received"), ("up", "bytes_acked")):
-                    m = re.search(rf"\b{field}:(\d+)", line)
-                    got[owner][key] += int(m.group(1)) if m else 0
-        return got
-
     @staticmethod
     def _kill(proc: subprocess.Popen, grace: float = 5.0) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -346,6 +359,15 @@ class Loopback:
                 break
             except subprocess.TimeoutExpired:
                 continue
+
+    def wire_bytes(self) -> list[dict[str, int]]:
+        """Bytes each SuperNode has received (``down``) and sent (``up``) on TCP to the SuperLink so far
+        (``count_wire = True``): see :class:`keyboard_fl.flower.traffic.TcpRelay`."""
+        return [r.counts() for r in self.relays]
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by this federation's processes (:func:`cpu_seconds_in_sessions`)."""
+        return cpu_seconds_in_sessions(self.sessions())
 
     def sessions(self) -> set[int]:
         return {p.pid for p in self.procs}  # start_new_session: pid == sid == pgid
@@ -363,6 +385,8 @@ class Loopback:
                 except ProcessLookupError:
                     pass
             time.sleep(0.2)
+        for relay in self.relays:
+            relay.close()
         if left:
             raise RuntimeError(f"processes still alive after teardown: {left}")
 

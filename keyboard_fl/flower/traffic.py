@@ -15,12 +15,20 @@ filed under its kind: the SecAgg+ stage named in its ``secaggplus_configs``
 record (``setup``, ``share_keys``, ``collect_masked_vectors``, ``unmask``),
 else its message type (``train``, ``evaluate``); a reply goes under the kind
 of the instruction it answers.
+
+:class:`TcpRelay` counts the other layer: a relay on 127.0.0.1 between one
+SuperNode and the SuperLink that forwards every TCP connection the node opens
+and counts the bytes each way (gRPC, HTTP/2 and protobuf framing, polls,
+heartbeats and reconnections included; no TLS on loopback).
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterable
+import socket
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from flwr.app import Message
@@ -28,7 +36,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.serverapp import Grid
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
-__all__ = ["CountingGrid", "message_bytes", "message_kind"]
+__all__ = ["CountingGrid", "TcpRelay", "message_bytes", "message_kind"]
 
 
 def message_bytes(msg: Message) -> int:
@@ -103,3 +111,85 @@ class CountingGrid:
         tmp = self._path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.summary(), indent=1))
         tmp.replace(self._path)
+
+
+class TcpRelay:
+    """Listens on a free 127.0.0.1 port and relays each connection to ``target()``, counting bytes each way.
+
+    ``counts()`` is ``{"down": bytes target → client, "up": client → target, "connections": opened}``
+    since the relay started, over every connection, closed or open. Threads, one per direction and
+    connection; :meth:`close` stops accepting and closes every connection.
+    """
+
+    def __init__(self, target: Callable[[], tuple[str, int]], bufsize: int = 1 << 16):
+        self._target, self._bufsize = target, bufsize
+        self._lock = threading.Lock()
+        self._counts = {"down": 0, "up": 0, "connections": 0}
+        self._socks: list[socket.socket] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, name=f"relay-{self.port}", daemon=True).start()
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self._target())
+            except OSError:
+                client.close()
+                continue
+            pair = [client, upstream]
+            with self._lock:
+                self._counts["connections"] += 1
+                self._socks += pair
+            # When both directions have ended, close the pair.
+            done = threading.Barrier(2, action=functools.partial(self._drop, pair))
+            for src, dst, key in ((client, upstream, "up"), (upstream, client, "down")):
+                threading.Thread(target=self._pump, args=(src, dst, key, done), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, key: str, done: threading.Barrier) -> None:
+        try:
+            while data := src.recv(self._bufsize):
+                dst.sendall(data)
+                with self._lock:
+                    self._counts[key] += len(data)
+        except OSError:
+            pass
+        try:
+            dst.shutdown(socket.SHUT_WR)  # pass the end of stream on
+        except OSError:
+            pass
+        try:
+            done.wait()
+        except threading.BrokenBarrierError:
+            pass
+
+    def _drop(self, pair: list[socket.socket]) -> None:
+        with self._lock:
+            self._socks = [s for s in self._socks if s not in pair]
+        for sock in pair:
+            sock.close()
+
+    def close(self) -> None:
+        self._closed = True
+        try:
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
+        self._server.close()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the pumps blocked in recv
+            except OSError:
+                pass
+            sock.close()
