@@ -58,7 +58,7 @@ its bound, with Flower's own quantizer: ``n`` random updates of norm ``C'``
 
 The machine is shared (2 cores; see the load averages per run). Usage::
 
-    .venv/bin/python benchmarks/bench_secagg.py --clients 4 --rounds 3 --reps 1     # one pair: 24 min at load ~12
+    .venv/bin/python benchmarks/bench_secagg.py --clients 4 --rounds 3 --reps 1     # one pair: 16.5 min at load 8–15
     .venv/bin/python benchmarks/bench_secagg.py --clients 4 8 --rounds 3 --reps 2   # ABBA, both cohorts: longer
     .venv/bin/python benchmarks/bench_secagg.py --in-process --clients 4 --rounds 3
 
@@ -443,7 +443,8 @@ def markdown(report: dict) -> str:
         pc, sc = p["cpu_s_per_round_median"], s["cpu_s_per_round_median"]
         loads = p["load_average_1min"] + s["load_average_1min"]
         lines += [
-            f"**{k} devices, {res['rounds']} rounds, {res['reps']} runs per mode (ABBA), "
+            f"**{k} devices, {res['rounds']} rounds, {res['reps']} run{'s' if res['reps'] > 1 else ''} per mode "
+            f"({'ABBA' if res['reps'] > 1 else 'plain, then SecAgg+'}), "
             f"load average (1 min) {min(loads):.1f}–{max(loads):.1f} at the runs' starts**",
             "",
             "| per round (bytes and messages: per device) | plain DP-FedAvg | SecAgg+ | SecAgg+ / plain |",
@@ -500,11 +501,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, nargs="+", default=[4], help="SuperNodes (one federation each)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--reps", type=int, default=2, help="ABBA pairs of (plain, SecAgg+) runs per federation")
+    ap.add_argument("--reps", type=int, default=1, help="ABBA pairs of (plain, SecAgg+) runs per federation")
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--work", type=Path, default=None, help="keep corpora, logs and run dirs here (default: temp)")
     ap.add_argument("--in-process", action="store_true", help="no SuperLink: bytes and protocol compute only")
+    ap.add_argument("--markdown-from", type=Path, default=None, help="only rewrite the .md table of this JSON")
     a = ap.parse_args(argv)
+    if a.markdown_from:
+        a.markdown_from.with_suffix(".md").write_text(markdown(json.loads(a.markdown_from.read_text())) + "\n")
+        return 0
     if a.in_process and a.out == OUT:
         a.out = OUT.with_name("secagg_in_process.json")
     t0 = time.perf_counter()
