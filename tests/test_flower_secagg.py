@@ -32,6 +32,7 @@ from keyboard_fl.flower.secagg import SecAggParams, clip_for_secagg, device_mod,
 from keyboard_fl.flower.secagg_server import run_secagg  # noqa: E402
 from keyboard_fl.flower.strategy import DpFedAvg  # noqa: E402
 from keyboard_fl.flower.task import FlowerSettings, LocalTask, abstract_model, arrays_to_params, params_to_arrays  # noqa: E402
+from keyboard_fl.flower.traffic import CountingGrid, message_bytes  # noqa: E402
 from keyboard_fl.models import ModelConfig  # noqa: E402
 from keyboard_fl.privacy import PrivacyLedger, epsilon  # noqa: E402
 
@@ -141,7 +142,7 @@ def _run(tmp_path, n_devices: int, drop, monkeypatch, rounds: int = 1, z: float 
         node_config = {"drop-in-round": 1} if i in (drop if isinstance(drop, tuple) else (drop,)) else {}
         ctx = Context(run_id=1, node_id=1000 + i, node_config=node_config, state=RecordDict(), run_config=run_config)
         apps[1000 + i] = (_client_app(updates[i], template), ctx)
-    grid = InProcessGrid(apps)
+    grid = CountingGrid(InProcessGrid(apps))  # weighs every message (attributes pass through)
     settings = FlowerSettings(
         num_users=n_devices,
         clients_per_round=float(n_devices),
@@ -254,6 +255,24 @@ def test_strategy_gets_only_the_sum_and_releases_it_like_dp_fedavg(tmp_path, mon
     M, R = p.modulus_range, p.quantization_range
     for v in masked:  # uniform over Z_M, while a quantized update sits within [0, R] (R/M = 1/1024)
         assert abs(v.astype(np.float64).mean() / M - 0.5) < 0.05 and np.mean(v <= R) < 0.01
+
+
+@pytest.mark.usefixtures("_task_identity")
+def test_traffic_is_counted_per_secagg_stage(tmp_path, monkeypatch):
+    n = 4
+    template, _, _, grid, _, _ = _run(tmp_path, n, 2, monkeypatch)  # device 2 drops before its masked vector
+    kinds = grid.per_kind
+    assert list(kinds) == ["setup", "share_keys", "collect_masked_vectors", "unmask"]
+    assert [kinds[k]["messages_down"] for k in kinds] == [n, n, n, n - 1]  # the dropout is not asked to unmask
+    assert [kinds[k]["messages_up"] for k in kinds] == [n, n, n - 1, n - 1]
+    for key in ("down", "up", "messages_down", "messages_up"):  # the same messages, filed two ways
+        assert sum(r[key] for r in kinds.values()) == sum(r[key] for r in grid.per_node.values())
+    # The model travels down in the masked-vector stage; a masked vector (d uint32 words and more) travels up.
+    d = int(_flat(jax.tree.leaves(template)).size)
+    model = message_bytes(Message(RecordDict({"arrays": params_to_arrays(template)}), 1000, "train"))
+    assert kinds["collect_masked_vectors"]["down"] > n * model
+    assert kinds["collect_masked_vectors"]["up"] > (n - 1) * 4 * d
+    assert kinds["setup"]["down"] < n * 1000 and kinds["setup"]["up"] < n * 1000  # configs and two public keys
 
 
 @pytest.mark.usefixtures("_task_identity")

@@ -48,7 +48,15 @@ from typing import Any
 
 from keyboard_fl.flower import APP_DIR
 
-__all__ = ["Loopback", "Prepared", "free_port", "prepare", "processes_in_sessions"]
+__all__ = [
+    "Loopback",
+    "Prepared",
+    "cpu_seconds_in_sessions",
+    "free_port",
+    "loopback_run_config",
+    "prepare",
+    "processes_in_sessions",
+]
 
 BIN = Path(sys.executable).parent  # flower-superlink, flower-supernode, flwr next to this python
 
@@ -164,6 +172,33 @@ def processes_in_sessions(sids: set[int]) -> list[int]:
     return out
 
 
+def cpu_seconds_in_sessions(sids: set[int]) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by the processes whose session id is in ``sids`` (Linux /proc).
+
+    ``apps``: the ``flwr-clientapp``/``flwr-serverapp`` processes (one per message, one per run), live,
+    exited (zombies) or reaped by their SuperExec (its ``cutime``/``cstime``). ``infrastructure``: the
+    long-lived processes themselves (SuperLink, SuperNodes, SuperExecs, the ``flwr`` CLI): routing,
+    polling and heartbeats, which grow with wall time. ``total``: both.
+    """
+    apps = infra = 0
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            stat = (p / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[3]) not in sids:
+            continue
+        own, reaped = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])  # utime stime cutime cstime
+        apps += reaped + (own if comm.startswith("flwr-") else 0)
+        infra += 0 if comm.startswith("flwr-") else own
+    tck = os.sysconf("SC_CLK_TCK")
+    return {"apps": apps / tck, "infrastructure": infra / tck, "total": (apps + infra) / tck}
+
+
 class Loopback:
     """A SuperLink and one SuperNode per client dir, each in its own session, on free ports.
 
@@ -181,8 +216,11 @@ class Loopback:
         env: Mapping[str, str] | None = None,
         database: str | Path | None = None,
         node_config: Mapping[int, str] | None = None,
+        count_wire: bool = False,
     ):
         self.work = Path(work)
+        self.count_wire = count_wire  # each SuperNode dials the SuperLink through a byte-counting relay
+        self.relays: list = []  # keyboard_fl.flower.traffic.TcpRelay per client, when count_wire
         self.database = Path(database) if database else None  # SuperLink state file: survives a restart
         self.node_config = dict(node_config or {})  # extra --node-config entries per client index (e.g. faults)
         self.client_dirs = [Path(d) for d in client_dirs]
@@ -236,14 +274,19 @@ class Loopback:
         )
         link = self._spawn_superlink("superlink")
         _wait_port(self.port, timeout, link)
+        if self.count_wire:
+            from keyboard_fl.flower.traffic import TcpRelay
+
+            self.relays = [TcpRelay(lambda: ("127.0.0.1", self.port)) for _ in self.client_dirs]
         for i, d in enumerate(self.client_dirs):
+            superlink = f"127.0.0.1:{self.relays[i].port if self.relays else self.port}"
             self._spawn(
                 f"supernode-{i}",
                 [
                     str(BIN / "flower-supernode"),
                     "--insecure",
                     "--superlink",
-                    f"127.0.0.1:{self.port}",
+                    superlink,
                     "--host",
                     "127.0.0.1",
                     "--port",
@@ -276,14 +319,20 @@ class Loopback:
         _wait_port(self.port, timeout, link)
         return link
 
-    def run(self, run_config: Mapping[str, Any], *, timeout: float = 600.0) -> subprocess.CompletedProcess:
-        """``flwr run APP loopback --stream`` with ``run_config`` overrides; waits for the run to end."""
+    def run(
+        self, run_config: Mapping[str, Any], *, timeout: float = 600.0, name: str = "flwr_run"
+    ) -> subprocess.CompletedProcess:
+        """``flwr run APP loopback --stream`` with ``run_config`` overrides; waits for the run to end.
+
+        Runs may follow one another on the same SuperLink and SuperNodes; ``name`` names the
+        run's log (``logs/NAME.log``) and its run-config file."""
         self.work.mkdir(parents=True, exist_ok=True)
-        overrides = self.work / "run_config.toml"
+        overrides = self.work / f"{name}_config.toml"
         overrides.write_text("".join(f"{k} = {_toml_value(v)}\n" for k, v in run_config.items()))
         args = [str(BIN / "flwr"), "run", str(self.app_dir), "loopback", "--stream", "--run-config", str(overrides)]
         self.logs.mkdir(parents=True, exist_ok=True)
-        with open(self.logs / "flwr_run.log", "wb") as log:
+        log_path = self.logs / f"{name}.log"
+        with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.work, start_new_session=True
             )
@@ -293,7 +342,7 @@ class Loopback:
             except subprocess.TimeoutExpired:
                 self._kill(proc)
                 raise TimeoutError(f"flwr run did not finish in {timeout}s; see {self.logs}") from None
-        out = (self.logs / "flwr_run.log").read_text(errors="replace")
+        out = log_path.read_text(errors="replace")
         if proc.returncode != 0:
             raise RuntimeError(f"flwr run exited with {proc.returncode}:\n{out[-3000:]}")
         return subprocess.CompletedProcess(args, proc.returncode, out, "")
@@ -311,6 +360,15 @@ class Loopback:
             except subprocess.TimeoutExpired:
                 continue
 
+    def wire_bytes(self) -> list[dict[str, int]]:
+        """Bytes each SuperNode has received (``down``) and sent (``up``) on TCP to the SuperLink so far
+        (``count_wire = True``): see :class:`keyboard_fl.flower.traffic.TcpRelay`."""
+        return [r.counts() for r in self.relays]
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds used so far by this federation's processes (:func:`cpu_seconds_in_sessions`)."""
+        return cpu_seconds_in_sessions(self.sessions())
+
     def sessions(self) -> set[int]:
         return {p.pid for p in self.procs}  # start_new_session: pid == sid == pgid
 
@@ -327,8 +385,21 @@ class Loopback:
                 except ProcessLookupError:
                     pass
             time.sleep(0.2)
+        for relay in self.relays:
+            relay.close()
         if left:
             raise RuntimeError(f"processes still alive after teardown: {left}")
+
+
+def loopback_run_config(prep: Prepared, work: str | Path, run_dir: str | Path, **overrides: Any) -> dict[str, Any]:
+    """The run config of one ``flwr run`` over ``prep``'s files: its ``run-dir``, the XLA cache shared by every
+    run under ``work`` (``work/jax_cache``), and ``overrides`` (``num_rounds=3`` → ``num-rounds = 3``)."""
+    return {
+        **prep.run_config,
+        "run-dir": str(run_dir),
+        "jax-cache": str(Path(work) / "jax_cache"),
+        **{k.replace("_", "-"): v for k, v in overrides.items()},
+    }
 
 
 def run_loopback(
@@ -345,12 +416,7 @@ def run_loopback(
     work = Path(work)
     prep = prepare(work, num_clients, preset_name=preset_name, seed=seed)
     run_dir = work / "run"
-    run_config = {
-        **prep.run_config,
-        "run-dir": str(run_dir),
-        "jax-cache": str(work / "jax_cache"),
-        **{k.replace("_", "-"): v for k, v in overrides.items()},
-    }
+    run_config = loopback_run_config(prep, work, run_dir, **overrides)
     t0 = time.perf_counter()
     with Loopback(work, prep.client_dirs, node_config=node_config) as lb:
         lb.run(run_config, timeout=timeout)
