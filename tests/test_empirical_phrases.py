@@ -40,17 +40,26 @@ def _cfg(mode: str, **fed):
     return cfg
 
 
+_FED = {"central": {}, "fedavg": {}, "dp-fedavg": {"target_epsilon": 1.0}}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Finished central, FedAvg and DP-FedAvg (ε = 1) runs with phrase canaries (and canary clients)."""
+    """``runs[mode]``: a finished run with phrase canaries (and canary clients), trained on first use.
+
+    Central, FedAvg and DP-FedAvg at ε = 1; each test pays for the run it reads first (~40 s of CPU each).
+    """
     from keyboard_fl.train.run import run
 
     root = tmp_path_factory.mktemp("empirical")
-    out = {}
-    for mode, fed in (("central", {}), ("fedavg", {}), ("dp-fedavg", {"target_epsilon": 1.0})):
-        out[mode] = root / mode
-        run(_cfg(mode, **fed), out[mode], log=lambda s: None)
-    return out
+
+    class Runs(dict):
+        def __missing__(self, mode):
+            run(_cfg(mode, **_FED[mode]), root / mode, log=lambda s: None)
+            self[mode] = root / mode
+            return self[mode]
+
+    return Runs()
 
 
 # --- drawing and planting -----------------------------------------------------------------------------------
@@ -147,11 +156,11 @@ def test_main_job_reports_empirical_epsilon_of_its_runs(runs, tmp_path):
     from keyboard_fl.cli import app
 
     out = tmp_path / "main"
-    for mode, d in runs.items():
-        shutil.copytree(d, out / mode)
+    for mode in _FED:
+        shutil.copytree(runs[mode], out / mode)
     res = CliRunner().invoke(app, ["main", "--out", str(out), "--preset", "tiny"])
     assert res.exit_code == 0, res.output
     assert "Empirical privacy" in res.output and "given" in res.output and "phrases" in res.output
-    for mode in runs:
+    for mode in _FED:
         audit = json.loads((out / mode / "metrics.json").read_text())["audit"]
         assert "phrases" in audit and ("empirical" in audit) == (mode != "central")

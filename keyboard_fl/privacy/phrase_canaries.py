@@ -43,8 +43,8 @@ _PATH = 1  # stream path of the phrases under CANARIES / CANARY_PLACEMENT (the S
 class PhraseCanaryConfig:
     """Planted phrases for the empirical-ε audit of any mode (central included)."""
 
-    count: int = 1000  # phrases drawn (in + out); about half are planted
-    repetitions: int = 10  # times a planted phrase is typed by its carrier
+    count: int = 200  # phrases drawn (in + out); about half are planted
+    repetitions: int = 50  # times a planted phrase is typed by its carrier (the Secret Sharer canaries: 1, 50, 500)
     prefix: str = "my secret words are"  # the template's fixed words
     words: int = 2  # random words after the prefix (a phrase is unique by them)
     confidence: float = 0.95  # confidence level of the one-run lower bound ε_lower
