@@ -135,7 +135,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/privacy_utility"))
     ap.add_argument("--results", type=Path, default=RESULTS)
     args = ap.parse_args()
-    # The main job's exact configuration (it plants the audit's 3 canary users), so its runs are cells here.
+    # The main job's configuration as its finished cells here were trained: the preset plus the audit's 3
+    # canary users. Deliberately without the empirical-ε audit the main job now adds (`keyboard-fl main`'s
+    # _with_main_empirical: phrase canaries and canary clients, not part of any preset): those change the
+    # training data and the rounds' sums, so main-job runs trained since then are no longer cells of this table.
     base = dataclasses.replace(preset("default"), canaries=CanaryConfig(seed=0))
     if args.users:
         base = dataclasses.replace(base, population=PopulationConfig(seed=base.seed, num_train_users=args.users))

@@ -168,18 +168,36 @@ def audit_run(run_dir: str | Path) -> dict:
         suggester.graphdef, suggester.params, suggester.tokenizer, suggester, canaries, refs, cfg.canaries.prefix
     )
     # The public-only starting point, scored the same way: how likely each secret was before any private data.
-    if cfg.pretrain.steps > 0:
-        from keyboard_fl import checkpoint
+    public_params = public_start(cfg, suggester, run_dir)
+    if public_params is not None:
         from keyboard_fl.suggest import Suggester
-        from keyboard_fl.train.run import pretrained_cache_dir
 
-        found = checkpoint.load_latest(pretrained_cache_dir(cfg, suggester.tokenizer, run_dir), suggester.params)
-        if found is not None:
-            public = Suggester(suggester.graphdef, found[1], suggester.tokenizer)
-            base = audit(suggester.graphdef, found[1], suggester.tokenizer, public, canaries, refs, cfg.canaries.prefix)
-            for row, b in zip(result["canaries"], base["canaries"]):
-                row["public_only_rank"], row["public_only_exposure"] = b["rank"], b["exposure"]
-    empirical = (metrics.get("audit") or {}).get("empirical") if isinstance(metrics.get("audit"), dict) else None
-    metrics["audit"] = {**result, "empirical": empirical} if empirical else result  # keep the empirical-ε audit
+        public = Suggester(suggester.graphdef, public_params, suggester.tokenizer)
+        base = audit(
+            suggester.graphdef, public_params, suggester.tokenizer, public, canaries, refs, cfg.canaries.prefix
+        )
+        for row, b in zip(result["canaries"], base["canaries"]):
+            row["public_only_rank"], row["public_only_exposure"] = b["rank"], b["exposure"]
+    metrics["audit"] = {**kept_audits(metrics), **result}  # keep the empirical-ε audits
     write_json(run_dir / METRICS_FILE, metrics)
     return result
+
+
+EMPIRICAL_KEYS = ("empirical", "phrases")  # metrics["audit"] entries of the empirical-ε audits
+
+
+def kept_audits(metrics: dict) -> dict:
+    """The empirical-ε entries of ``metrics["audit"]``, kept when the Secret Sharer audit rewrites it."""
+    audit = metrics.get("audit") if isinstance(metrics.get("audit"), dict) else {}
+    return {k: audit[k] for k in EMPIRICAL_KEYS if audit.get(k) is not None}
+
+
+def public_start(cfg, suggester, run_dir: Path):
+    """The public-pretrained parameters every mode started from (the shared cache), or None without pretraining."""
+    if cfg.pretrain.steps <= 0:
+        return None
+    from keyboard_fl import checkpoint
+    from keyboard_fl.train.run import pretrained_cache_dir
+
+    found = checkpoint.load_latest(pretrained_cache_dir(cfg, suggester.tokenizer, run_dir), suggester.params)
+    return None if found is None else found[1]

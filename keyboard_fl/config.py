@@ -17,6 +17,7 @@ from keyboard_fl.data import PopulationConfig
 from keyboard_fl.models.config import ModelConfig
 from keyboard_fl.privacy.canaries import CanaryConfig
 from keyboard_fl.privacy.empirical import CanaryClientConfig
+from keyboard_fl.privacy.phrase_canaries import PhraseCanaryConfig
 from keyboard_fl.runs import CENTRAL, DP_FEDAVG, MODES
 from keyboard_fl.tokenizer import TokenizerConfig
 from keyboard_fl.train.central import CentralConfig
@@ -191,6 +192,9 @@ class RunConfig:
     canary_clients: CanaryClientConfig | None = (
         None  # federated modes: insert canary clients with random-direction updates (empirical ε, keyboard-fl audit)
     )
+    phrase_canaries: PhraseCanaryConfig | None = (
+        None  # any mode: plant about half of many random phrases, score all by likelihood (empirical ε, keyboard-fl audit)
+    )
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -243,7 +247,11 @@ def _from_dict(cls, d: Any, where: str):
         raise ValueError(f"{where}: {e}") from None
 
 
-_OPTIONAL_SECTIONS = {"canaries": CanaryConfig, "canary_clients": CanaryClientConfig}  # sections that default to None
+_OPTIONAL_SECTIONS = {
+    "canaries": CanaryConfig,
+    "canary_clients": CanaryClientConfig,
+    "phrase_canaries": PhraseCanaryConfig,
+}  # sections that default to None
 
 
 def _has_defaults(cls) -> bool:

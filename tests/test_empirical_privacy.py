@@ -1,6 +1,7 @@
 """Empirical privacy: the estimators on hand-made scores with known answers, canary-client insertion, and
 the one-run lower bound never above the accounted ε of a real DP-FedAvg loop (toy model)."""
 
+import dataclasses
 import functools
 import math
 
@@ -11,7 +12,7 @@ import pytest
 from scipy import integrate
 from scipy.stats import norm
 
-from keyboard_fl.empirical_audit import audit_scores
+from keyboard_fl.empirical_audit import audit_canaries, audit_scores, schedule_scores
 from keyboard_fl.fl.canary_clients import CanaryPlan, canary_cosines, canary_direction, canary_sum, flatten
 from keyboard_fl.fl.round import AggregatorConfig, build_round, make_server_optimizer, server_init
 from keyboard_fl.privacy import epsilon
@@ -22,6 +23,7 @@ from keyboard_fl.privacy.empirical import (
     gaussian_pair_epsilon,
     gdp_epsilon,
     one_run_bound,
+    unamplified_epsilon,
 )
 from keyboard_fl.testing import toy_cohort, toy_init, toy_loss
 
@@ -82,6 +84,7 @@ def test_one_run_bound_perfect_separation_has_the_closed_form():
 
     assert closed_form(1001) - 1e-3 <= r["epsilon_lower"] <= closed_form(1) + 1e-3  # 3.91 ≤ ε_lower ≤ 5.11
     assert r["auroc"] == 1.0 and r["tpr_at_fpr"] == 1.0
+    assert r["epsilon_lower_max"] == pytest.approx(r["epsilon_lower"])  # perfect separation is the ceiling
 
 
 def test_one_run_bound_respects_a_known_randomized_response_epsilon():
@@ -92,6 +95,16 @@ def test_one_run_bound_respects_a_known_randomized_response_epsilon():
     r = one_run_bound(ins, outs, 1e-6)
     assert 0.5 < r["epsilon_lower"] <= 1.0
     assert one_run_bound(rng.normal(size=2000), rng.normal(size=2000), 1e-6)["epsilon_lower"] < 0.2
+
+
+def test_unamplified_epsilon_is_the_gaussian_mechanism_over_k_rounds():
+    """k rounds at multiplier z is one Gaussian mechanism at z/√k (dp-accounting agrees); no noise: ∞."""
+    z, delta = 1.3, 1e-6
+    acc = dp_accounting.pld.PLDAccountant(value_discretization_interval=1e-4)
+    acc.compose(dp_accounting.GaussianDpEvent(z), 3)
+    assert unamplified_epsilon(z, 3, delta) == pytest.approx(acc.get_epsilon(delta), rel=2e-3)
+    assert unamplified_epsilon(z, 3, delta) == pytest.approx(gdp_epsilon(math.sqrt(3) / z, delta))
+    assert unamplified_epsilon(0.0, 1, delta) == math.inf and unamplified_epsilon(z, 0, delta) == 0.0
 
 
 # --- canary clients in the round --------------------------------------------------------------------------
@@ -129,6 +142,43 @@ def test_canary_plan_splits_and_samples_with_q():
     assert np.array_equal(np.asarray(plan.slots(7).ids), np.asarray(_slots(plan_count=400, q=0.25)[0].slots(7).ids))
 
 
+def test_coin_assignment_and_schedules_are_independent_of_the_coins():
+    """ "coin": an independent fair coin per direction. Held-out directions get a schedule of their own with the
+    same Poisson(q) law; inserted ones replay training's draw exactly."""
+    plan = CanaryPlan(CanaryClientConfig(count=2000, assignment="coin"), 5, 0.1, C)
+    assert 900 < len(plan.inserted) < 1100 and not set(plan.inserted) & set(plan.held_out)
+    sched = plan.schedules(30)
+    for r in (0, 17):
+        s = plan.slots(r)
+        assert set(np.flatnonzero(sched[plan.inserted, r])) == {
+            int(np.searchsorted(plan.inserted, j)) for j in np.asarray(s.ids)[np.asarray(s.mask)]
+        }
+    for side in (plan.inserted, plan.held_out):
+        assert sched[side].mean() == pytest.approx(0.1, rel=0.05)  # 30 rounds x ~1000 directions each
+    assert not np.array_equal(sched[plan.inserted[:500]], sched[plan.held_out[:500]])
+    half = CanaryPlan(CanaryClientConfig(count=400), 5, 0.1, C)
+    assert len(half.inserted) == 200  # the original assignment, kept for older runs
+
+
+def test_canary_sum_skips_padding_and_equals_the_explicit_sum():
+    params = toy_init(jax.random.key(0))
+    _, slots = _slots(plan_count=64, q=0.2)
+    ids, mask = np.asarray(slots.ids), np.asarray(slots.mask)
+    assert 0 < mask.sum() < mask.size
+    got, n = canary_sum(slots, params, 0.1)
+    want = sum(min(C, 0.1) * flatten(canary_direction(slots.base_key, int(j), params)) for j in ids[mask])
+    np.testing.assert_allclose(flatten(got), want, rtol=1e-5, atol=1e-7)
+    assert int(n) == mask.sum()
+
+
+def test_schedule_scores_scale_the_sum_by_sqrt_k():
+    cos = np.array([[1.0, 2.0, 4.0], [3.0, 0.0, 5.0]])
+    sched = np.array([[True, True, False], [False, False, True]])
+    np.testing.assert_allclose(schedule_scores(cos, sched), [3 / math.sqrt(2), 5.0])
+    with pytest.raises(ValueError):
+        schedule_scores(cos, np.zeros_like(sched))
+
+
 @pytest.mark.parametrize("agg", [DP, AggregatorConfig(mode="fedavg")], ids=["dp", "fedavg"])
 def test_canaries_change_only_the_sum_real_users_are_untouched(agg):
     """Same cohort, same key: every real-user statistic is identical, and the new params differ from the
@@ -156,9 +206,9 @@ def test_canaries_change_only_the_sum_real_users_are_untouched(agg):
 # --- the one-run bound stays below the accounted ε on a real DP-FedAvg loop -------------------------------
 
 
-def _audit(agg, rounds=12, q=0.5, count=400, seed=0):
+def _audit(agg, rounds=12, q=0.5, count=400, seed=0, assignment="half"):
     params = toy_init(jax.random.key(1))
-    plan = CanaryPlan(CanaryClientConfig(count=count), seed, q, C)
+    plan = CanaryPlan(CanaryClientConfig(count=count, assignment=assignment), seed, q, C)
     fn = _round(agg)
     state = server_init(params, SGD)
     iterates = [flatten(params)]
@@ -168,8 +218,14 @@ def _audit(agg, rounds=12, q=0.5, count=400, seed=0):
         iterates.append(flatten(state.params))
     it = np.stack(iterates)
     deltas = np.concatenate([it[-1:] - it[:1], np.diff(it, axis=0)])
-    cos = canary_cosines(seed, count, params, deltas)
-    return audit_scores(cos, plan.inserted, plan.held_out, 1e-5, plan.config)
+    if assignment == "half":  # the schedule-blind audit over every direction, as before
+        cos = canary_cosines(seed, count, params, deltas)
+        return audit_scores(cos, plan.inserted, plan.held_out, 1e-5, plan.config)
+    dp = agg.mode == "dp-fedavg"
+    metrics = {"mode": agg.mode, "mechanism": {"name": "dp-fedavg", "noise_multiplier": agg.noise_multiplier}}
+    return audit_canaries(
+        plan, rounds, lambda ids: canary_cosines(seed, ids, params, deltas), metrics if dp else {}, 1e-5
+    )
 
 
 def test_one_run_bound_is_below_the_accounted_epsilon_and_large_without_noise():
@@ -180,3 +236,21 @@ def test_one_run_bound_is_below_the_accounted_epsilon_and_large_without_noise():
     for stat in ("final_model", "all_iterates"):
         assert dp[stat]["epsilon_lower"] <= eps, (stat, dp[stat], eps)
         assert nodp[stat]["epsilon_lower"] > 2.0 and nodp[stat]["epsilon_est"] > 5 * dp[stat]["epsilon_est"]
+
+
+def test_given_schedule_bound_is_below_the_unamplified_epsilon_and_large_without_noise():
+    """Scoring each canary on the rounds it was (or would have been) sampled in: with noise the bound stays under
+    the Gaussian mechanism's ε over that many rounds; without noise (and in FedAvg) it is large."""
+    q, rounds = 0.1, 12
+    z = 1.0
+    noisy = _audit(dataclasses.replace(DP, noise_multiplier=z), rounds, q, count=1200, assignment="coin")
+    g = noisy["given_schedule"]
+    assert g["compared_epsilon"] == pytest.approx(unamplified_epsilon(z, g["max_participations"], 1e-5))
+    assert g["in_canaries"] > 100 and g["out_canaries"] > 100  # ~72% of the directions have a scheduled round
+    assert g["epsilon_lower"] <= g["compared_epsilon"], g
+    assert noisy["final_model"]["epsilon_lower"] <= epsilon(z, q, rounds, 1e-5)
+    for agg in (dataclasses.replace(DP, noise_multiplier=0.0), AggregatorConfig(mode="fedavg")):
+        g0 = _audit(agg, rounds, q, count=1200, assignment="coin")["given_schedule"]
+        assert g0["compared_epsilon"] == math.inf
+        assert g0["epsilon_lower"] > 2.0 and g0["epsilon_lower"] >= 0.8 * g0["epsilon_lower_max"], g0
+        assert g0["epsilon_est"] > 5 * g["epsilon_est"], (g0, g)

@@ -142,3 +142,28 @@ def _audit_table(runs: list[Path]) -> Table:
     from keyboard_fl.audit import audit_run
 
     return audit_table({str(d.name): (audit_run(d), run_dirs.load_metrics(d)) for d in runs})
+
+
+def _trained_with(run_dir: Path, section: str) -> bool:
+    """Whether the run's config.json has ``section`` set (canaries, canary_clients, phrase_canaries)."""
+    import json
+
+    path = run_dir / run_dirs.CONFIG_FILE
+    return path.exists() and json.loads(path.read_text()).get(section) is not None
+
+
+def _empirical_audits(runs: list[Path]) -> dict[str, dict]:
+    """The empirical-ε audits (canary clients, planted phrases) of the runs trained for them, saved in metrics.json."""
+    from keyboard_fl.empirical_audit import empirical_audit_run
+    from keyboard_fl.phrase_audit import phrase_audit_run
+
+    out = {}
+    for d in runs:
+        a = {}
+        if _trained_with(d, "canary_clients"):
+            a["empirical"] = empirical_audit_run(d)
+        if _trained_with(d, "phrase_canaries"):
+            a["phrases"] = phrase_audit_run(d)
+        if a:
+            out[d.name] = a
+    return out

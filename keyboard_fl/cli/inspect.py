@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from keyboard_fl import runs as run_dirs
-from keyboard_fl.cli.common import MAIN_DIR, _audit_table, _fail, _guard, app, console
+from keyboard_fl.cli.common import MAIN_DIR, _audit_table, _empirical_audits, _fail, _guard, _trained_with, app, console
 from keyboard_fl.runs import DP_FEDAVG, privacy_label
 from keyboard_fl.tables import pct, results_table
 
@@ -70,29 +70,25 @@ predict = app.command("predict", help="Alias of suggest.")(suggest)
 @_guard
 def audit(
     runs: list[Path] = typer.Argument(
-        ..., help="run directories trained with --canaries and/or --canary-clients (e.g. central, fedavg, dp-fedavg)"
+        ...,
+        help="run directories trained with --canaries, --canary-clients and/or --phrase-canaries "
+        "(e.g. central, fedavg, dp-fedavg)",
     ),
 ):
     """Memorization audit (Secret Sharer canaries, Carlini et al. 2019) and empirical ε beside the accounted ε
-    (canary clients: ε_est, Andrew et al. 2024; one-run lower bound ε_lower, Steinke et al. 2023)."""
-    import json
-
-    from keyboard_fl.empirical_audit import empirical_audit_run
-    from keyboard_fl.runs import CONFIG_FILE
+    (canary clients, Andrew et al. 2024, and planted phrases: ε_est; one-run lower bound ε_lower, Steinke et al. 2023)."""
     from keyboard_fl.tables import empirical_table
 
-    def trained_with(d: Path, section: str) -> bool:
-        return (d / CONFIG_FILE).exists() and json.loads((d / CONFIG_FILE).read_text()).get(section) is not None
-
-    secret = [d for d in runs if trained_with(d, "canaries")]
-    clients = [d for d in runs if trained_with(d, "canary_clients")]
+    kinds = ("canaries", "canary_clients", "phrase_canaries")
     for d in runs:
-        if d not in secret and d not in clients:
-            _fail(f"{d}: trained without canaries; train with --canaries or --canary-clients N to audit it")
+        if not any(_trained_with(d, k) for k in kinds):
+            _fail(f"{d}: trained without canaries; train with --canaries, --canary-clients N or --phrase-canaries K")
+    secret = [d for d in runs if _trained_with(d, "canaries")]
     if secret:
         console.print(_audit_table(secret))
-    if clients:
-        console.print(empirical_table({d.name: empirical_audit_run(d) for d in clients}))
+    empirical = _empirical_audits(runs)
+    if empirical:
+        console.print(empirical_table(empirical))
 
 
 @app.command()

@@ -22,8 +22,18 @@ unchanged too. Each canary is itself a client with sensitivity C sampled with
 probability q, so the accounted ε also bounds what the model reveals about a
 canary: that is what the audit measures.
 
-After training, :func:`canary_cosines` scores every direction, inserted or
-not, against the released model deltas.
+After training, :func:`canary_cosines` scores directions, inserted or not,
+against the released model deltas.
+
+Schedules. A never-inserted canary also gets the rounds it *would* have been
+sampled in: the same Poisson(q) draw each round over the held-out directions
+(stream ``CANARY_COHORT``, path = round, 1). Given the in/out assignment, every
+direction's schedule is then i.i.d. Bernoulli(q) per round, so schedules are
+independent of the coins and an auditor may use them
+(:meth:`CanaryPlan.schedules`). A canary never scheduled looks the same in and
+out: conditioning on the schedule drops those and leaves the ones that can
+show something, at the price of comparing with the unamplified ε
+(:func:`keyboard_fl.privacy.empirical.unamplified_epsilon`).
 """
 
 from __future__ import annotations
@@ -68,14 +78,20 @@ def canary_direction(base_key: jax.Array, j: jax.Array | int, like: PyTree) -> P
 
 
 def canary_sum(slots: CanarySlots, like: PyTree, clip_norm: jax.Array | None) -> tuple[PyTree, jax.Array]:
-    """``(Σ_sampled clip(norm · u_j, C), number sampled)``; ``clip_norm`` None (FedAvg): no clipping."""
+    """``(Σ_sampled clip(norm · u_j, C), number sampled)``; ``clip_norm`` None (FedAvg): no clipping.
+
+    Padding slots are skipped (no direction is drawn for them); adding them as
+    zeros would give the same sum.
+    """
     scale = slots.norm if clip_norm is None else jnp.minimum(slots.norm, clip_norm)
+
+    def add(total, j):
+        u = canary_direction(slots.base_key, j, like)
+        return jax.tree.map(lambda t, x: t + scale * x, total, u)
 
     def one(total, slot):
         j, m = slot
-        u = canary_direction(slots.base_key, j, like)
-        w = jnp.where(m, scale, 0.0)
-        return jax.tree.map(lambda t, x: t + w * x, total, u), None
+        return jax.lax.cond(m, add, lambda t, _: t, total, j), None
 
     zeros = jax.tree.map(jnp.zeros_like, like)
     total, _ = jax.lax.scan(one, zeros, (slots.ids, slots.mask))
@@ -87,9 +103,15 @@ class CanaryPlan:
 
     def __init__(self, config: CanaryClientConfig, seed: int, sampling_prob: float, norm: float):
         self.config, self.seed, self.q, self.norm = config, seed, float(sampling_prob), float(norm)
-        order = generator(seed, Stream.CANARY_COHORT).permutation(config.count)
-        self.inserted = np.sort(order[: config.inserted]).astype(np.int32)  # the "in" canaries
-        self.held_out = np.sort(order[config.inserted :]).astype(np.int32)  # never inserted ("out")
+        if config.assignment == "coin":  # an independent fair coin per direction (Steinke et al. 2023)
+            coin = generator(seed, Stream.CANARY_COHORT, 1).random(config.count) < config.inserted_fraction
+            if coin.all() or not coin.any():  # both sides are needed to audit; a re-draw would depend on the coins
+                raise ValueError(f"canary_clients: all {config.count} coins fell on one side; use more canaries")
+            self.inserted, self.held_out = np.flatnonzero(coin).astype(np.int32), np.flatnonzero(~coin).astype(np.int32)
+        else:  # "half": a random subset of exactly `inserted` directions
+            order = generator(seed, Stream.CANARY_COHORT).permutation(config.count)
+            self.inserted = np.sort(order[: config.inserted]).astype(np.int32)  # the "in" canaries
+            self.held_out = np.sort(order[config.inserted :]).astype(np.int32)  # never inserted ("out")
         self.capacity = cohort_capacity(len(self.inserted), self.q, multiple=8)
 
     def slots(self, round_: int) -> CanarySlots:
@@ -104,30 +126,50 @@ class CanaryPlan:
             jnp.asarray(self.norm, jnp.float32),
         )
 
+    def schedules(self, rounds: int) -> np.ndarray:
+        """``bool[count, rounds]``: the rounds each direction is sampled in (inserted) or would be (held out).
+
+        Inserted rows replay training's draw (:meth:`slots`); held-out rows are
+        the same Poisson(q) draw over the held-out directions from their own
+        key (``CANARY_COHORT``, path = round, 1), never used in training.
+        """
+        out = np.zeros((self.config.count, rounds), bool)
+        cap = cohort_capacity(len(self.held_out), self.q, multiple=8)
+        for r in range(rounds):
+            s = self.slots(r)
+            out[np.asarray(s.ids)[np.asarray(s.mask)], r] = True
+            idx, mask, _ = sample_cohort_exact(
+                key(self.seed, Stream.CANARY_COHORT, r, 1), len(self.held_out), self.q, cap
+            )
+            out[self.held_out[np.asarray(idx)[np.asarray(mask)]], r] = True
+        return out
+
 
 def flatten(tree: PyTree) -> np.ndarray:
     """All leaves of a parameter pytree as one float32 vector (the order of ``jax.tree.leaves``)."""
     return np.concatenate([np.asarray(x, np.float32).ravel() for x in jax.tree.leaves(tree)])
 
 
-def canary_cosines(seed: int, count: int, like: PyTree, deltas: np.ndarray, chunk: int = 64) -> np.ndarray:
-    """``cos(u_j, deltas[t])`` for every canary ``j < count`` and row ``t``: float64 ``[count, T]``.
+def canary_cosines(seed: int, count, like: PyTree, deltas: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """``cos(u_j, deltas[t])`` for the canaries ``j`` and rows ``t``: float64 ``[len(ids), T]``.
 
+    ``count``: an int (canaries ``0 … count-1``) or an array of canary ids.
     ``deltas``: ``[T, d]`` flattened model deltas (:func:`flatten` order).
     """
+    ids = np.arange(count) if np.ndim(count) == 0 else np.asarray(count)
     deltas = jnp.asarray(np.atleast_2d(deltas), jnp.float32)
     norms = jnp.maximum(jnp.linalg.norm(deltas, axis=1), 1e-30)
+
+    @jax.jit  # deltas are an argument, not a baked-in constant (XLA would constant-fold them slowly)
+    def block(base, j, deltas, norms):
+        u = jax.vmap(lambda i: jnp.concatenate([x.ravel() for x in jax.tree.leaves(canary_direction(base, i, like))]))
+        return (u(j) @ deltas.T) / norms
+
     base = key(seed, Stream.CANARY_DIRECTIONS)
-
-    @jax.jit
-    def block(ids):
-        u = jax.vmap(lambda j: jnp.concatenate([x.ravel() for x in jax.tree.leaves(canary_direction(base, j, like))]))(
-            ids
-        )
-        return (u @ deltas.T) / norms
-
-    out = []
-    for s in range(0, count, chunk):
-        ids = np.arange(s, s + chunk, dtype=np.int32)
-        out.append(np.asarray(block(jnp.asarray(ids)), np.float64)[: max(0, min(chunk, count - s))])
+    out = [np.zeros((0, deltas.shape[0]))]
+    for s in range(0, len(ids), chunk):
+        part = ids[s : s + chunk]
+        padded = np.zeros(chunk, np.int32)
+        padded[: len(part)] = part
+        out.append(np.asarray(block(base, jnp.asarray(padded), deltas, norms), np.float64)[: len(part)])
     return np.concatenate(out)

@@ -97,8 +97,11 @@ class CanarySource:
     public split are untouched, so no evaluation or tokenizer text holds a secret.
     """
 
-    def __init__(self, source: UserSource, canaries: Sequence[Canary], prefix: str, seed: int):
+    def __init__(
+        self, source: UserSource, canaries: Sequence[Canary], prefix: str, seed: int, path: tuple[int, ...] = ()
+    ):
         self.source, self.canaries, self.prefix, self.seed = source, list(canaries), prefix, seed
+        self.path = tuple(path)  # appended to the placement stream's path (another set of canaries: other positions)
         self._by_user: dict[str, list[Canary]] = {}
         for c in self.canaries:
             for u in c.user_ids:
@@ -126,7 +129,7 @@ class CanarySource:
         if not planted:
             return user
         msgs = list(user.train)
-        rng = generator(self.seed, Stream.CANARY_PLACEMENT, user_hash(user.user_id))
+        rng = generator(self.seed, Stream.CANARY_PLACEMENT, user_hash(user.user_id), *self.path)
         for c in planted:
             for _ in range(c.repetitions):
                 msgs.insert(int(rng.integers(0, len(msgs) + 1)), c.phrase(self.prefix))

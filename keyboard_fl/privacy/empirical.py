@@ -14,7 +14,25 @@ Two estimators over *canary scores* (higher = "looks inserted"):
   with jax-privacy's :class:`jax_privacy.auditing.CanaryScoreAuditor`: from
   in/out canary scores, an ``ε_lower`` that holds with the stated confidence;
   also TPR at FPR = 10⁻³ and AUROC. A correct DP implementation can never
-  (beyond the confidence level) give ``ε_lower`` above the accounted ε.
+  (beyond the confidence level) give ``ε_lower`` above the ε that bounds each
+  canary's inclusion (see below). With ``n`` guesses the bound cannot exceed
+  what ``n`` correct guesses out of ``n`` prove (``epsilon_lower_max``, reported
+  beside it): more canaries, not more leakage, raise that ceiling.
+
+Which ε a bound is compared with depends on what the auditor conditions on:
+
+* canary clients scored without their schedule (final model, all-iterates
+  max): each canary is a client Poisson-sampled with the users' q, so the
+  accounted (amplified) ε bounds it;
+* canary clients scored *given* the rounds each canary is (or, for a never
+  inserted one, would have been) sampled in, drawn independently of its
+  in/out coin: sampling no longer hides anything, so the bound is the
+  unamplified Gaussian mechanism over those rounds,
+  :func:`unamplified_epsilon` (``μ = √k / z``, exact for independent
+  Gaussian noise each round);
+* planted phrases (:mod:`keyboard_fl.privacy.phrase_canaries`): planting
+  changes an existing user's data, the replace-one relation, whose ε is
+  computed by the accountant with ``REPLACE_ONE``.
 
 jax-privacy 2.0.0's ``epsilon_from_gdp`` over-reports ε (it takes ``abs(mu)``,
 fixed upstream later), so it is not used: the Gaussian → (ε, δ) conversion
@@ -37,6 +55,7 @@ __all__ = [
     "gaussian_pair_epsilon",
     "gdp_epsilon",
     "one_run_bound",
+    "unamplified_epsilon",
 ]
 
 
@@ -48,6 +67,12 @@ class CanaryClientConfig:
     inserted_fraction: float = 0.5  # share of the directions inserted as clients (the rest: the "out" canaries)
     confidence: float = 0.95  # confidence level of the one-run lower bound ε_lower
     fpr: float = 1e-3  # false-positive rate at which the attack's TPR is reported
+    # How directions become "in": "half" (exactly `inserted`, a random subset: the original plan, kept so older
+    # runs replay) or "coin" (an independent fair coin each, as Steinke et al.'s theorem assumes).
+    assignment: str = "half"
+    # Directions scored by the schedule-blind statistics (final model, all-iterates max): the ids below this
+    # (fixed before any coin, so any subset size is valid); None: all. Each costs a d-dimensional draw at audit time.
+    scored: int | None = None
 
     def __post_init__(self):
         if not (isinstance(self.count, int) and self.count >= 4):
@@ -58,10 +83,14 @@ class CanaryClientConfig:
             raise ValueError(f"canary_clients.confidence must be in (0, 1), got {self.confidence!r}")
         if not 0 < self.fpr < 1:
             raise ValueError(f"canary_clients.fpr must be in (0, 1), got {self.fpr!r}")
+        if self.assignment not in ("half", "coin"):
+            raise ValueError(f"canary_clients.assignment must be 'half' or 'coin', got {self.assignment!r}")
+        if self.scored is not None and not (isinstance(self.scored, int) and 4 <= self.scored):
+            raise ValueError(f"canary_clients.scored must be an integer ≥ 4 or null, got {self.scored!r}")
 
     @property
     def inserted(self) -> int:
-        """Number of inserted ("in") canary clients."""
+        """Number of inserted ("in") canary clients with ``assignment="half"``."""
         return max(1, min(self.count - 1, round(self.count * self.inserted_fraction)))
 
 
@@ -147,6 +176,20 @@ def gdp_epsilon(mu: float, delta: float) -> float:
     return gaussian_pair_epsilon(0.0, 1.0, float(mu), 1.0, delta)
 
 
+def unamplified_epsilon(noise_multiplier: float, participations: int, delta: float) -> float:
+    """ε of ``participations`` rounds of the Gaussian mechanism with multiplier ``z``, no sampling amplification.
+
+    The bound for a canary whose rounds are known: ``μ = √k / z`` Gaussian DP
+    (Gaussian mechanisms compose exactly, adaptively too; Dong, Roth, Su 2019).
+    ``inf`` without noise, 0 for no participation.
+    """
+    if participations <= 0:
+        return 0.0
+    if not noise_multiplier > 0:
+        return math.inf
+    return gdp_epsilon(math.sqrt(participations) / float(noise_multiplier), delta)
+
+
 def _fit(x: np.ndarray) -> tuple[float, float]:
     x = np.asarray(x, np.float64)
     if x.size < 2 or not np.all(np.isfinite(x)):
@@ -172,13 +215,17 @@ def one_run_bound(in_scores, out_scores, delta: float, *, confidence: float = 0.
 
     ``ε_lower`` holds with probability ≥ ``confidence`` over the random choice of
     inserted canaries (Bonferroni over thresholds, as jax-privacy does by default).
+    ``epsilon_lower_max`` is the bound for perfectly separated scores with the
+    same counts: the most these canaries could ever show.
     """
     from jax_privacy.auditing import CanaryScoreAuditor
 
     ins, outs = np.asarray(in_scores, np.float64), np.asarray(out_scores, np.float64)
     auditor = CanaryScoreAuditor(ins, outs)
+    ceiling = CanaryScoreAuditor(np.ones_like(ins), np.zeros_like(outs))
     return {
         "epsilon_lower": float(auditor.epsilon_one_run(significance=1 - confidence, delta=delta)),
+        "epsilon_lower_max": float(ceiling.epsilon_one_run(significance=1 - confidence, delta=delta)),
         "confidence": confidence,
         "delta": delta,
         "tpr_at_fpr": float(auditor.tpr_at_given_fpr(fpr)),

@@ -244,6 +244,8 @@ def evaluate_step(cfg: RunConfig, out: Path, tokenizer: Tokenizer, data: RunData
     ksr = _ksr(model.graphdef, model.params, tokenizer, ksr_msgs, data.word_vocab) if ksr_msgs else {}
     d = cfg.to_dict()  # the n-gram sees the users (population, corpus, canaries) and the evaluation, not the model
     key = ["ngram/1", cfg.seed, d["population"], cfg.corpus, d["canaries"], d["eval"], data.num_train_users]
+    if cfg.phrase_canaries is not None:  # planted phrases are text too (appended only when set: older keys unchanged)
+        key.append(d["phrase_canaries"])
     ngram, _ = shared_json(
         out, "ngram", key, lambda: evaluate_ngram_baseline(fit_ngram(data), data, ksr_msgs, e.min_targets)
     )

@@ -137,6 +137,14 @@ def training_users(cfg: RunConfig, source: UserSource, log: Log) -> tuple[SplitV
         canaries, _ = draw_canaries(cfg.canaries, UserIds(train))  # ids by index: no list of N ids
         train = CanarySource(source, canaries, cfg.canaries.prefix, cfg.canaries.seed).split_view("train", inner=train)
         log(f"canaries: {len(canaries)} secrets planted in {sum(len(c.user_ids) for c in canaries)} training users")
+    if cfg.phrase_canaries is not None:  # empirical ε: about half of many phrases, in the baselines' users
+        from keyboard_fl.privacy.canaries import CanarySource
+        from keyboard_fl.privacy.phrase_canaries import PLACEMENT_PATH, draw_phrases
+
+        drawn = draw_phrases(cfg.phrase_canaries, cfg.seed, UserIds(train), cfg.eval.baseline_users)
+        planted = drawn.planted()
+        train = CanarySource(source, planted, drawn.prefix, cfg.seed, PLACEMENT_PATH).split_view("train", inner=train)
+        log(f"phrase canaries: {len(planted)} of {len(drawn.secrets)} phrases planted, each typed {drawn.repetitions}x")
     return train, bad
 
 
