@@ -158,7 +158,7 @@ def test_main_job_reports_empirical_epsilon_of_its_runs(runs, tmp_path):
     out = tmp_path / "main"
     for mode in _FED:
         shutil.copytree(runs[mode], out / mode)
-    res = CliRunner().invoke(app, ["main", "--out", str(out), "--preset", "tiny"])
+    res = CliRunner().invoke(app, ["main", "--out", str(out), "--preset", "tiny", "--empirical"])
     assert res.exit_code == 0, res.output
     assert "Empirical privacy" in res.output and "given" in res.output and "phrases" in res.output
     for mode in _FED:
