@@ -98,8 +98,17 @@ class Tokenizer:
 
     def encode_chunks(self, text: str) -> list[list[int]]:
         """Piece ids of each whitespace-delimited chunk of ``normalize(text)``."""
-        chunks = text_lib.normalize(text).split()
-        return self.sp.encode(chunks, num_threads=1) if chunks else []  # a thread pool per call costs ms at p99
+        return self.encode_list(text_lib.normalize(text).split())
+
+    def encode_list(self, chunks: Sequence[str]) -> list[list[int]]:
+        """Piece ids of each string in ``chunks``, encoded one by one.
+
+        SentencePiece's list form (``sp.encode(list)``) starts a thread pool on every call, even with
+        ``num_threads=1``: measured 0.39 ms wall (0.07 ms CPU) for a 5-word context against 0.01 ms
+        for five single-string calls, and it is the same encoding.
+        """
+        encode = self.sp.encode
+        return [encode(c) for c in chunks]
 
     def encode(self, text: str, *, bos: bool = True, eos: bool = True) -> list[int]:
         """Piece ids of a message, framed by ``<s>`` … ``</s>``."""
@@ -119,7 +128,7 @@ class Tokenizer:
         """
         norm = text_lib.normalize(text)
         chunks = norm.split()
-        encoded = self.sp.encode(chunks, num_threads=1) if chunks else []
+        encoded = self.encode_list(chunks)
         ids, found = [BOS_ID], []
         for chunk, pieces in zip(chunks, encoded):
             m = text_lib.WORD_RE.match(chunk)

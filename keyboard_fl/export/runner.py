@@ -110,7 +110,7 @@ class OnnxSuggester(StripMixin):
         if missing:
             if len(self._chunk_ids) > 4096:
                 self._chunk_ids.clear()
-            for ch, pieces in zip(missing, self.tokenizer.sp.encode(missing, num_threads=1)):
+            for ch, pieces in zip(missing, self.tokenizer.encode_list(missing)):
                 self._chunk_ids[ch] = list(pieces)
         ids = [BOS_ID]
         for ch in chunks:
