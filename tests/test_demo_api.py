@@ -343,3 +343,23 @@ def test_fast_path_answers_exactly_as_the_route(app, client, monkeypatch):
     monkeypatch.setattr(app_module._SuggestFastPath, "__call__", lambda self, *a: self.app(*a))  # the route only
     assert answers() == fast
     assert {s for s, _, _ in fast} == {200, 404, 400, 422, 413}
+
+
+def test_serve_with_workers_hands_the_runs_to_each_worker(tiny_runs, tmp_path, monkeypatch):
+    import shutil
+
+    import uvicorn
+
+    from keyboard_fl.demo import app as app_module
+
+    shutil.copytree(tiny_runs["central"], tmp_path / "central")
+    served, exported = {}, []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    monkeypatch.setattr(app_module, "ensure_exports", lambda runs: exported.append(list(runs)))
+    monkeypatch.delenv(app_module.WORKER_ENV, raising=False)
+    app_module.serve(tmp_path, "127.0.0.1", 0, warm_batches=False, workers=2)
+    assert served["app"] == "keyboard_fl.demo.app:worker_app" and served["factory"] and served["workers"] == 2
+    assert served["proxy_headers"] is False and served["access_log"] is False and exported == [["central"]]
+    worker = app_module.worker_app()  # what each worker process builds, from the environment serve() set
+    assert list(worker.state.models) == ["central"]
+    monkeypatch.delenv(app_module.WORKER_ENV)

@@ -22,7 +22,9 @@ published at ``GET /openapi.json``.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 import unicodedata
@@ -461,6 +463,14 @@ def _check_port(host: str, port: int) -> None:
             ) from None
 
 
+# How the demo is served (serve() and benchmarks/load_demo.py). Access-log lines carry no bodies, but
+# they are off anyway: a keyboard demo has no reason to keep who asked when. Proxy headers are off: the
+# demo reads no client address or scheme, and uvicorn's X-Forwarded-* check parsed an IP address per
+# request (it showed in a profile under load).
+UVICORN_OPTIONS = {"access_log": False, "log_level": "warning", "server_header": False, "proxy_headers": False}
+WORKER_ENV = "KEYBOARD_FL_DEMO_WORKER"  # serve(workers > 1) tells its worker processes what to load
+
+
 def serve(
     runs_root: Path = DEFAULT_RUNS_ROOT,
     host: str = "127.0.0.1",
@@ -469,8 +479,13 @@ def serve(
     access_log: bool = False,
     backend: str = "jax",
     warm_batches: bool = True,
+    workers: int = 1,
 ) -> None:
-    """Discover the finished runs under ``runs_root`` and serve the demo until interrupted."""
+    """Discover the finished runs under ``runs_root`` and serve the demo until interrupted.
+
+    ``workers`` > 1 serves from that many processes (uvicorn's worker pool on one listening socket),
+    each loading every model: more cores for the Python work, smaller batches each.
+    """
     import uvicorn
 
     _check_port(host, port)
@@ -480,13 +495,28 @@ def serve(
             f"no finished runs under {runs_root} (a run is a directory with metrics.json and model/); "
             "train them with `keyboard-fl main`, or pass another directory"
         )
+    options = UVICORN_OPTIONS | {"access_log": access_log}
+    if workers > 1:
+        ensure_exports(runs)  # once, before the workers start
+        os.environ[WORKER_ENV] = json.dumps(
+            {"runs": {n: str(p) for n, p in runs.items()}, "backend": backend, "warm_batches": warm_batches}
+        )
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port, **options)
+        return
     loaded = load_runs(runs, backend=backend)  # one broken run does not take the others down
     if not loaded:
         raise RunNotFound(f"none of the runs under {runs_root} could be loaded ({', '.join(map(str, runs.values()))})")
     app = create_app(loaded, export=True, warm_batches=warm_batches)
-    # Access-log lines carry no bodies, but they are off by default anyway: a
-    # keyboard demo has no reason to keep who asked when.
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning", server_header=False)
+    uvicorn.run(app, host=host, port=port, **options)
 
 
-__all__ = ["create_app", "serve", "clean_text", "MAX_BODY_BYTES", "MAX_TEXT_CHARS"]
+def worker_app() -> FastAPI:
+    """The app of one worker process of ``serve(workers=n)``: the runs its parent named in :data:`WORKER_ENV`."""
+    spec = json.loads(os.environ[WORKER_ENV])
+    loaded = load_runs(spec["runs"], backend=spec["backend"])
+    if not loaded:
+        raise RunNotFound(f"none of the runs could be loaded ({', '.join(spec['runs'].values())})")
+    return create_app(loaded, warm_batches=spec["warm_batches"])
+
+
+__all__ = ["create_app", "serve", "worker_app", "clean_text", "MAX_BODY_BYTES", "MAX_TEXT_CHARS", "UVICORN_OPTIONS"]
