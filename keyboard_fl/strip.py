@@ -14,6 +14,7 @@ installs without JAX:
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Container
 
 import numpy as np
@@ -75,16 +76,28 @@ def collect_words(
     """Top-k distinct words (with log-probabilities) from one context's search output.
 
     With a ``dictionary`` (:class:`keyboard_fl.dictionary.Dictionary`) only real words are kept.
+    A server calls this for every request of a batch, so it works on Python lists (``tolist`` once,
+    not a numpy scalar per entry) and checks each distinct word once.
     """
+    texts, word_re = tokenizer.piece_text, text_lib.WORD_RE
+    piece_rows, score_rows = pieces.tolist(), scores.tolist()
     best: dict[str, float] = {}
-    for d, b in zip(*np.nonzero(np.isfinite(scores))):  # complete words only, in (depth, beam) order
-        s = float(scores[d, b])
-        word = tokenizer.word_of(pieces[d, b, : d + 1])
-        if not word or not word.startswith(prefix) or not text_lib.WORD_RE.fullmatch(word):
-            continue
-        if dictionary is not None and word not in dictionary:
-            continue
-        best[word] = float(np.logaddexp(best[word], s)) if word in best else s
+    valid: dict[str, bool] = {}  # word -> a real word (regex, dictionary); segmentations repeat words
+    for d, row in enumerate(score_rows):  # complete words only, in (depth, beam) order
+        for b, s in enumerate(row):
+            if not math.isfinite(s):
+                continue
+            word = "".join([texts[i] for i in piece_rows[d][b][: d + 1]])
+            if not word.startswith(prefix):
+                continue
+            ok = valid.get(word)
+            if ok is None:
+                ok = valid[word] = (
+                    bool(word) and bool(word_re.fullmatch(word)) and (dictionary is None or word in dictionary)
+                )
+            if not ok:
+                continue
+            best[word] = float(np.logaddexp(best[word], s)) if word in best else s
     return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
 
 

@@ -34,7 +34,7 @@ from keyboard_fl.suggester import StripMixin
 from keyboard_fl.tokenizer import BOS_ID, Tokenizer
 
 NEG_INF = -1e30
-BATCH_SIZES = (1, 4, 16, 64)  # rows of a batched suggestion call (Suggester.suggest_many), padded up
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)  # rows of a batched suggestion call (Suggester.suggest_many), padded up
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "beam", "depth"))
@@ -169,7 +169,7 @@ class Suggester(StripMixin):
     def suggest_many(self, texts: list[str], k: int = 3) -> list[list[str]]:
         """``[suggest(t, k) for t in texts]`` in one batched context read and one batched search.
 
-        The batch is padded to a power of four (and the contexts to one power-of-two
+        The batch is padded to a power of two (and the contexts to one power-of-two
         length), so a server batching requests reuses a few compiled shapes
         (:data:`BATCH_SIZES`; more rows than the largest are searched in parts).
         """

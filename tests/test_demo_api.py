@@ -313,3 +313,53 @@ def test_serve_skips_a_broken_run(tiny_runs, tmp_path, monkeypatch):
     serve(tmp_path, "127.0.0.1", 0, warm_batches=False)  # the batch shapes' compiles are not under test here
     assert list(served["app"].state.models) == ["central"]
     assert served["host"] == "127.0.0.1" and served["access_log"] is False
+
+
+def test_fast_path_answers_exactly_as_the_route(app, client, monkeypatch):
+    """POST /api/suggest is served by _SuggestFastPath in front of FastAPI: same status, headers, body."""
+    from keyboard_fl.demo import app as app_module
+
+    bodies = [
+        b'{"model": "central", "text": "how are "}',
+        b'{"model": "fedavg", "text": "see yo"}',
+        b'{"model": "gpt", "text": "hi"}',
+        b"{not json",
+        b"",
+        b'{"model": "central", "text": 5}',
+        json.dumps({"model": "central", "text": "a" * (MAX_TEXT_CHARS + 1)}).encode(),
+        json.dumps({"model": "central", "text": "b" * (MAX_BODY_BYTES + 10)}).encode(),
+    ]
+
+    def answers():
+        out = []
+        for body in bodies:
+            r = client.post("/api/suggest", content=body, headers={"Content-Type": "application/json"})
+            data = r.json()
+            data.pop("ms", None)  # the model's time differs between calls
+            out.append((r.status_code, [(k, v) for k, v in r.headers.items() if k != "content-length"], data))
+        return out
+
+    fast = answers()
+    monkeypatch.setattr(app_module._SuggestFastPath, "__call__", lambda self, *a: self.app(*a))  # the route only
+    assert answers() == fast
+    assert {s for s, _, _ in fast} == {200, 404, 400, 422, 413}
+
+
+def test_serve_with_workers_hands_the_runs_to_each_worker(tiny_runs, tmp_path, monkeypatch):
+    import shutil
+
+    import uvicorn
+
+    from keyboard_fl.demo import app as app_module
+
+    shutil.copytree(tiny_runs["central"], tmp_path / "central")
+    served, exported = {}, []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    monkeypatch.setattr(app_module, "ensure_exports", lambda runs: exported.append(list(runs)))
+    monkeypatch.delenv(app_module.WORKER_ENV, raising=False)
+    app_module.serve(tmp_path, "127.0.0.1", 0, warm_batches=False, workers=2)
+    assert served["app"] == "keyboard_fl.demo.app:worker_app" and served["factory"] and served["workers"] == 2
+    assert served["proxy_headers"] is False and served["access_log"] is False and exported == [["central"]]
+    worker = app_module.worker_app()  # what each worker process builds, from the environment serve() set
+    assert list(worker.state.models) == ["central"]
+    monkeypatch.delenv(app_module.WORKER_ENV)

@@ -70,3 +70,28 @@ def test_batched_suggestions_equal_one_by_one(tiny_runs):
     one_by_one = [s.suggest(t, 3) for t in texts]
     assert one_by_one[-1] == [] and sum(map(bool, one_by_one)) >= 10
     assert s.suggest_many(texts, 3) == one_by_one  # 13 rows: padded to a batch of 16, one compiled shape
+
+
+def test_a_cancelled_request_is_skipped_and_the_others_answered():
+    gate = threading.Event()
+    seen: list[list[int]] = []
+
+    def fn(batch):
+        gate.wait(5)
+        seen.append(list(batch))
+        return [x + 1 for x in batch]
+
+    b = MicroBatcher(fn, BatchConfig(window_ms=1.0))
+
+    async def main():
+        first = asyncio.ensure_future(b(0))  # holds the worker at the gate
+        await asyncio.sleep(0.05)
+        gone = asyncio.ensure_future(b(1))
+        kept = [asyncio.ensure_future(b(i)) for i in (2, 3)]
+        await asyncio.sleep(0)
+        gone.cancel()  # the client hung up while its request queued
+        gate.set()
+        return await first, await asyncio.gather(*kept), gone.cancelled()
+
+    assert asyncio.run(main()) == (1, [3, 4], True)
+    assert [x for batch in seen for x in batch] == [0, 2, 3]  # the cancelled item never reached the model

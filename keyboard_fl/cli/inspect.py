@@ -98,11 +98,12 @@ def demo(
     host: str = typer.Option("127.0.0.1", help="interface to listen on (loopback by default)"),
     port: int = typer.Option(8000, help="port"),
     onnx: bool = typer.Option(False, "--onnx", help="serve each run's int8 ONNX export (onnxruntime) instead of JAX"),
+    workers: int = typer.Option(1, "--workers", min=1, help="server processes (each loads every model)"),
 ):
     """Serve the phone-keyboard suggestion-strip demo for the trained models."""
     from keyboard_fl.demo import demo_command
 
-    demo_command(runs, host, port, backend="onnx" if onnx else "jax")
+    demo_command(runs, host, port, backend="onnx" if onnx else "jax", workers=workers)
 
 
 @app.command()

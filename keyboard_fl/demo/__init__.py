@@ -12,7 +12,11 @@ DEFAULT_RUNS_ROOT = Path("runs/main")
 
 
 def demo_command(
-    runs_root: Path = DEFAULT_RUNS_ROOT, host: str = "127.0.0.1", port: int = 8000, backend: str = "jax"
+    runs_root: Path = DEFAULT_RUNS_ROOT,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    backend: str = "jax",
+    workers: int = 1,
 ) -> None:
     """Serve the demo for every finished run under ``runs_root`` at http://host:port/.
 
@@ -36,7 +40,7 @@ def demo_command(
     console.print(f"demo at [bold]http://{shown}:{port}/[/]  (Ctrl-C to stop; typed text is never logged or stored)")
     if host not in ("127.0.0.1", "::1", "localhost"):
         console.print(f"[yellow]warning:[/] listening on {host}: other machines can reach the demo")
-    serve(Path(runs_root), host=host, port=port, backend=backend)
+    serve(Path(runs_root), host=host, port=port, backend=backend, workers=workers)
 
 
 __all__ = ["demo_command", "DEFAULT_RUNS_ROOT"]

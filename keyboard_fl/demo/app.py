@@ -22,7 +22,9 @@ published at ``GET /openapi.json``.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 import unicodedata
@@ -36,6 +38,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from keyboard_fl import __version__
 from keyboard_fl.demo.batching import BatchConfig, MicroBatcher
@@ -85,6 +88,8 @@ def clean_text(text: str) -> str:
     Newlines and tabs become spaces (word boundaries); other C0/C1 controls are
     removed. Lone surrogates (invalid Unicode that JSON can still carry) raise.
     """
+    if text.isascii() and text.isprintable():  # the usual case: ASCII's only non-printables are controls (Cc)
+        return text
     out = []
     for ch in text:
         cat = unicodedata.category(ch)
@@ -105,19 +110,31 @@ def split_for_client(suggester, text: str) -> tuple[str, str]:
 
 async def _read_body(request: Request) -> bytes:
     """The request body, refused (413) past :data:`MAX_BODY_BYTES` before it is all read."""
-    declared = request.headers.get("content-length")
+    return await _read_asgi_body(request.scope, request.receive)
+
+
+async def _read_asgi_body(scope, receive) -> bytes:
+    """:func:`_read_body` on the bare ASGI interface (:class:`_SuggestFastPath`); a client that hangs up
+    raises ``ClientDisconnect`` as Starlette's ``Request.stream`` does."""
+    declared = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
     if declared is not None:
         try:
             if int(declared) > MAX_BODY_BYTES:
                 raise ApiError(413, f"request body is {int(declared)} bytes; the limit is {MAX_BODY_BYTES}")
         except ValueError:
             raise ApiError(400, "invalid Content-Length header") from None
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        if message["type"] != "http.request":
+            continue
+        body += message.get("body", b"")
         if len(body) > MAX_BODY_BYTES:
             raise ApiError(413, f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
-    return bytes(body)
+        if not message.get("more_body", False):
+            return body
 
 
 class _Model:
@@ -223,6 +240,40 @@ class _SecurityHeaders:
         return await self.app(scope, receive, send_with_headers)
 
 
+SUGGEST_PATH = "/api/suggest"
+
+
+class _SuggestFastPath:
+    """Pure ASGI middleware answering ``POST /api/suggest`` itself, past FastAPI's routing, dependency
+    resolution and exception middleware (together ~0.25 ms of the event loop's CPU per request, as much
+    as the batched model call: profiled under load). Same handler, same responses — bodies, status
+    codes, headers (:data:`_SECURITY_HEADERS` too) — as the route, which stays for the OpenAPI schema
+    and answers every other method and path."""
+
+    def __init__(self, app, models: Mapping[str, _Model]):
+        self.app, self.models = app, models
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != SUGGEST_PATH:
+            return await self.app(scope, receive, send)
+        try:
+            response = await _suggest(self.models, await _read_asgi_body(scope, receive))
+        except ApiError as e:
+            response = _error(e.status, e.message)
+        except ClientDisconnect:
+            return None
+        except ValidationError as e:  # as the app's handler does: a bug here, and its report would quote the input
+            log.error("internal validation error in %s (%d errors)", e.title, e.error_count())
+            response = _error(500, "internal error")
+        for k, v in _SECURITY_HEADERS_RAW:
+            if all(k != h for h, _ in response.raw_headers):
+                response.raw_headers.append((k, v))
+        return await response(scope, receive, send)
+
+
+_SECURITY_HEADERS_RAW = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _SECURITY_HEADERS.items()]
+
+
 def _install_handlers(app: FastAPI) -> None:
     """Security headers on every response; errors as small JSON bodies that never quote the input."""
 
@@ -324,14 +375,12 @@ def create_app(
             "limits": {"max_text_chars": MAX_TEXT_CHARS, "max_body_bytes": MAX_BODY_BYTES},
         }
 
-    @app.post("/api/suggest", openapi_extra=suggest_body_schema(list(models)))
+    @app.post(SUGGEST_PATH, openapi_extra=suggest_body_schema(list(models)))
     async def suggest(request: Request):
         """The suggestion strip (3 words) of one model for the text before the cursor."""
-        req = parse(SuggestRequest, await _read_body(request))
-        model = models.get(req.model)
-        if model is None:
-            raise ApiError(404, f"unknown model {req.model[:64]!r}; available: {', '.join(models)}")
-        return await _answer(model, clean_text(req.text))
+        return await _suggest(models, await _read_body(request))  # served by _SuggestFastPath in front
+
+    app.add_middleware(_SuggestFastPath, models=models)  # outermost of ours: adds the security headers itself
 
     @app.get("/api/canaries")
     def list_canaries():
@@ -367,6 +416,15 @@ def _check_one(model: _Model, text: str, fmt: dict) -> dict:
     except Exception as e:  # noqa: BLE001 - never let the message (it may quote the text) reach a log
         log.error("canary check failed in model %s: %s", model.info["name"], type(e).__name__)
         return head | {"error": "the model failed on this input"}
+
+
+async def _suggest(models: Mapping[str, _Model], body: bytes) -> JSONResponse:
+    """``POST /api/suggest`` from its body: parse, pick the model, answer (or raise :class:`ApiError`)."""
+    req = parse(SuggestRequest, body)
+    model = models.get(req.model)
+    if model is None:
+        raise ApiError(404, f"unknown model {req.model[:64]!r}; available: {', '.join(models)}")
+    return await _answer(model, clean_text(req.text))
 
 
 async def _answer(model: _Model, text: str) -> JSONResponse:
@@ -405,6 +463,14 @@ def _check_port(host: str, port: int) -> None:
             ) from None
 
 
+# How the demo is served (serve() and benchmarks/load_demo.py). Access-log lines carry no bodies, but
+# they are off anyway: a keyboard demo has no reason to keep who asked when. Proxy headers are off: the
+# demo reads no client address or scheme, and uvicorn's X-Forwarded-* check parsed an IP address per
+# request (it showed in a profile under load).
+UVICORN_OPTIONS = {"access_log": False, "log_level": "warning", "server_header": False, "proxy_headers": False}
+WORKER_ENV = "KEYBOARD_FL_DEMO_WORKER"  # serve(workers > 1) tells its worker processes what to load
+
+
 def serve(
     runs_root: Path = DEFAULT_RUNS_ROOT,
     host: str = "127.0.0.1",
@@ -413,8 +479,13 @@ def serve(
     access_log: bool = False,
     backend: str = "jax",
     warm_batches: bool = True,
+    workers: int = 1,
 ) -> None:
-    """Discover the finished runs under ``runs_root`` and serve the demo until interrupted."""
+    """Discover the finished runs under ``runs_root`` and serve the demo until interrupted.
+
+    ``workers`` > 1 serves from that many processes (uvicorn's worker pool on one listening socket),
+    each loading every model: more cores for the Python work, smaller batches each.
+    """
     import uvicorn
 
     _check_port(host, port)
@@ -424,13 +495,28 @@ def serve(
             f"no finished runs under {runs_root} (a run is a directory with metrics.json and model/); "
             "train them with `keyboard-fl main`, or pass another directory"
         )
+    options = UVICORN_OPTIONS | {"access_log": access_log}
+    if workers > 1:
+        ensure_exports(runs)  # once, before the workers start
+        os.environ[WORKER_ENV] = json.dumps(
+            {"runs": {n: str(p) for n, p in runs.items()}, "backend": backend, "warm_batches": warm_batches}
+        )
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port, **options)
+        return
     loaded = load_runs(runs, backend=backend)  # one broken run does not take the others down
     if not loaded:
         raise RunNotFound(f"none of the runs under {runs_root} could be loaded ({', '.join(map(str, runs.values()))})")
     app = create_app(loaded, export=True, warm_batches=warm_batches)
-    # Access-log lines carry no bodies, but they are off by default anyway: a
-    # keyboard demo has no reason to keep who asked when.
-    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning", server_header=False)
+    uvicorn.run(app, host=host, port=port, **options)
 
 
-__all__ = ["create_app", "serve", "clean_text", "MAX_BODY_BYTES", "MAX_TEXT_CHARS"]
+def worker_app() -> FastAPI:
+    """The app of one worker process of ``serve(workers=n)``: the runs its parent named in :data:`WORKER_ENV`."""
+    spec = json.loads(os.environ[WORKER_ENV])
+    loaded = load_runs(spec["runs"], backend=spec["backend"])
+    if not loaded:
+        raise RunNotFound(f"none of the runs could be loaded ({', '.join(spec['runs'].values())})")
+    return create_app(loaded, warm_batches=spec["warm_batches"])
+
+
+__all__ = ["create_app", "serve", "worker_app", "clean_text", "MAX_BODY_BYTES", "MAX_TEXT_CHARS", "UVICORN_OPTIONS"]
