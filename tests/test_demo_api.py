@@ -316,8 +316,8 @@ def test_serve_skips_a_broken_run(tiny_runs, tmp_path, monkeypatch):
 
 
 def test_fast_path_answers_exactly_as_the_route(app, client, monkeypatch):
-    """POST /api/suggest is served by _SuggestFastPath in front of FastAPI: same status, headers, body."""
-    from keyboard_fl.demo import app as app_module
+    """POST /api/suggest is served by SuggestFastPath (demo/asgi.py) in front of FastAPI: same status, headers, body."""
+    from keyboard_fl.demo import asgi as asgi_module
 
     bodies = [
         b'{"model": "central", "text": "how are "}',
@@ -340,7 +340,7 @@ def test_fast_path_answers_exactly_as_the_route(app, client, monkeypatch):
         return out
 
     fast = answers()
-    monkeypatch.setattr(app_module._SuggestFastPath, "__call__", lambda self, *a: self.app(*a))  # the route only
+    monkeypatch.setattr(asgi_module.SuggestFastPath, "__call__", lambda self, *a: self.app(*a))  # the route only
     assert answers() == fast
     assert {s for s, _, _ in fast} == {200, 404, 400, 422, 413}
 

@@ -36,11 +36,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from keyboard_fl import __version__
+from keyboard_fl.demo.asgi import (
+    SUGGEST_PATH,
+    SecurityHeaders,
+    SuggestFastPath,
+    error_response,
+    read_asgi_body,
+)
 from keyboard_fl.demo.batching import BatchConfig, MicroBatcher
 from keyboard_fl.demo.canary import canary_format, check, run_canaries
 from keyboard_fl.demo.incremental import IncrementalSuggester
@@ -63,23 +68,6 @@ log = logging.getLogger(__name__)
 STATIC = package_dir("keyboard_fl.demo", "static")  # package data: ships in the wheel
 NUM_SUGGESTIONS = 3
 DEFAULT_RUNS_ROOT = Path("runs/main")
-
-_SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-    # Everything the page needs comes from this server: no CDN, no network.
-    # 'wasm-unsafe-eval' lets the page compile onnxruntime-web's WebAssembly (and nothing else: no eval).
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; img-src 'self' data:; "
-        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-    ),
-}
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message, "status": status}, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 def clean_text(text: str) -> str:
@@ -110,31 +98,7 @@ def split_for_client(suggester, text: str) -> tuple[str, str]:
 
 async def _read_body(request: Request) -> bytes:
     """The request body, refused (413) past :data:`MAX_BODY_BYTES` before it is all read."""
-    return await _read_asgi_body(request.scope, request.receive)
-
-
-async def _read_asgi_body(scope, receive) -> bytes:
-    """:func:`_read_body` on the bare ASGI interface (:class:`_SuggestFastPath`); a client that hangs up
-    raises ``ClientDisconnect`` as Starlette's ``Request.stream`` does."""
-    declared = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"content-length"), None)
-    if declared is not None:
-        try:
-            if int(declared) > MAX_BODY_BYTES:
-                raise ApiError(413, f"request body is {int(declared)} bytes; the limit is {MAX_BODY_BYTES}")
-        except ValueError:
-            raise ApiError(400, "invalid Content-Length header") from None
-    body = b""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        if message["type"] != "http.request":
-            continue
-        body += message.get("body", b"")
-        if len(body) > MAX_BODY_BYTES:
-            raise ApiError(413, f"request body exceeds the limit of {MAX_BODY_BYTES} bytes")
-        if not message.get("more_body", False):
-            return body
+    return await read_asgi_body(request.scope, request.receive)
 
 
 class _Model:
@@ -219,79 +183,24 @@ def _load_all(runs: Mapping[str, Path | LoadedRun], batch: BatchConfig) -> dict[
     return {n: _Model(r if isinstance(r, LoadedRun) else load_run(Path(r), n), batch) for n, r in runs.items()}
 
 
-class _SecurityHeaders:
-    """Pure ASGI middleware adding :data:`_SECURITY_HEADERS` to every response that lacks them
-    (``@app.middleware("http")`` costs a task and a stream per request: it showed under load)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_with_headers(message):
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for k, v in _SECURITY_HEADERS.items():
-                    headers.setdefault(k, v)
-            await send(message)
-
-        return await self.app(scope, receive, send_with_headers)
-
-
-SUGGEST_PATH = "/api/suggest"
-
-
-class _SuggestFastPath:
-    """Pure ASGI middleware answering ``POST /api/suggest`` itself, past FastAPI's routing, dependency
-    resolution and exception middleware (together ~0.25 ms of the event loop's CPU per request, as much
-    as the batched model call: profiled under load). Same handler, same responses — bodies, status
-    codes, headers (:data:`_SECURITY_HEADERS` too) — as the route, which stays for the OpenAPI schema
-    and answers every other method and path."""
-
-    def __init__(self, app, models: Mapping[str, _Model]):
-        self.app, self.models = app, models
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != SUGGEST_PATH:
-            return await self.app(scope, receive, send)
-        try:
-            response = await _suggest(self.models, await _read_asgi_body(scope, receive))
-        except ApiError as e:
-            response = _error(e.status, e.message)
-        except ClientDisconnect:
-            return None
-        except ValidationError as e:  # as the app's handler does: a bug here, and its report would quote the input
-            log.error("internal validation error in %s (%d errors)", e.title, e.error_count())
-            response = _error(500, "internal error")
-        for k, v in _SECURITY_HEADERS_RAW:
-            if all(k != h for h, _ in response.raw_headers):
-                response.raw_headers.append((k, v))
-        return await response(scope, receive, send)
-
-
-_SECURITY_HEADERS_RAW = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in _SECURITY_HEADERS.items()]
-
-
 def _install_handlers(app: FastAPI) -> None:
     """Security headers on every response; errors as small JSON bodies that never quote the input."""
 
-    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError):
-        return _error(exc.status, exc.message)
+        return error_response(exc.status, exc.message)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException):
-        return _error(exc.status_code, str(exc.detail))
+        return error_response(exc.status_code, str(exc.detail))
 
     @app.exception_handler(ValidationError)
     async def server_validation_error(_request: Request, exc: ValidationError):
         # A pydantic error outside request parsing is a bug here; its report would quote the input.
         log.error("internal validation error in %s (%d errors)", exc.title, exc.error_count())
-        return _error(500, "internal error")
+        return error_response(500, "internal error")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError):
@@ -299,7 +208,7 @@ def _install_handlers(app: FastAPI) -> None:
         where = "; ".join(
             ".".join(str(p) for p in e.get("loc", ())) + ": " + str(e.get("msg", "")) for e in exc.errors()
         )
-        return _error(422, f"invalid request: {where}")
+        return error_response(422, f"invalid request: {where}")
 
 
 def _add_file_routes(app: FastAPI, models: dict) -> None:
@@ -378,9 +287,11 @@ def create_app(
     @app.post(SUGGEST_PATH, openapi_extra=suggest_body_schema(list(models)))
     async def suggest(request: Request):
         """The suggestion strip (3 words) of one model for the text before the cursor."""
-        return await _suggest(models, await _read_body(request))  # served by _SuggestFastPath in front
+        return await _suggest(models, await _read_body(request))  # served by SuggestFastPath in front
 
-    app.add_middleware(_SuggestFastPath, models=models)  # outermost of ours: adds the security headers itself
+    app.add_middleware(
+        SuggestFastPath, handle=lambda body: _suggest(models, body)
+    )  # outermost of ours: adds the security headers itself
 
     @app.get("/api/canaries")
     def list_canaries():
@@ -433,7 +344,7 @@ async def _answer(model: _Model, text: str) -> JSONResponse:
         words, kind, ms = await model.batcher(text)
     except Exception as e:  # noqa: BLE001 - never let the message (it may quote the text) reach a log
         log.error("suggestion failed in model %s: %s", model.info["name"], type(e).__name__)
-        return _error(500, "the model failed on this input")
+        return error_response(500, "the model failed on this input")
     return JSONResponse({"model": model.info["name"], "suggestions": words, "kind": kind, "ms": ms})
 
 
