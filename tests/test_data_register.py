@@ -168,3 +168,22 @@ def test_stats_command_shows_both_kinds():
     assert "OOV rate against the" in out and "of users" in out
     assert "phrases typed by ≥5% of users" in out
     assert "typed by one user only" in out
+
+
+def test_stats_command_reports_the_measured_gap_of_a_main_job(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from keyboard_fl.cli import app
+
+    summary = {"central": {"top1": 0.268, "public_pretrained": {"top1": 0.156}}, "fedavg": {"top1": 0.2}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    res = CliRunner().invoke(
+        app, ["stats", "--preset", "tiny", "--max-users", "100", "--runs", str(tmp_path)], catch_exceptions=False
+    )
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.replace("│", " ").split())
+    assert "central − public-only top-1" in out and "26.8% − 15.6% = +11.2 points" in out
+    res = CliRunner().invoke(app, ["stats", "--preset", "tiny", "--max-users", "100", "--runs", str(tmp_path / "none")])
+    assert res.exit_code == 0 and "what private data adds" not in res.output  # no main job there: no row

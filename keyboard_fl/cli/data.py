@@ -10,7 +10,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from keyboard_fl.cli.common import _config, _guard, app, console
+from keyboard_fl import runs as run_dirs
+from keyboard_fl.cli.common import MAIN_DIR, _config, _guard, app, console
 from keyboard_fl.runs import CENTRAL
 
 
@@ -39,6 +40,9 @@ def stats(
     split: str = typer.Option("train"),
     max_users: int = typer.Option(2000, help="users to summarise"),
     plot: Optional[Path] = typer.Option(None, help="write a rank–frequency plot (PNG) beside wordfreq's English"),
+    runs: Path = typer.Option(
+        MAIN_DIR, "--runs", help="the main job's output: when trained, the measured gap (central − public only)"
+    ),
 ):
     """Show that the simulated data looks like typing: users, messages, words, overlap, samples."""
     from keyboard_fl.data import Population
@@ -67,10 +71,26 @@ def stats(
     t.add_row("words (names) typed by one user only, never in public text", str(g["single_user_words"]))
     if g["single_user_word_examples"]:
         t.add_row(f"  e.g. “{g['single_user_word_examples'][0]}”", "1 user")
+    gap = measured_gap(runs / run_dirs.SUMMARY_FILE)
+    if gap is not None:
+        t.add_row(
+            f"what private data adds, measured ({runs}): central − public-only top-1 on held-out users",
+            f"{gap['central']:.1%} − {gap['public_only']:.1%} = {gap['gap'] * 100:+.1f} points",
+        )
     console.print(t)
     if plot:
         rank_frequency_plot(pop, plot)
         console.print(f"wrote {plot}")
+
+
+def measured_gap(summary: Path) -> dict | None:
+    """Central and public-only top-1 from the main job's ``summary.json`` and their difference; None if absent."""
+    try:
+        central = json.loads(summary.read_text())["central"]
+        c, p = float(central["top1"]), float(central["public_pretrained"]["top1"])
+    except (OSError, ValueError, KeyError, TypeError):  # not trained yet, or another job's summary
+        return None
+    return {"central": c, "public_only": p, "gap": c - p}
 
 
 @app.command()
