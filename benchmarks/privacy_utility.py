@@ -8,7 +8,7 @@ the non-private lines. Runs are resumable: a finished run directory is read back
 an unfinished one resumes from its checkpoint, and the JSON is rewritten after
 every run, so the sweep can be stopped and continued.
 
-    .venv/bin/python benchmarks/privacy_utility.py                  # all mechanisms, all ε
+    .venv/bin/python benchmarks/privacy_utility.py                  # DP-FedAvg and BandMF at every ε (BLT: --mechanisms dp-ftrl-blt)
     .venv/bin/python benchmarks/privacy_utility.py --mechanisms dp-fedavg --epsilons 2
 
 Writes ``benchmarks/results/privacy_utility.json`` and ``privacy_utility.png``;
