@@ -192,6 +192,16 @@ def kept_audits(metrics: dict) -> dict:
     return {k: audit[k] for k in EMPIRICAL_KEYS if audit.get(k) is not None}
 
 
+def save_empirical_audit(run_dir: Path, metrics: dict, key: str, result: dict) -> None:
+    """Write ``result`` as ``metrics["audit"][key]`` (one of :data:`EMPIRICAL_KEYS`), keeping the other entries."""
+    from keyboard_fl.runs import METRICS_FILE
+    from keyboard_fl.train.run import write_json
+
+    audit = metrics.get("audit") if isinstance(metrics.get("audit"), dict) else {}
+    metrics["audit"] = {**audit, key: result}
+    write_json(run_dir / METRICS_FILE, metrics)
+
+
 def public_start(cfg, suggester, run_dir: Path):
     """The public-pretrained parameters every mode started from (the shared cache), or None without pretraining."""
     if cfg.pretrain.steps <= 0:

@@ -170,7 +170,6 @@ def empirical_audit_run(run_dir: str | Path) -> dict:
     from keyboard_fl.config import RunConfig
     from keyboard_fl.fl.canary_clients import CanaryPlan, canary_cosines
     from keyboard_fl.privacy import default_delta
-    from keyboard_fl.train.run import write_json
 
     run_dir = Path(run_dir)
     cfg = RunConfig.load(run_dir / runs.CONFIG_FILE)
@@ -199,7 +198,7 @@ def empirical_audit_run(run_dir: str | Path) -> dict:
         "'blind_scored' directions); given_schedule: canaries (or held-out directions) with a scheduled round, "
         "bounded by its compared_epsilon (no amplification)",
     }
-    audit = metrics.get("audit") if isinstance(metrics.get("audit"), dict) else {}
-    metrics["audit"] = {**audit, "empirical": result}
-    write_json(run_dir / runs.METRICS_FILE, metrics)
+    from keyboard_fl.audit import save_empirical_audit
+
+    save_empirical_audit(run_dir, metrics, "empirical", result)
     return result

@@ -56,7 +56,6 @@ def phrase_audit_run(run_dir: str | Path, suggester=None) -> dict:
     from keyboard_fl.audit import public_start
     from keyboard_fl.config import RunConfig
     from keyboard_fl.privacy import default_delta
-    from keyboard_fl.train.run import write_json
 
     run_dir = Path(run_dir)
     cfg = RunConfig.load(run_dir / runs.CONFIG_FILE)
@@ -81,7 +80,7 @@ def phrase_audit_run(run_dir: str | Path, suggester=None) -> dict:
         "among those the central baseline trains on; epsilon_est from Gaussian fits, epsilon_lower: one-run bound "
         "(Steinke et al. 2023) at 'confidence', both bounded by compared_epsilon (replace-one user)",
     }
-    audit = metrics.get("audit") if isinstance(metrics.get("audit"), dict) else {}
-    metrics["audit"] = {**audit, "phrases": result}
-    write_json(run_dir / runs.METRICS_FILE, metrics)
+    from keyboard_fl.audit import save_empirical_audit
+
+    save_empirical_audit(run_dir, metrics, "phrases", result)
     return result
