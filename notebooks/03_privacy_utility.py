@@ -139,34 +139,39 @@ nu.show_table(["mechanism", "ε", "z", "noise std on the average", "effective", 
 #
 # *This section is separate from the rest of the notebook and only reads audited runs.*
 #
-# The accounted ε is an upper bound. An audit **measures** privacy from the trained model. Canary
-# clients (Andrew et al., ICLR 2024) send a fixed random unit direction × C as their update. They
-# are Poisson-sampled with the real users' q, then clipped and noised with them. Half of the
-# directions are inserted; the rest never are. Each direction's cosine with the model delta gives:
+# The accounted ε is an upper bound. An audit **measures** privacy from the trained model, with two
+# kinds of canaries (README § Empirical privacy):
 #
-# - **ε_est**, from Gaussians fitted to the inserted and never-inserted cosines;
-# - **ε_lower**, the one-run lower bound (Steinke, Nasr, Jagielski 2023; jax-privacy's
-#   `CanaryScoreAuditor`), which holds at 95% confidence.
+# - **canary clients** (federated runs; Andrew et al., ICLR 2024): fixed random unit directions × C
+#   sent as updates, Poisson-sampled with the real users' q, clipped and noised with them; half are
+#   inserted. Scored schedule-blind (final model, all iterates; bound: the accounted ε) and given
+#   each canary's rounds (bound: the *unamplified* ε over those rounds);
+# - **planted phrases** (every run, central included): secret phrases typed 50 times by one user,
+#   half of them planted; scored by log-likelihood against the public start (bound: the
+#   replace-one-user ε).
 #
-# For a correct DP implementation, ε_lower ≤ accounted ε. The runs are made by the README's
-# "Empirical privacy" commands (`--canary-clients 1000`, then `keyboard-fl audit`).
+# Each gives **ε_est** (Gaussians fitted to the in/out scores) and **ε_lower**, the one-run lower
+# bound (Steinke, Nasr, Jagielski 2023; jax-privacy's `CanaryScoreAuditor`) at 95% confidence,
+# which a correct DP implementation keeps under its bound. The main job's audited runs are made by
+# `keyboard-fl main --empirical --out runs/main-emp`; smaller ones by the README's commands under
+# `runs/audit/`.
 
 # %%
 import json
 from pathlib import Path
 
-audit_root = Path("..") / "runs" / "audit"
-rows = []
-for name in ("fedavg", "dp-fedavg"):
-    path = audit_root / name / "metrics.json"
-    emp = json.loads(path.read_text()).get("audit", {}).get("empirical") if path.exists() else None
-    if emp is None:
-        continue
-    for stat in ("final_model", "all_iterates"):
-        r = emp[stat]
-        rows.append(
-            f"{name:10s} {stat:13s} accounted ε {float(emp['accounted_epsilon']):6.2f}  ε_est {r['epsilon_est']:8.2f}  "
-            f"ε_lower {r['epsilon_lower']:5.2f} ({r['confidence']:.0%})  TPR@1e-3 {r['tpr_at_fpr']:.3f}  "
-            f"AUROC {r['auroc']:.3f}  canaries inserted/sampled {emp['inserted']}/{emp['inserted_sampled']}"
-        )
-print("\n".join(rows) if rows else "no audited runs under runs/audit/ (see the README's Empirical privacy section)")
+from rich.console import Console
+
+from keyboard_fl.tables import empirical_table
+
+audits = {}
+for root in (Path("..") / "runs" / "main-emp", Path("..") / "runs" / "audit"):
+    for name in ("central", "fedavg", "dp-fedavg"):
+        path = root / name / "metrics.json"
+        audit = json.loads(path.read_text()).get("audit", {}) if path.exists() else {}
+        if name not in audits and ("empirical" in audit or "phrases" in audit):
+            audits[name] = audit
+if audits:
+    Console(width=150).print(empirical_table(audits))
+else:
+    print("no audited runs under runs/main-emp/ or runs/audit/ (see the README's Empirical privacy section)")

@@ -229,7 +229,7 @@ def _with_phrase_canaries(cfg, count: int):
 
 # The main job's empirical-ε audit (issue 21), added here and not in the presets: benchmarks/privacy_utility.py
 # builds "the main job's config" from the preset, and its finished cells were trained without these.
-MAIN_PHRASES = 1000  # phrases, about half planted (10x each) in users every mode trains on
+MAIN_PHRASES = 1000  # phrases, about half planted (typed 50x each, PhraseCanaryConfig) in users every mode trains on
 # Canary directions: at q = 1e-3 over 40 rounds about 4% are ever scheduled (~200 in, ~200 out), the ones the
 # schedule-aware audit scores; the schedule-blind statistics score the first MAIN_BLIND_SCORED (cost: one
 # d-dimensional draw each). About 40 s of audit on 2 cores for both federated runs.
