@@ -172,6 +172,6 @@ for root in (Path("..") / "runs" / "main-emp", Path("..") / "runs" / "audit"):
         if name not in audits and ("empirical" in audit or "phrases" in audit):
             audits[name] = audit
 if audits:
-    Console(width=150).print(empirical_table(audits))
+    Console(width=150, force_jupyter=False, force_terminal=False).print(empirical_table(audits))  # plain text
 else:
     print("no audited runs under runs/main-emp/ or runs/audit/ (see the README's Empirical privacy section)")
