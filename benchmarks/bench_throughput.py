@@ -429,9 +429,14 @@ def save(report: dict, path: Path) -> None:
 
 
 def ratios(report: dict) -> dict:
-    """TFF s/round ÷ ours (vmap) s/round, and % of matmul peak, per model and cohort."""
-    rows = report["rows"].values()
-    peak = max((p["jax_gflops"] for p in report.get("peaks", [])), default=None)  # best seen: least loaded
+    """TFF s/round ÷ ours (vmap) s/round, and % of matmul peak, per model and cohort.
+
+    Only the rows and peaks of the latest run (``last_run_utc``) take part: a ratio or a
+    percentage of the peak is measured side by side in one run, never across machines or days
+    (``rows`` keeps the latest measurement of every configuration ever run, for the plot)."""
+    run = report.get("last_run_utc")
+    rows = [r for r in report["rows"].values() if r.get("run") == run]
+    peak = max((p["jax_gflops"] for p in report.get("peaks", []) if p.get("run") == run), default=None)
     out = {}
     for r in rows:
         if r["framework"] != "keyboard_fl" or r["variant"] == "loop":
@@ -680,7 +685,7 @@ def main(argv=None) -> None:
 
     def peak(where):
         pk = matmul_peak()
-        pk["when"] = where
+        pk["when"], pk["run"] = where, report["last_run_utc"]
         report["peaks"].append(pk)
         print(
             f"matmul peak ({where}): jax {pk['jax_gflops']} GFLOP/s, numpy {pk['numpy_gflops']} GFLOP/s, "
@@ -694,6 +699,7 @@ def main(argv=None) -> None:
             return
         row.update(extra or {})
         row["matmul_peak_measured_before_gflops"] = report["peaks"][-1]["jax_gflops"]
+        row["run"] = report["last_run_utc"]  # ratios pair rows of one run only
         report["rows"][row_key(row)] = row  # the latest measurement of each configuration
         report.setdefault("history", []).append(
             {
