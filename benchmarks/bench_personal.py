@@ -31,13 +31,14 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=200)
     ap.add_argument("--ksr-messages", type=int, default=40)
     ap.add_argument("--models", default="public-only,fedavg,dp-fedavg")
+    ap.add_argument("--prior-users", type=float, default=1.0, help="λ shrinkage (0: each user alone)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/personalization.json")
     a = ap.parse_args()
     from keyboard_fl.personal.evaluate import PersonalEvalConfig
     from keyboard_fl.personal.report import markdown_table, personalization_report
 
     t = time.perf_counter()
-    cfg = PersonalEvalConfig(users=a.users, ksr_messages=a.ksr_messages)
+    cfg = PersonalEvalConfig(users=a.users, ksr_messages=a.ksr_messages, prior_users=a.prior_users)
     report = None
     for name in a.models.split(","):  # one model at a time: the file holds every model finished so far
         part = personalization_report(a.run, cfg, (name,), log=lambda s: print(s, flush=True))
@@ -47,7 +48,7 @@ def main() -> None:
             report["results"].update(part["results"])
         report["command"] = (
             f"nice -n 10 .venv/bin/python benchmarks/bench_personal.py --run {a.run} --users {a.users} "
-            f"--ksr-messages {a.ksr_messages} --models {a.models}"
+            f"--ksr-messages {a.ksr_messages} --models {a.models} --prior-users {a.prior_users:g}"
         )
         report["wall_seconds"] = time.perf_counter() - t
         a.out.parent.mkdir(parents=True, exist_ok=True)

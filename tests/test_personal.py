@@ -95,3 +95,22 @@ def test_cached_suggester_is_a_suggester_and_learns():
     assert s.suggest("hi zo") == ["zorbel"]
     assert s.suggest("hi ")[0] == "zorbel"  # 0.5·(2 + 1·2/4)/(2 + 1) = 0.4167 > 0.5·0.5 (the)
     assert s.suggest("hello b") == ["bed"]  # the cache's words start with "h" or "z"
+
+
+def test_weight_choice_shrinks_toward_the_population():
+    """A user's λ: own validation hits plus prior_users × the population's mean hits (hand case)."""
+    import numpy as np
+
+    from keyboard_fl.personal.evaluate import PersonalEvalConfig, choose_weight
+
+    weights = (0.0, 0.1, 0.2, 0.7)
+    own = np.array([3.0, 3.0, 3.0, 4.0])  # one lucky hit favours λ = 0.7 on a dozen messages
+    population = np.array([2.0, 4.0, 3.5, 1.0])  # most users do best at λ = 0.1
+    alone = PersonalEvalConfig(weights=weights, prior_users=0.0)
+    assert choose_weight(own, population, alone) == 0.7
+    shrunk = PersonalEvalConfig(weights=weights, prior_users=1.0)  # scores 5, 7, 6.5, 5
+    assert choose_weight(own, population, shrunk) == 0.1
+    # ties go to the λ closest to the cache's default weight (0.2): 0.1 and 0.2 both score 6 here
+    assert choose_weight(np.array([3.0, 2.0, 2.5, 0.0]), np.array([0.0, 4.0, 3.5, 0.0]), shrunk) == 0.2
+    with pytest.raises(ValueError, match="prior_users"):
+        PersonalEvalConfig(prior_users=-1.0)

@@ -61,6 +61,9 @@ class PersonalEvalConfig:
     max_train_messages: int = 400  # the user's most recent training messages forming the personal state
     validation_fraction: float = 0.2  # later share of the training messages that validates λ and μ
     weights: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)  # λ grid of the cache
+    # Shrinkage of each user's λ toward the population's: the users' mean validation hits per λ
+    # count as this many extra users (0: each user's own few messages alone decide).
+    prior_users: float = 1.0
     ksr_messages: int = 100  # first held-out message of the first users, typed with each variant's strip
     min_targets: int = 5  # users with fewer scored targets are left out of the per-user spread
     common_words: int = 1000  # entity words exclude the public list's most frequent ones ("the", "city")
@@ -72,6 +75,8 @@ class PersonalEvalConfig:
             raise ValueError("PersonalEvalConfig needs users, max_test_messages, max_train_messages >= 1")
         if not self.weights or not all(0.0 <= w <= 1.0 for w in self.weights):
             raise ValueError(f"PersonalEvalConfig.weights must be in [0, 1], got {self.weights}")
+        if not self.prior_users >= 0:
+            raise ValueError(f"PersonalEvalConfig.prior_users must be >= 0, got {self.prior_users}")
 
 
 def _scored(model: GlobalModel, params, messages: list[str]) -> list[list[tuple[str, str, dict[str, float]]]]:
@@ -97,8 +102,8 @@ def _filtered(probs: dict[str, float], accepts: Callable[[str], bool]) -> dict[s
     return {w: p for w, p in probs.items() if accepts(w)}
 
 
-def _choose_weight(val: list, fit_messages: list[str], public: Dictionary, cfg: PersonalEvalConfig) -> float:
-    """λ with the most top-1 + top-3 hits on the validation messages (ties: the closest to the default)."""
+def _weight_hits(val: list, fit_messages: list[str], public: Dictionary, cfg: PersonalEvalConfig) -> np.ndarray:
+    """Top-1 + top-3 hits of each λ of ``cfg.weights`` on one user's validation messages."""
     cache = NgramCache(cfg.cache.alpha).learn_all(fit_messages)
     hits = np.zeros(len(cfg.weights))
     for per_target, message in val:
@@ -109,8 +114,16 @@ def _choose_weight(val: list, fit_messages: list[str], public: Dictionary, cfg: 
                 top = [w for w, _ in mix(g, c, lam, 3)]
                 hits[i] += (top[:1] == [target]) + (target in top)
         cache.learn(message)
-    best = max(hits) if len(hits) else 0
-    ties = [w for w, h in zip(cfg.weights, hits) if h == best]
+    return hits
+
+
+def choose_weight(hits: np.ndarray, population: np.ndarray, cfg: PersonalEvalConfig) -> float:
+    """One user's λ: the most validation hits once ``cfg.prior_users`` × the population's mean hits
+    per λ are added (shrinkage toward the population's choice, as in empirical Bayes: a user's
+    dozen validation messages alone pick λ noisily); ties go to the λ closest to the default."""
+    score = np.asarray(hits, float) + cfg.prior_users * np.asarray(population, float)
+    best = score.max()
+    ties = [w for w, h in zip(cfg.weights, score) if np.isclose(h, best)]
     return min(ties, key=lambda w: (abs(w - cfg.cache.weight), w))
 
 
@@ -208,8 +221,10 @@ def evaluate_model(model: GlobalModel, cfg: PersonalEvalConfig, log: Callable[[s
         test[u.user_id], flat = flat[: len(u.test)], flat[len(u.test) :]
     log(f"{model.name}: global predictions for {len(users)} users ({time.perf_counter() - t0:.0f}s)")
     tally = _Tally(public.public)
+    hits = {u.user_id: _weight_hits(val[u.user_id], list(u.fit), public, cfg) for u in users}
+    population = np.mean(list(hits.values()), axis=0)  # validation messages only: no test data
     for i, u in enumerate(users):
-        lam[u.user_id] = _choose_weight(val[u.user_id], list(u.fit), public, cfg)
+        lam[u.user_id] = choose_weight(hits[u.user_id], population, cfg)
         deltas[u.user_id], mu[u.user_id], _ = fit_bias(
             model.graphdef, model.params, model.tokenizer, list(u.train), model.config.seq_len, cfg.bias
         )
