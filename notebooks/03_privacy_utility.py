@@ -157,18 +157,17 @@ nu.show_table(["mechanism", "ε", "z", "noise std on the average", "effective", 
 # `runs/audit/`.
 
 # %%
-import json
 from pathlib import Path
 
 from rich.console import Console
 
+from keyboard_fl import runs
 from keyboard_fl.tables import empirical_table
 
 audits = {}
 for root in (Path("..") / "runs" / "main-emp", Path("..") / "runs" / "audit"):
     for name in ("central", "fedavg", "dp-fedavg"):
-        path = root / name / "metrics.json"
-        audit = json.loads(path.read_text()).get("audit", {}) if path.exists() else {}
+        audit = runs.load_metrics(root / name).get("audit", {}) if runs.is_finished(root / name) else {}
         if name not in audits and ("empirical" in audit or "phrases" in audit):
             audits[name] = audit
 if audits:
