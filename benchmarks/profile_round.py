@@ -15,6 +15,18 @@ round (first call, then the median of ``--rounds`` calls):
 * ``server_s``: noise on the sum + divide + server Adam step alone;
 * ``round_s``: the whole jitted round (``build_round(...).apply``).
 
+Then one local step of one client, its parts each jitted alone on one device
+(``step_parts``, the median of 30 calls; default model, the task's batch of
+16 × 20 pieces unless ``--batch``/``--seq-len`` say otherwise):
+
+* ``grad_step_s``: the loss's gradient, the whole model;
+* ``softmax_head_s``: tied output layer + cross-entropy, forward and backward,
+  from fixed LSTM outputs;
+* ``recurrence_s``: the CIFG recurrence (``models/cifg_scan.py``), forward and
+  backward, from fixed input gates;
+* ``input_gates_s``: embedding gather + input matmul, forward and backward
+  (the scatter-add into the embedding's gradient included).
+
 Usage::
 
     .venv/bin/python benchmarks/profile_round.py --cohort 256 --max-examples 8
@@ -36,6 +48,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import optax
 
 import keyboard_fl  # noqa: F401  (the fixed host device count, before JAX starts)
 
@@ -56,6 +69,7 @@ from keyboard_fl.fl import (  # noqa: E402
 )
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh, shard_cohort  # noqa: E402
 from keyboard_fl.models import init_params, make_loss_fn  # noqa: E402
+from keyboard_fl.models.cifg_scan import cifg_scan  # noqa: E402
 from keyboard_fl.privacy.clipping import clip_update  # noqa: E402
 
 
@@ -142,16 +156,69 @@ def profile(cohort: int, max_examples: int, rounds: int, chunk: int | None) -> d
     }
 
 
+def _median_s(fn, calls: int = 30) -> float:
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def step_parts(batch: int, seq_len: int) -> dict:
+    """One client's local step on one device, and its three parts each jitted alone (module docstring)."""
+    cfg = preset("default").model
+    graphdef, params = init_params(cfg, jax.random.key(0))
+    loss_fn = make_loss_fn(graphdef)
+    keys = jax.random.split(jax.random.key(4), 4)
+    tokens = jax.random.randint(keys[0], (batch, seq_len + 1), 4, cfg.vocab_size)
+    b = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": jnp.ones((batch, seq_len))}
+    h = 0.1 * jax.random.normal(keys[1], (batch, seq_len, cfg.embed_dim))
+    xg = 0.1 * jax.random.normal(keys[2], (seq_len, batch, 3 * cfg.hidden_dim))
+
+    def head(p, h):
+        logits = h @ p["embedding"].T + p["output_bias"]
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, b["targets"]))
+
+    def recurrence(p, xg):
+        cs, hs = cifg_scan(xg, p["w_recurrent"], p["w_projection"])
+        return jnp.sum(hs * hs) + jnp.sum(cs)
+
+    def gates(p):
+        x = jnp.take(p["embedding"], b["inputs"], axis=0)
+        return jnp.sum(jnp.square(x @ p["w_input"] + p["gate_bias"]))
+
+    parts = {
+        "grad_step_s": (jax.jit(jax.grad(lambda p: loss_fn(p, b)[0])), (params,)),
+        "softmax_head_s": (jax.jit(jax.grad(head, argnums=(0, 1))), (params, h)),
+        "recurrence_s": (jax.jit(jax.grad(recurrence, argnums=(0, 1))), (params, xg)),
+        "input_gates_s": (jax.jit(jax.grad(gates)), (params,)),
+    }
+    cpu0 = jax.devices()[0]
+    out = {}
+    for name, (fn, args) in parts.items():
+        args = jax.device_put(args, cpu0)
+        out[name] = round(_median_s(lambda fn=fn, args=args: fn(*args)), 6)
+    step = out["grad_step_s"]
+    out["share_of_grad_step"] = {k: round(v / step, 3) for k, v in out.items() if k != "grad_step_s"}
+    out["batch"], out["seq_len"] = batch, seq_len
+    return out
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cohort", type=int, default=256)
     p.add_argument("--max-examples", type=int, default=8, help="batch 8: 8 rows = one local step")
     p.add_argument("--chunk", type=int, default=None, help="default: the preset's client_chunk")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch", type=int, default=16, help="step_parts: rows per local step")
+    p.add_argument("--seq-len", type=int, default=20, help="step_parts: pieces per row")
     p.add_argument("--out", type=Path, default=HERE / "results" / "profile_round.json")
     a = p.parse_args(argv)
     load = list(os.getloadavg())
     row = profile(a.cohort, a.max_examples, a.rounds, a.chunk)
+    row["step_parts"] = step_parts(a.batch, a.seq_len)
     row.update(
         when_utc=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         command=" ".join([".venv/bin/python", "benchmarks/profile_round.py"] + sys.argv[1:]),
@@ -161,7 +228,7 @@ def main(argv=None) -> None:
     )
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(row, indent=2) + "\n")
-    print(json.dumps({k: row[k] for k in ("parts", "share_of_round", "client_updates_per_s")}, indent=1))
+    print(json.dumps({k: row[k] for k in ("parts", "share_of_round", "client_updates_per_s", "step_parts")}, indent=1))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ recurrent parameters) and a projection of the cell output back to the
 embedding width, so the input embedding and the output softmax share one
 matrix (Press & Wolf 2017). Gboard: 670 units, embedding 96, 10k words.
 
-The recurrence is written with ``lax.scan`` over plain arrays, so the model has
-no hidden state of its own and splits cleanly into ``(graphdef, params)`` for
-the federated code. ``step`` advances one token, for the suggestion search.
+The recurrence over a whole sequence is :func:`~keyboard_fl.models.cifg_scan.cifg_scan`
+(``lax.scan`` over plain arrays with a hand-written backward pass that does the
+weight gradients as one matmul over all tokens), so the model has no hidden
+state of its own and splits cleanly into ``(graphdef, params)`` for the
+federated code. ``step`` advances one token, for the suggestion search.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from keyboard_fl.models.cifg_scan import cifg_cell, cifg_scan
 from keyboard_fl.models.config import ModelConfig
 
 State = tuple[jax.Array, jax.Array]  # (cell c [B, H], projected output h [B, E])
@@ -44,13 +47,8 @@ class CifgLstm(nnx.Module):
         return jnp.zeros((batch_size, h)), jnp.zeros((batch_size, e))
 
     def _cell(self, state: State, x_gates: jax.Array) -> State:
-        c, h = state
-        z = x_gates + jnp.matmul(h, self.w_recurrent[...])
-        zi, zg, zo = jnp.split(z, 3, axis=-1)
-        i = jax.nn.sigmoid(zi)
-        c = (1.0 - i) * c + i * jnp.tanh(zg)
-        m = jax.nn.sigmoid(zo) * jnp.tanh(c)
-        return c, jnp.matmul(m, self.w_projection[...])
+        c, h, _ = cifg_cell(*state, x_gates, self.w_recurrent[...], self.w_projection[...])
+        return c, h
 
     def _gates_in(self, tokens: jax.Array) -> jax.Array:
         x = jnp.take(self.embedding[...], tokens, axis=0)
@@ -63,12 +61,7 @@ class CifgLstm(nnx.Module):
     def states(self, tokens: jax.Array) -> State:
         """The state after reading each token: ``(c, h)`` with shapes [B, T, ·]."""
         xg = jnp.swapaxes(self._gates_in(tokens), 0, 1)  # [T, B, 3H]
-
-        def body(state, x):
-            state = self._cell(state, x)
-            return state, state
-
-        _, (cs, hs) = jax.lax.scan(body, self.initial_state(tokens.shape[0]), xg)
+        cs, hs = cifg_scan(xg, self.w_recurrent[...], self.w_projection[...])
         return jnp.swapaxes(cs, 0, 1), jnp.swapaxes(hs, 0, 1)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
