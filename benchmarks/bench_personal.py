@@ -11,8 +11,11 @@ Usage::
 
     nice -n 10 .venv/bin/python benchmarks/bench_personal.py [--run runs/main] [--users 200] [--ksr-messages 40]
 
-Writes ``benchmarks/results/personalization.json`` and the README table
-``benchmarks/results/personalization.md``.
+Writes ``benchmarks/results/personalization.json`` and the README tables
+``benchmarks/results/personalization.md``: each model's strips, then which
+model personalization helps most (:mod:`keyboard_fl.personal.compare`: the
+difference of two models' top-1 gains over the same users, with a paired
+bootstrap interval over users).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main() -> None:
     ap.add_argument("--prior-users", type=float, default=1.0, help="λ shrinkage (0: each user alone)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/personalization.json")
     a = ap.parse_args()
+    from keyboard_fl.personal.compare import comparison_table
     from keyboard_fl.personal.evaluate import PersonalEvalConfig
     from keyboard_fl.personal.report import markdown_table, personalization_report
 
@@ -54,6 +58,8 @@ def main() -> None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         table = markdown_table(report)
+        if len(report["results"]) > 1:
+            table += "\n" + comparison_table(report)
         a.out.with_suffix(".md").write_text(table)
         print(table, flush=True)
 

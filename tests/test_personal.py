@@ -114,3 +114,72 @@ def test_weight_choice_shrinks_toward_the_population():
     assert choose_weight(np.array([3.0, 2.0, 2.5, 0.0]), np.array([0.0, 4.0, 3.5, 0.0]), shrunk) == 0.2
     with pytest.raises(ValueError, match="prior_users"):
         PersonalEvalConfig(prior_users=-1.0)
+
+
+def _result(name: str, targets, global_hits, cache_hits, users=None) -> dict:
+    """A per-user slice of an evaluate_model result (top-1 of the global and cache strips)."""
+    users = list(range(len(targets))) if users is None else users
+    return {
+        "model": name,
+        "per_user": {"users": users, "targets": targets, "top1": {"global": global_hits, "cache": cache_hits}},
+    }
+
+
+def test_gain_difference_by_hand():
+    """Pooled gains Σ(personal − global)/Σ targets, paired by user: hand case and the interval's verdicts."""
+    import numpy as np
+
+    from keyboard_fl.personal.compare import comparison_table, gain_difference, pooled_gain
+
+    # a: (1 + 1 + 2) / 40 = 0.1; b: no change; user 3 is b's only and is left out of the pairing
+    a = _result("a", [10, 10, 20], [1, 2, 3], [2, 3, 5])
+    b = _result("b", [10, 10, 20, 5], [4, 4, 4, 1], [4, 4, 4, 5], users=[0, 1, 2, 3])
+    d = gain_difference(a, b, "cache", n_resamples=2000)
+    assert d["users"] == 3
+    assert d["gain_a"] == pytest.approx(0.1) and d["gain_b"] == 0.0 and d["difference"] == pytest.approx(0.1)
+    assert pooled_gain([10, 10, 20], [2, 3, 5], [1, 2, 3]) == pytest.approx(0.1)
+    assert math.isnan(pooled_gain([0], [0], [0]))
+
+    rng = np.random.default_rng(1)
+    n = rng.integers(5, 30, size=80).tolist()
+    g = [int(rng.integers(0, k)) for k in n]
+    helped = [h + int(rng.integers(1, 3)) for h in g]  # a's cache adds 1-2 hits for every user
+    noisy = [h + int(rng.integers(-1, 2)) for h in g]  # b's adds -1..1: about nothing
+    clear = gain_difference(_result("a", n, g, helped), _result("b", n, g, noisy), n_resamples=2000)
+    assert 0 < clear["low"] < clear["difference"] < clear["high"]
+    same = gain_difference(_result("a", n, g, noisy), _result("b", n, g, noisy), n_resamples=2000)
+    assert same["difference"] == 0.0 and same["low"] <= 0.0 <= same["high"]
+    swapped = gain_difference(_result("b", n, g, noisy), _result("a", n, g, helped), n_resamples=2000)
+    assert swapped["high"] < 0
+
+    report = {"results": {"a": _result("a", n, g, helped), "b": _result("b", n, g, noisy)}}
+    table = comparison_table(report, variants=("cache",))
+    assert "| a | b | cache |" in table and "A more" in table
+    with pytest.raises(ValueError, match="no per-user counts"):
+        gain_difference({"model": "old"}, b)
+    with pytest.raises(ValueError, match="no user in common"):
+        gain_difference(a, _result("c", [5], [1], [1], users=[9]))
+
+
+def test_report_over_trained_runs_pairs_the_same_users(tiny_runs):
+    """End to end on the tiny runs: every strip scored, per-user counts that add up to the pooled
+    top-1, and the paired comparison of two global models over the same users."""
+    from keyboard_fl.personal.compare import comparison_table, gain_difference
+    from keyboard_fl.personal.evaluate import VARIANTS, PersonalEvalConfig
+    from keyboard_fl.personal.report import markdown_table, personalization_report
+
+    root = tiny_runs["fedavg"].parent
+    cfg = PersonalEvalConfig(users=4, max_test_messages=3, max_train_messages=40, ksr_messages=1, min_targets=1)
+    report = personalization_report(root, cfg, ("fedavg", "dp-fedavg"), log=lambda s: None)
+    a, b = report["results"]["fedavg"], report["results"]["dp-fedavg"]
+    for r in (a, b):
+        pu = r["per_user"]
+        assert 0 < len(pu["users"]) <= 4 and sum(pu["targets"]) == r["variants"]["global"]["targets"]
+        for v in VARIANTS:
+            assert sum(pu["top1"][v]) == pytest.approx(r["variants"][v]["top1"] * sum(pu["targets"]))
+            assert all(h1 <= h3 <= n for h1, h3, n in zip(pu["top1"][v], pu["top3"][v], pu["targets"]))
+    assert a["per_user"]["users"] == b["per_user"]["users"]  # the same users for every model
+    d = gain_difference(a, b, "cache", n_resamples=500)
+    assert d["users"] == len(a["per_user"]["users"]) and d["low"] <= d["difference"] <= d["high"]
+    assert "| fedavg | dp-fedavg | cache |" in comparison_table(report)
+    assert "| fedavg (" in markdown_table(report)

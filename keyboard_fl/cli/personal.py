@@ -21,6 +21,7 @@ def personalize(
     out: Optional[Path] = typer.Option(None, "--out", help="write the report as JSON here"),
 ):
     """Personal cache and bias fine-tuning against each global model, on training users' later messages."""
+    from keyboard_fl.personal.compare import comparison_table
     from keyboard_fl.personal.evaluate import PersonalEvalConfig
     from keyboard_fl.personal.report import markdown_table, personalization_report
 
@@ -32,3 +33,5 @@ def personalize(
         out.write_text(json.dumps(report, indent=2, sort_keys=True, default=str) + "\n")
         _log(f"wrote {out}")
     console.print(markdown_table(report), highlight=False, markup=False)
+    if len(report["results"]) > 1:  # which model personalization helps most, paired over the same users
+        console.print(comparison_table(report), highlight=False, markup=False)

@@ -4,7 +4,9 @@
   with the global model's word distribution (:class:`CachedSuggester`);
 * :mod:`~keyboard_fl.personal.bias` — the output bias fine-tuned on the user's messages;
 * :mod:`~keyboard_fl.personal.evaluate` — personalized against global on training
-  users' later messages (``keyboard-fl personalize``).
+  users' later messages (``keyboard-fl personalize``);
+* :mod:`~keyboard_fl.personal.compare` — which global model personalization helps
+  most: two models' gains over the same users, with a paired bootstrap interval.
 
 Both personalised back-ends implement :class:`keyboard_fl.suggester.Suggester`.
 """

@@ -199,6 +199,17 @@ def _spread(tally: _Tally, variant: str, min_targets: int) -> dict:
     return out
 
 
+def _per_user(tally: _Tally) -> dict:
+    """Each scored user's in-vocabulary targets and top-1 / top-3 hits per variant (for paired comparisons)."""
+    users = sorted(tally.vocab["global"].per_user)
+    counts = {v: tally.vocab[v].per_user for v in VARIANTS}
+    return {
+        "users": users,
+        "targets": [counts["global"][u].targets for u in users],
+        **{f"top{k}": {v: [counts[v][u].hits[k] for u in users] for v in VARIANTS} for k in (1, 3)},
+    }
+
+
 def evaluate_model(model: GlobalModel, cfg: PersonalEvalConfig, log: Callable[[str], None] = print) -> dict:
     """Every variant's top-1 / top-3 / KSR, per-user gain spread and personal-entity accuracy for ``model``."""
     t0 = time.perf_counter()
@@ -244,6 +255,7 @@ def evaluate_model(model: GlobalModel, cfg: PersonalEvalConfig, log: Callable[[s
             "ksr": ksr.get(v, float("nan")),
             "per_user_gain_top1": _spread(tally, v, cfg.min_targets) if v != "global" else None,
         }
+    out["per_user"] = _per_user(tally)
     out["ksr_characters"] = ksr.get("characters", 0)
     out["weights"] = {str(w): sum(x == w for x in lam.values()) for w in cfg.weights}
     out["bias_l2"] = {str(m): sum(x == m for x in mu.values()) for m in (*cfg.bias.l2_grid, float("inf"))}
