@@ -51,6 +51,7 @@ Usage::
     .venv/bin/python benchmarks/bench_throughput.py --quick         # default model, cohorts 16 64, few rounds
     .venv/bin/python benchmarks/bench_throughput.py --models so --cohorts 64 --no-memory
     .venv/bin/python benchmarks/bench_throughput.py --no-tff --no-pfl
+    .venv/bin/python benchmarks/bench_throughput.py --memory-only   # the 500-round memory run alone
     .venv/bin/python benchmarks/bench_throughput.py --gpu        # on a GPU machine: default model, 1,000 users a round
 
 On a GPU machine, install JAX's CUDA build into the venv first
@@ -567,6 +568,29 @@ def plot_memory(mem: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def measure_memory(a, report: dict, rounds: int) -> None:
+    """RSS over ``rounds`` rounds in a child process: ``memory_500_rounds.{json,png}`` and ``report["memory"]``."""
+    la = load_avg()
+    mem = run_child([sys.executable, __file__, "--worker", "memory", "--rounds", str(rounds)], "MEM_RESULT", a.timeout)
+    if not mem:
+        return
+    mem.update(
+        load_average_before=la,
+        machine=machine_description(),
+        when_utc=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    mpath = a.out.with_name("memory_500_rounds.json")
+    mpath.write_text(json.dumps(mem, indent=2))
+    plot_memory(mem, mpath.with_suffix(".png"))
+    print(
+        f"memory: RSS {mem['rss_at_round_50_mb']} MB at round 50, max {mem['rss_max_after_round_50_mb']} MB "
+        f"after it ({100 * mem['growth_max_vs_round_50']:+.2f}%), flat={mem['flat_within_5pct']}",
+        flush=True,
+    )
+    keys = ("rounds", "rss_at_round_50_mb", "rss_max_after_round_50_mb", "growth_max_vs_round_50", "flat_within_5pct")
+    report["memory"] = {k: mem[k] for k in keys}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="default model, cohorts 16 64, 2+1 rounds, 100 memory rounds")
@@ -604,6 +628,11 @@ def main(argv=None) -> None:
     )
     p.add_argument("--no-onedevice", action="store_true", help="skip ours on one device (the old default)")
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only the memory run: keeps --out's rows, peaks and ratios (no new run) and updates its memory",
+    )
     p.add_argument("--memory-rounds", type=int, default=None, help="default 500 (100 with --quick)")
     p.add_argument("--timeout", type=float, default=1800, help="per child process, seconds")
     p.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
@@ -622,6 +651,12 @@ def main(argv=None) -> None:
         return
     if a.worker == "memory":
         print("MEM_RESULT " + json.dumps(worker_memory(a)), flush=True)
+        return
+
+    if a.memory_only:
+        report = json.loads(a.out.read_text()) if a.out.exists() else {"rows": {}, "peaks": []}
+        measure_memory(a, report, a.memory_rounds or 500)
+        save(report, a.out)
         return
 
     if a.gpu:
@@ -772,34 +807,7 @@ def main(argv=None) -> None:
     peak("end")
 
     if not a.no_memory:
-        la = load_avg()
-        mem = run_child(
-            [sys.executable, __file__, "--worker", "memory", "--rounds", str(mem_rounds)], "MEM_RESULT", a.timeout
-        )
-        if mem:
-            mem.update(
-                load_average_before=la,
-                machine=report["machine"],
-                when_utc=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            )
-            mpath = a.out.with_name("memory_500_rounds.json")
-            mpath.write_text(json.dumps(mem, indent=2))
-            plot_memory(mem, mpath.with_suffix(".png"))
-            print(
-                f"memory: RSS {mem['rss_at_round_50_mb']} MB at round 50, max {mem['rss_max_after_round_50_mb']} MB "
-                f"after it ({100 * mem['growth_max_vs_round_50']:+.2f}%), flat={mem['flat_within_5pct']}",
-                flush=True,
-            )
-            report["memory"] = {
-                k: mem[k]
-                for k in (
-                    "rounds",
-                    "rss_at_round_50_mb",
-                    "rss_max_after_round_50_mb",
-                    "growth_max_vs_round_50",
-                    "flat_within_5pct",
-                )
-            }
+        measure_memory(a, report, mem_rounds)
     report["load_average_end"] = load_avg()
     report["last_run_wall_s"] = round(time.perf_counter() - t_start, 1)
     save(report, a.out)
