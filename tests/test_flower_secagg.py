@@ -255,7 +255,7 @@ def test_strategy_gets_only_the_sum_and_releases_it_like_dp_fedavg(tmp_path, mon
     M, R = p.modulus_range, p.quantization_range
     for v in masked:  # uniform over Z_M, while a quantized update sits within [0, R] (R/M = 1/1024)
         # The mean of L uniform draws on [0, 1) has std 1/sqrt(12 L): 6 of them (a false alarm about once in
-        # 5e8) for this small model's L ≈ 140 coordinates, where a fixed 0.05 was only ~2 std and failed by chance.
+        # 5e8) for this small model's L = 204 coordinates, where a fixed 0.05 was only ~2.5 std and failed by chance.
         assert abs(v.astype(np.float64).mean() / M - 0.5) < 6 / np.sqrt(12 * v.size), v.size
         assert np.mean(v <= R) < 0.05  # uniform: ~1/1024 of them; a quantized update: all of them
 
