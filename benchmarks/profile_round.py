@@ -16,7 +16,7 @@ round (first call, then the median of ``--rounds`` calls):
 * ``round_s``: the whole jitted round (``build_round(...).apply``).
 
 Then one local step of one client, its parts each jitted alone on one device
-(``step_parts``, the median of 30 calls; default model, the task's batch of
+(``step_parts``, the median of 30 calls after the first; default model, the task's batch of
 16 × 20 pieces unless ``--batch``/``--seq-len`` say otherwise):
 
 * ``grad_step_s``: the loss's gradient, the whole model;
@@ -68,7 +68,7 @@ from keyboard_fl.fl import (  # noqa: E402
     server_update,
 )
 from keyboard_fl.fl.sharding import capacity_multiple, client_mesh, shard_cohort  # noqa: E402
-from keyboard_fl.models import init_params, make_loss_fn  # noqa: E402
+from keyboard_fl.models import init_params, make_loss_fn, merge  # noqa: E402
 from keyboard_fl.models.cifg_scan import cifg_scan  # noqa: E402
 from keyboard_fl.privacy.clipping import clip_update  # noqa: E402
 
@@ -82,7 +82,7 @@ def _timed(fn, rounds: int) -> dict:
         t0 = time.perf_counter()
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - t0)
-    return {"first_s": round(first, 3), "median_s": round(statistics.median(times), 4)}
+    return {"first_s": round(first, 3), "median_s": round(statistics.median(times), 6)}
 
 
 def profile(cohort: int, max_examples: int, rounds: int, chunk: int | None) -> dict:
@@ -156,16 +156,6 @@ def profile(cohort: int, max_examples: int, rounds: int, chunk: int | None) -> d
     }
 
 
-def _median_s(fn, calls: int = 30) -> float:
-    jax.block_until_ready(fn())
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def step_parts(batch: int, seq_len: int) -> dict:
     """One client's local step on one device, and its three parts each jitted alone (module docstring)."""
     cfg = preset("default").model
@@ -177,17 +167,16 @@ def step_parts(batch: int, seq_len: int) -> dict:
     h = 0.1 * jax.random.normal(keys[1], (batch, seq_len, cfg.embed_dim))
     xg = 0.1 * jax.random.normal(keys[2], (seq_len, batch, 3 * cfg.hidden_dim))
 
-    def head(p, h):
-        logits = h @ p["embedding"].T + p["output_bias"]
+    def head(p, h):  # the model's own tied output layer, then the loss's cross-entropy
+        logits = merge(graphdef, p).logits(h)
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, b["targets"]))
 
     def recurrence(p, xg):
         cs, hs = cifg_scan(xg, p["w_recurrent"], p["w_projection"])
         return jnp.sum(hs * hs) + jnp.sum(cs)
 
-    def gates(p):
-        x = jnp.take(p["embedding"], b["inputs"], axis=0)
-        return jnp.sum(jnp.square(x @ p["w_input"] + p["gate_bias"]))
+    def gates(p):  # the model's own embedding gather + input-gate matmul
+        return jnp.sum(jnp.square(merge(graphdef, p)._gates_in(b["inputs"])))
 
     parts = {
         "grad_step_s": (jax.jit(jax.grad(lambda p: loss_fn(p, b)[0])), (params,)),
@@ -199,7 +188,7 @@ def step_parts(batch: int, seq_len: int) -> dict:
     out = {}
     for name, (fn, args) in parts.items():
         args = jax.device_put(args, cpu0)
-        out[name] = round(_median_s(lambda fn=fn, args=args: fn(*args)), 6)
+        out[name] = _timed(lambda fn=fn, args=args: fn(*args), 30)["median_s"]
     step = out["grad_step_s"]
     out["share_of_grad_step"] = {k: round(v / step, 3) for k, v in out.items() if k != "grad_step_s"}
     out["batch"], out["seq_len"] = batch, seq_len
